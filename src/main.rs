@@ -1,0 +1,4 @@
+//! `sipedge` command line: `run` (default), `ctl`, `check-config`.
+fn main() {
+    println!("sipedge");
+}

@@ -1,0 +1,1 @@
+//! Management: JSON-RPC methods (Kamailio names), Prometheus metrics.

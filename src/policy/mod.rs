@@ -1,0 +1,1 @@
+//! Policy rules: match requests, act on dialogs.

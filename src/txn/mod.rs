@@ -1,0 +1,1 @@
+//! INVITE transaction state (kept inside the dialog record).

@@ -1,0 +1,1 @@
+//! Zero-copy SIP wire layer: bytes -> views, views + edits -> bytes.
