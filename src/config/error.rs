@@ -67,6 +67,22 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// Narrows a `toml` error span to the offending element: `toml` reports errors inside an
+/// array or inline table at the container's span, so if the first `` `quoted` `` text of the
+/// message occurs inside the span, point at it. Returns a byte offset.
+pub fn refine(text: &str, span: Range<usize>, message: &str) -> usize {
+    let quoted = message
+        .split_once('`')
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(q, _)| q)
+        .filter(|q| !q.is_empty());
+    let inner = text.get(span.clone()).unwrap_or_default();
+    match quoted.and_then(|q| inner.find(q)) {
+        Some(off) => span.start + off,
+        None => span.start,
+    }
+}
+
 /// One step of a path into the TOML document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Seg<'a> {
@@ -139,6 +155,14 @@ mod tests {
         assert_eq!(line_col(t, 6), (2, 1));
         // `"x"` starts after "bé = " (5 chars, 6 bytes)
         assert_eq!(line_col(t, 6 + 6), (2, 6));
+    }
+
+    #[test]
+    fn refine_points_inside_containers() {
+        let t = "x = [\"a\", \"bad\"]";
+        assert_eq!(refine(t, 4..t.len(), "bad value `bad`"), 11);
+        assert_eq!(refine(t, 4..t.len(), "no quote"), 4);
+        assert_eq!(refine(t, 4..t.len(), "`zzz` not there"), 4);
     }
 
     #[test]

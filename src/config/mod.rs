@@ -331,7 +331,9 @@ impl Config {
 
     fn parse_named(text: &str, file: &str) -> Result<Config, ConfigErrors> {
         let config: Config = toml::from_str(text).map_err(|e| {
-            let (line, col) = e.span().map_or((1, 1), |s| error::line_col(text, s.start));
+            let (line, col) = e.span().map_or((1, 1), |s| {
+                error::line_col(text, error::refine(text, s, e.message()))
+            });
             ConfigErrors {
                 file: file.to_owned(),
                 errors: vec![ConfigError {
