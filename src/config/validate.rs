@@ -29,27 +29,39 @@ impl Ctx<'_> {
         self.errors.push(e);
     }
 
-    /// Checks a profile reference: known, and a value iff the profile is `with_value`.
-    fn profile(&mut self, path: &[Seg<'_>], name: &str, has_value: bool) {
-        let mut p = path.to_vec();
+    /// Checks a profile reference at `path` (its name under key `name_key`): the profile
+    /// is declared; a `no_value` profile gets no value; a `with_value` profile gets one
+    /// unless `value_optional` (conditions may test a with_value profile as a whole).
+    fn profile(&mut self, r: ProfileCheck<'_, '_>) {
+        let mut p = r.path.to_vec();
+        let name = r.name;
         match self.config.profiles.has_value(name) {
             None => {
-                p.push(Seg::Key("name"));
+                p.push(Seg::Key(r.name_key));
                 self.err(
                     &p,
                     format!("unknown profile `{name}` (declare it in [profiles])"),
                 );
             }
-            Some(true) if !has_value => {
+            Some(true) if !r.has_value && !r.value_optional => {
                 self.err(&p, format!("profile `{name}` is with_value: set `value`"));
             }
-            Some(false) if has_value => {
+            Some(false) if r.has_value => {
                 p.push(Seg::Key("value"));
                 self.err(&p, format!("profile `{name}` is no_value: remove `value`"));
             }
             Some(_) => {}
         }
     }
+}
+
+/// A profile reference to check.
+struct ProfileCheck<'p, 'a> {
+    path: &'p [Seg<'a>],
+    name_key: &'a str,
+    name: &'p str,
+    has_value: bool,
+    value_optional: bool,
 }
 
 fn name_field_path<'a>(path: &[Seg<'a>], key: &'a str) -> Vec<Seg<'a>> {
@@ -178,7 +190,13 @@ fn check_profile_refs(cx: &mut Ctx<'_>, base: &[Seg<'_>], key: &str, refs: &[Pro
     for (j, pr) in refs.iter().enumerate() {
         let mut p = base.to_vec();
         p.extend([Seg::Key(key), Seg::Idx(j)]);
-        cx.profile(&p, &pr.name, pr.value.is_some());
+        cx.profile(ProfileCheck {
+            path: &p,
+            name_key: "name",
+            name: &pr.name,
+            has_value: pr.value.is_some(),
+            value_optional: true,
+        });
     }
 }
 
@@ -202,11 +220,13 @@ fn check_rules(cx: &mut Ctx<'_>) {
         check_profile_refs(cx, &m, "in_profile", &r.when.in_profile);
         check_profile_refs(cx, &m, "not_in_profile", &r.when.not_in_profile);
         for (j, ProfileSize { name, value, .. }) in r.when.profile_size.iter().enumerate() {
-            cx.profile(
-                &[m[0], m[1], m[2], Seg::Key("profile_size"), Seg::Idx(j)],
+            cx.profile(ProfileCheck {
+                path: &[m[0], m[1], m[2], Seg::Key("profile_size"), Seg::Idx(j)],
+                name_key: "name",
                 name,
-                value.is_some(),
-            );
+                has_value: value.is_some(),
+                value_optional: true,
+            });
         }
         for (j, a) in r.actions.iter().enumerate() {
             let ap = [
@@ -223,38 +243,31 @@ fn check_rules(cx: &mut Ctx<'_>) {
 fn check_action(cx: &mut Ctx<'_>, ap: &[Seg<'_>], a: &ActionSpec) {
     match a {
         ActionSpec::SetProfile(pr) => {
-            cx.profile(
-                &name_field_path(ap, "set_profile"),
-                &pr.name,
-                pr.value.is_some(),
-            );
+            cx.profile(ProfileCheck {
+                path: &name_field_path(ap, "set_profile"),
+                name_key: "name",
+                name: &pr.name,
+                has_value: pr.value.is_some(),
+                value_optional: false,
+            });
         }
         ActionSpec::UnsetProfile(pr) => {
-            cx.profile(
-                &name_field_path(ap, "unset_profile"),
-                &pr.name,
-                pr.value.is_some(),
-            );
+            cx.profile(ProfileCheck {
+                path: &name_field_path(ap, "unset_profile"),
+                name_key: "name",
+                name: &pr.name,
+                has_value: pr.value.is_some(),
+                value_optional: false,
+            });
         }
         ActionSpec::Limit { profile, value, .. } => {
-            let p = name_field_path(ap, "limit");
-            match cx.config.profiles.has_value(profile) {
-                None => cx.err(
-                    &name_field_path(&p, "profile"),
-                    format!("unknown profile `{profile}` (declare it in [profiles])"),
-                ),
-                Some(true) if value.is_none() => {
-                    cx.err(
-                        &p,
-                        format!("profile `{profile}` is with_value: set `value`"),
-                    );
-                }
-                Some(false) if value.is_some() => cx.err(
-                    &name_field_path(&p, "value"),
-                    format!("profile `{profile}` is no_value: remove `value`"),
-                ),
-                Some(_) => {}
-            }
+            cx.profile(ProfileCheck {
+                path: &name_field_path(ap, "limit"),
+                name_key: "profile",
+                name: profile,
+                has_value: value.is_some(),
+                value_optional: false,
+            });
         }
         ActionSpec::Timeout { seconds, from } => {
             let p = name_field_path(ap, "timeout");
@@ -280,5 +293,71 @@ fn check_action(cx: &mut Ctx<'_>, ap: &[Seg<'_>], a: &ActionSpec) {
             cx.err(&p, format!("unknown target group `{group}`"));
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is a failure
+mod tests {
+    use crate::config::Config;
+
+    const P: &str = "[profiles]\nwith_value = [\"caller\"]\nno_value = [\"calls\"]\n[[target_group]]\nname = \"g\"\ntargets = [\"udp:10.0.0.1:5060\"]\n[[rule]]\nname = \"r\"\n";
+
+    fn errs(rule_tail: &str) -> String {
+        match Config::from_toml_str(&format!("{P}{rule_tail}")) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn with_value_profile_may_be_tested_without_value() {
+        assert_eq!(
+            errs(
+                "[rule.match]\nin_profile = [{ name = \"caller\" }]\nprofile_size = [{ name = \"caller\", op = \"gt\", n = 1 }]\n"
+            ),
+            ""
+        );
+    }
+
+    #[test]
+    fn with_value_profile_needs_value_when_set_or_limited() {
+        let e = errs(
+            "actions = [{ set_profile = { name = \"caller\" } }, { unset_profile = { name = \"caller\" } }, { limit = { profile = \"caller\", max = 1 } }]\n",
+        );
+        assert_eq!(e.matches("is with_value: set `value`").count(), 3, "{e}");
+    }
+
+    #[test]
+    fn limit_unknown_profile_points_at_profile_key() {
+        let e = errs("actions = [{ limit = { profile = \"nope\", max = 1 } }]\n");
+        assert_eq!(
+            e,
+            "<config>:9:34: unknown profile `nope` (declare it in [profiles])"
+        );
+    }
+
+    #[test]
+    fn bad_method_timeout_and_var_are_reported() {
+        let e = errs(
+            "actions = [{ timeout = { seconds = 0 } }, { timeout = { seconds = 5, from = \"$hdr(X)\" } }, { set_var = { name = \"\", value = \"v\" } }]\n[rule.match]\nmethod = [\"INV ITE\"]\n",
+        );
+        assert!(e.contains("timeout seconds must be > 0"), "{e}");
+        assert!(e.contains("timeout needs exactly one"), "{e}");
+        assert!(e.contains("set_var needs a non-empty name"), "{e}");
+        assert!(e.contains("<config>:11:11: bad method `INV ITE`"), "{e}");
+    }
+
+    #[test]
+    fn dialog_and_listener_checks() {
+        let bad = "[core]\nlisten = []\n[dialog]\nrr_param = \"\"\ndefault_timeout = 0\nbye_early_code = 200\nbridge_controller = \"controller@x\"\n";
+        let e = Config::from_toml_str(bad).unwrap_err();
+        assert_eq!(e.errors.len(), 5, "{e}");
+        let dup = "[core]\nlisten = [\"udp:127.0.0.1:5060\", \"udp:127.0.0.1:5060\"]\n";
+        let e = Config::from_toml_str(dup).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "<config>:2:33: duplicate listener `udp:127.0.0.1:5060`"
+        );
     }
 }
