@@ -138,7 +138,7 @@ fn broken_mgmt_without_token() {
 #[test]
 fn broken_reply_code_and_profile_value_mismatch() {
     let t = "[[rule]]\nname = \"r\"\nactions = [{ reply = { code = 200 } }]\n";
-    assert_error("code", t, "3:31", "reply code 200 out of range");
+    assert_error("code", t, "3:31", "reply code `200` out of range");
     let t = "[profiles]\nno_value = [\"calls\"]\n[[rule]]\nname = \"r\"\nactions = [{ set_profile = { name = \"calls\", value = \"$fU\" } }]\n";
     assert_error("novalue", t, "5:54", "profile `calls` is no_value");
 }

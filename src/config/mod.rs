@@ -323,6 +323,16 @@ fn parse_enum<T: for<'de> Deserialize<'de>>(s: &str) -> Option<T> {
     T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(s)).ok()
 }
 
+/// Collapses a multi-line message (e.g. a regex syntax error) to one line, with a hint for
+/// the one confusing `toml` message.
+fn one_line(message: &str) -> String {
+    let mut out = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    if out.contains("wanted exactly 1 element") {
+        out.push_str(" (each action is a one-key table, e.g. `{ track = true }`)");
+    }
+    out
+}
+
 impl Config {
     /// Parses and validates a TOML document. Errors are positioned; file name `<config>`.
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigErrors> {
@@ -339,7 +349,7 @@ impl Config {
                 errors: vec![ConfigError {
                     line,
                     col,
-                    message: e.message().trim_end().to_owned(),
+                    message: one_line(e.message()),
                 }],
             }
         })?;
@@ -407,6 +417,29 @@ mod tests {
         assert_eq!(c.mgmt.listen, "127.0.0.1:7060".parse().unwrap());
         assert!(c.dialog.track_all_invites);
         assert_eq!(c.dialog.default_timeout, 43_200);
+    }
+
+    #[test]
+    fn multi_line_messages_become_one_line() {
+        let e = Config::from_toml_str(
+            "[[rule]]\nname = \"r\"\n[rule.match]\nruri_user = { regex = \"(\" }\n",
+        )
+        .unwrap_err();
+        let s = e.to_string();
+        assert_eq!(s.lines().count(), 1, "{s}");
+        assert!(s.starts_with("<config>:4:24: bad regex `(`"), "{s}");
+        let e = Config::from_toml_str(
+            "[[rule]]\nname = \"r\"\nactions = [{ track = true, set_flag = 1 }]\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("one-key table"), "{e}");
+        let e = Config::from_toml_str("[[rule]]\nname = \"r\"\nactions = [{ set_flag = 40 }]\n")
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("<config>:3:25: flag `40` out of range"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -230,7 +230,7 @@ impl TryFrom<i64> for Flag {
             .ok()
             .filter(|n| *n < 32)
             .map(Flag)
-            .ok_or_else(|| format!("flag {n} out of range (0..=31)"))
+            .ok_or_else(|| format!("flag `{n}` out of range (0..=31)"))
     }
 }
 
@@ -246,7 +246,7 @@ impl TryFrom<i64> for ReplyCode {
             .ok()
             .filter(|n| (300..=699).contains(n))
             .map(ReplyCode)
-            .ok_or_else(|| format!("reply code {n} out of range (300..=699)"))
+            .ok_or_else(|| format!("reply code `{n}` out of range (300..=699)"))
     }
 }
 
