@@ -11,6 +11,7 @@
 
 use std::fmt;
 use std::io::Write as _;
+use std::net::IpAddr;
 
 use serde::{Deserialize, Deserializer};
 
@@ -208,16 +209,45 @@ fn expand_var(v: &Var, req: &dyn RequestView, out: &mut Vec<u8>) {
         Var::Hdr(name) => req.header(name).unwrap_or_default(),
         Var::DlgVar(key) => req.dlg_var(key).unwrap_or_default(),
         Var::SrcIp => {
-            // Writing to a Vec cannot fail.
-            let _ = write!(out, "{}", req.src_ip());
+            match req.src_ip() {
+                IpAddr::V4(v4) => {
+                    for (i, octet) in v4.octets().into_iter().enumerate() {
+                        if i > 0 {
+                            out.push(b'.');
+                        }
+                        push_decimal(out, u32::from(octet));
+                    }
+                }
+                // Writing to a Vec cannot fail.
+                ip @ IpAddr::V6(_) => drop(write!(out, "{ip}")),
+            }
             return;
         }
         Var::SrcPort => {
-            let _ = write!(out, "{}", req.src_port());
+            push_decimal(out, u32::from(req.src_port()));
             return;
         }
     };
     out.extend_from_slice(bytes);
+}
+
+/// Appends `n` in decimal without going through `fmt`.
+fn push_decimal(out: &mut Vec<u8>, n: u32) {
+    let mut buf = [0u8; 10];
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        if let Some(slot) = buf.get_mut(i) {
+            // n % 10 < 10, so the cast cannot truncate.
+            *slot = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || i == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(buf.get(i..).unwrap_or_default());
 }
 
 impl<'de> Deserialize<'de> for Template {
@@ -239,6 +269,15 @@ mod tests {
         assert_eq!(t.literal(), None);
         let t = Template::compile("plain $$5").unwrap();
         assert_eq!(t.literal(), Some(&b"plain $5"[..]));
+    }
+
+    #[test]
+    fn decimal_formatting() {
+        for n in [0, 7, 10, 255, 5060, 65535, u32::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
     }
 
     #[test]
