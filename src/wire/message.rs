@@ -176,12 +176,13 @@ pub fn frame_stream(buf: &[u8]) -> Result<Frame, ParseError> {
         return Ok(Frame::Partial);
     }
     let Some(nl) = memchr(b'\n', buf) else {
-        return partial_or_too_large(buf);
+        return partial_or_too_large(buf, 0);
     };
-    let mut pos = nl + 1;
+    let head_start = nl + 1;
+    let mut pos = head_start;
     let mut content_length: Option<u32> = None;
     loop {
-        if pos > MAX_HEAD_BYTES {
+        if pos - head_start > MAX_HEAD_BYTES {
             return Err(ParseError::HeadersTooLarge);
         }
         if buf.get(pos).is_none() {
@@ -202,7 +203,7 @@ pub fn frame_stream(buf: &[u8]) -> Result<Frame, ParseError> {
             return Ok(Frame::Partial);
         }
         let Some(next) = logical_line_end(buf, pos) else {
-            return partial_or_too_large(buf);
+            return partial_or_too_large(buf, head_start);
         };
         let (name_end, colon) = split_name(buf, pos, next)?;
         if HeaderName::from_bytes(buf.get(pos..name_end).unwrap_or(&[]))
@@ -219,8 +220,8 @@ pub fn frame_stream(buf: &[u8]) -> Result<Frame, ParseError> {
     }
 }
 
-fn partial_or_too_large(buf: &[u8]) -> Result<Frame, ParseError> {
-    if buf.len() > MAX_HEAD_BYTES {
+fn partial_or_too_large(buf: &[u8], head_start: usize) -> Result<Frame, ParseError> {
+    if buf.len().saturating_sub(head_start) > MAX_HEAD_BYTES {
         Err(ParseError::HeadersTooLarge)
     } else {
         Ok(Frame::Partial)

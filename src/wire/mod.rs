@@ -111,3 +111,7 @@ mod tests {
         assert_eq!(Span::new(0, 5).len(), 5);
     }
 }
+
+#[cfg(test)]
+#[path = "robust_tests.rs"]
+mod robust_tests;
