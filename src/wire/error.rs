@@ -11,7 +11,7 @@ use super::names::HeaderName;
 /// message (responses, or when the error means the stream must be closed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ParseError {
-    /// Nothing but white space, or no start line.
+    /// Nothing but CR/LF (a UDP keep-alive such as `"\r\n\r\n"`: drop it silently).
     Empty,
     /// The header section does not end with an empty line inside the datagram.
     Truncated,

@@ -165,8 +165,11 @@ fn skip_crlf(buf: &[u8]) -> usize {
 ///
 /// Returns [`Frame::KeepAlive`] for leading CR/LF bytes, [`Frame::Partial`] while the header
 /// section or body is incomplete, and [`Frame::Complete`] with the message length otherwise.
-/// Errors (missing/bad/duplicate Content-Length, oversized header section) mean the caller
-/// should close the connection.
+/// Errors (missing/bad/duplicate Content-Length, oversized header section, a header line
+/// without colon) mean the framing is lost: the caller should close the connection. Framing
+/// only looks at line structure and Content-Length; once `Complete(n)` is returned the caller
+/// consumes `n` bytes even if [`parse_stream_message`] then rejects the message (answer 400).
+/// Cost: one line scan of the header section (parsing repeats it).
 pub fn frame_stream(buf: &[u8]) -> Result<Frame, ParseError> {
     let n = skip_crlf(buf);
     if n > 0 {
@@ -321,7 +324,11 @@ fn parse_inner(buf: &[u8], mode: Mode) -> Result<Message<'_>, ParseError> {
         }
         let (name_end, colon) = split_name(buf, pos, next)?;
         let name = HeaderName::from_bytes(buf.get(pos..name_end).unwrap_or(&[]));
-        let (va, vb) = trim_range(buf, colon + 1, next);
+        let (mut va, mut vb) = trim_range(buf, colon + 1, next);
+        if va == vb {
+            // An empty value sits right after the colon, so a replacement stays on its line.
+            (va, vb) = (colon + 1, colon + 1);
+        }
         if name == HeaderName::ContentLength {
             if msg.content_length.is_some() {
                 return Err(ParseError::DuplicateContentLength);

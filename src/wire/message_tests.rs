@@ -331,3 +331,15 @@ fn headers_named_and_find_other() {
     assert_eq!(m.count_named(HeaderName::Via), 2);
     assert_eq!(m.header_index(HeaderName::Via), Some(1));
 }
+
+#[test]
+fn empty_value_span_stays_on_its_line() {
+    let b = b"OPTIONS sip:x SIP/2.0\r\nSubject:\r\nX-E:   \r\nVia: SIP/2.0/UDP h\r\n\r\n";
+    let m = parse(b).unwrap();
+    let s = m.header(HeaderName::Subject).unwrap();
+    assert!(s.value.is_empty());
+    assert_eq!(s.value.start, s.name_span.end + 1);
+    let x = m.headers()[1];
+    assert_eq!(x.value.start, x.name_span.end + 1);
+    assert_eq!(m.find_header(b"x-e"), Some(&b""[..]));
+}

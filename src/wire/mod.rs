@@ -39,7 +39,9 @@ pub use message::{
 pub use names::{HeaderName, Method};
 pub use scan::{ParamIter, param_lookup};
 pub use uri::{Scheme, Uri, parse_uri};
-pub use validate::{check_hops, require_max_forwards, validate_request, validate_response};
+pub use validate::{
+    check_hops, first_unsupported, require_max_forwards, validate_request, validate_response,
+};
 pub use values::{CSeq, NameAddr, NameAddrIter, TokenIter, Via, ViaIter};
 
 /// A byte range `[start, end)` into a message buffer. `Copy`, 8 bytes.

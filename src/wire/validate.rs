@@ -107,6 +107,18 @@ pub fn check_hops(m: &Message) -> Result<(), ParseError> {
     }
 }
 
+/// The first option tag in header `name` (Proxy-Require or Require) that is not in
+/// `supported` (compared case-insensitively), for a 420 answer with `Unsupported: <tag>`
+/// (RFC 3261 §16.3 step 5). `None` when every tag is supported.
+pub fn first_unsupported<'a>(
+    m: &Message<'a>,
+    name: HeaderName,
+    supported: &[&[u8]],
+) -> Option<&'a [u8]> {
+    m.option_tags(name)
+        .find(|t| !supported.iter().any(|s| s.eq_ignore_ascii_case(t)))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 mod tests {
@@ -259,6 +271,24 @@ Content-Length: 0\r\n\r\n";
         assert_eq!(validate_request(&m), Ok(()));
         assert_eq!(check_hops(&m), Err(ParseError::TooManyHops));
         assert_eq!(check_hops(&m).unwrap_err().status(), 483);
+    }
+
+    #[test]
+    fn proxy_require_check() {
+        let b = with(
+            "Call-ID: abc\r\n",
+            "Call-ID: abc\r\nProxy-Require: Foo, bar\r\n",
+        );
+        let m = parse(&b).unwrap();
+        assert_eq!(
+            first_unsupported(&m, HeaderName::ProxyRequire, &[b"foo"]),
+            Some(&b"bar"[..])
+        );
+        assert_eq!(
+            first_unsupported(&m, HeaderName::ProxyRequire, &[b"bar", b"FOO"]),
+            None
+        );
+        assert_eq!(first_unsupported(&m, HeaderName::Require, &[]), None);
     }
 
     #[test]
