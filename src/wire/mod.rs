@@ -1,1 +1,119 @@
 //! Zero-copy SIP wire layer: bytes -> views, views + edits -> bytes.
+//!
+//! # What this module owns
+//! - [`parse`] / [`frame_stream`] / [`parse_stream_message`]: framing and parsing of one SIP
+//!   message into a [`Message`], which is the borrowed buffer plus small [`Span`]s (a fixed
+//!   inline array of [`MAX_HEADERS`] headers). No heap allocation per message.
+//! - Lazy typed accessors ([`Via`], [`NameAddr`], [`CSeq`], [`Uri`], option tags) that parse a
+//!   header value only when called, again without allocating.
+//! - [`validate_request`] / [`validate_response`]: the checks a proxy needs before forwarding.
+//! - [`Edits`]: an ordered, fixed-capacity edit list over a parsed message, serialized once.
+//! - [`build`]: builders for locally generated responses, CANCEL, ACK and in-dialog requests.
+//!
+//! # Invariants
+//! - Nothing here panics on any input: all indexing goes through `get` or [`Span::get`], which
+//!   returns an empty slice when out of range.
+//! - Every [`Span`] stored in a [`Message`] lies inside [`Message::buf`] and has
+//!   `start <= end`; header spans lie inside `bytes()`.
+//! - Errors are the small `Copy` enums [`ParseError`] and [`EditError`].
+//! - Line ends may be CRLF or a bare LF; a line end followed by SP/HTAB is a fold and belongs to
+//!   the value. Value scanners treat CR and LF as linear white space for this reason.
+
+pub mod build;
+mod edit;
+mod error;
+mod message;
+mod names;
+mod scan;
+mod uri;
+mod validate;
+mod values;
+
+pub use build::{InDialog, ack_for_non2xx, cancel, in_dialog_request, response};
+pub use edit::{EditError, Edits, MAX_EDITS, SCRATCH_BYTES};
+pub use error::ParseError;
+pub use message::{
+    Frame, Header, MAX_HEAD_BYTES, MAX_HEADERS, Message, StartLine, frame_stream, parse,
+    parse_stream_message,
+};
+pub use names::{HeaderName, Method};
+pub use scan::{ParamIter, param_lookup};
+pub use uri::{Scheme, Uri, parse_uri};
+pub use validate::{
+    check_hops, first_unsupported, require_max_forwards, validate_request, validate_response,
+};
+pub use values::{CSeq, NameAddr, NameAddrIter, TokenIter, Via, ViaIter};
+
+/// A byte range `[start, end)` into a message buffer. `Copy`, 8 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Span {
+    /// First byte offset.
+    pub start: u32,
+    /// One past the last byte offset.
+    pub end: u32,
+}
+
+impl Span {
+    /// Builds a span from `usize` offsets (saturating to `u32`; buffers are capped far below).
+    #[inline]
+    pub fn new(start: usize, end: usize) -> Span {
+        let s = u32::try_from(start).unwrap_or(u32::MAX);
+        let e = u32::try_from(end).unwrap_or(u32::MAX);
+        Span {
+            start: s,
+            end: e.max(s),
+        }
+    }
+
+    /// The bytes of this span in `buf`. Never panics: empty if out of range.
+    #[inline]
+    pub fn get(self, buf: &[u8]) -> &[u8] {
+        buf.get(self.start as usize..self.end as usize)
+            .unwrap_or(&[])
+    }
+
+    /// Length in bytes (0 if `end < start`).
+    #[inline]
+    pub fn len(self) -> usize {
+        self.end.saturating_sub(self.start) as usize
+    }
+
+    /// True if the span covers no bytes.
+    #[inline]
+    pub fn is_empty(self) -> bool {
+        self.end <= self.start
+    }
+
+    /// The start offset as `usize`.
+    #[inline]
+    pub fn start_usize(self) -> usize {
+        self.start as usize
+    }
+
+    /// The end offset as `usize`.
+    #[inline]
+    pub fn end_usize(self) -> usize {
+        self.end as usize
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+mod tests {
+    use super::Span;
+
+    #[test]
+    fn span_get_never_panics() {
+        let buf = b"hello";
+        assert_eq!(Span::new(1, 3).get(buf), b"el");
+        assert_eq!(Span::new(3, 10).get(buf), b"");
+        assert_eq!(Span { start: 4, end: 2 }.get(buf), b"");
+        assert_eq!(Span { start: 4, end: 2 }.len(), 0);
+        assert!(Span { start: 4, end: 2 }.is_empty());
+        assert_eq!(Span::new(0, 5).len(), 5);
+    }
+}
+
+#[cfg(test)]
+#[path = "robust_tests.rs"]
+mod robust_tests;

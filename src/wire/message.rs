@@ -1,0 +1,520 @@
+//! Framing and parsing of one SIP message into a [`Message`] of spans.
+//!
+//! Invariants:
+//! - A [`Message`] borrows its buffer and stores only [`Span`]s: the start line, up to
+//!   [`MAX_HEADERS`] headers in a fixed inline array, the end of the header section and the body.
+//!   Parsing never allocates and never panics.
+//! - Every stored span is inside `buf` with `start <= end`; `len <= buf.len()`.
+//! - Leading CR/LF before the start line are skipped (RFC 3261 §7.5).
+//! - UDP ([`parse`]): the body is Content-Length bytes; trailing bytes after it are excluded
+//!   from `len` and so never forwarded. Without Content-Length the body is the rest of the
+//!   datagram. Content-Length beyond the datagram is an error.
+//! - Stream ([`frame_stream`] then [`parse_stream_message`]): Content-Length is mandatory.
+//! - Content-Length that is duplicated, negative, non-numeric or above `u32::MAX` is an error
+//!   in both modes (on a stream the caller closes the connection).
+//! - The header section is capped at [`MAX_HEAD_BYTES`]; more headers than [`MAX_HEADERS`] is
+//!   [`ParseError::TooManyHeaders`] (513).
+
+use memchr::{memchr, memrchr};
+
+use super::Span;
+use super::error::ParseError;
+use super::names::{HeaderName, Method};
+use super::scan::{is_token_str, parse_u32, trim_range};
+
+/// Maximum number of header lines kept per message; more is [`ParseError::TooManyHeaders`].
+pub const MAX_HEADERS: usize = 64;
+
+/// Maximum size of the header section (start line excluded); more is
+/// [`ParseError::HeadersTooLarge`]. Bounds how far a stream `Partial` can grow.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// One header line (possibly folded over several physical lines).
+#[derive(Clone, Copy, Debug)]
+pub struct Header {
+    /// Recognised name (compact forms mapped to the full name).
+    pub name: HeaderName,
+    /// The name as written.
+    pub name_span: Span,
+    /// The value, trimmed of surrounding white space (folds inside are kept).
+    pub value: Span,
+    /// The whole line(s), from the name to and including the final line end.
+    pub line: Span,
+}
+
+const EMPTY_HEADER: Header = Header {
+    name: HeaderName::Other,
+    name_span: Span { start: 0, end: 0 },
+    value: Span { start: 0, end: 0 },
+    line: Span { start: 0, end: 0 },
+};
+
+/// The parsed first line.
+#[derive(Clone, Copy, Debug)]
+pub enum StartLine {
+    /// `Method SP Request-URI SP SIP/2.0`
+    Request {
+        /// Recognised method ([`Method::Other`] for extensions).
+        method: Method,
+        /// The method token as written.
+        method_span: Span,
+        /// The Request-URI.
+        uri: Span,
+    },
+    /// `SIP/2.0 SP Status-Code SP Reason-Phrase`
+    Response {
+        /// Status code, 100..=699.
+        code: u16,
+        /// Reason phrase (may be empty).
+        reason: Span,
+    },
+}
+
+/// Result of [`frame_stream`] on a stream buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A whole message occupies `buf[..n]`: pass it to [`parse_stream_message`] and consume `n`.
+    Complete(usize),
+    /// More bytes are needed.
+    Partial,
+    /// `n` leading CR/LF bytes (RFC 5626 keep-alive): consume them. A `"\r\n\r\n"` ping
+    /// should be answered with a `"\r\n"` pong by the caller.
+    KeepAlive(usize),
+}
+
+/// A parsed SIP message: the buffer plus spans. See the module docs for invariants.
+#[derive(Clone, Debug)]
+pub struct Message<'a> {
+    buf: &'a [u8],
+    start: StartLine,
+    start_line: Span,
+    headers: [Header; MAX_HEADERS],
+    count: usize,
+    headers_end: u32,
+    body: Span,
+    len: u32,
+    content_length: Option<u32>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Datagram,
+    Stream,
+}
+
+/// Parses one UDP datagram (see the module docs for framing rules).
+pub fn parse(datagram: &[u8]) -> Result<Message<'_>, ParseError> {
+    parse_inner(datagram, Mode::Datagram)
+}
+
+/// Parses a stream message framed by [`frame_stream`]: `buf[..len]` is the message.
+/// Content-Length is mandatory and must match `len` exactly.
+pub fn parse_stream_message(buf: &[u8], len: usize) -> Result<Message<'_>, ParseError> {
+    let b = buf.get(..len).ok_or(ParseError::Truncated)?;
+    parse_inner(b, Mode::Stream)
+}
+
+/// Finds the end of the logical line starting at `pos` (folds included): the offset just past
+/// its final LF. `None` if the buffer ends before that is known.
+#[inline]
+fn logical_line_end(buf: &[u8], pos: usize) -> Option<usize> {
+    let mut search = pos;
+    loop {
+        let nl = memchr(b'\n', buf.get(search..)?)?;
+        let after = search + nl + 1;
+        match buf.get(after) {
+            Some(b' ' | b'\t') => search = after,
+            Some(_) => return Some(after),
+            None => return None,
+        }
+    }
+}
+
+/// Splits a header line into `(name_end, colon)` after checking the name is a token.
+#[inline]
+fn split_name(buf: &[u8], start: usize, end: usize) -> Result<(usize, usize), ParseError> {
+    let line = buf.get(start..end).ok_or(ParseError::BadHeaderLine)?;
+    let colon = start + memchr(b':', line).ok_or(ParseError::BadHeaderLine)?;
+    let mut name_end = colon;
+    while name_end > start && matches!(buf.get(name_end - 1), Some(b' ' | b'\t')) {
+        name_end -= 1;
+    }
+    if !is_token_str(buf.get(start..name_end).unwrap_or(&[])) {
+        return Err(ParseError::BadHeaderLine);
+    }
+    Ok((name_end, colon))
+}
+
+/// Is `pos` the start of the empty line? Returns the offset after it.
+#[inline]
+fn blank_line_at(buf: &[u8], pos: usize) -> Option<usize> {
+    match buf.get(pos) {
+        Some(b'\n') => Some(pos + 1),
+        Some(b'\r') if buf.get(pos + 1) == Some(&b'\n') => Some(pos + 2),
+        _ => None,
+    }
+}
+
+fn skip_crlf(buf: &[u8]) -> usize {
+    buf.iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len())
+}
+
+/// Frames one message at the start of a growing stream buffer.
+///
+/// Returns [`Frame::KeepAlive`] for leading CR/LF bytes, [`Frame::Partial`] while the header
+/// section or body is incomplete, and [`Frame::Complete`] with the message length otherwise.
+/// Errors (missing/bad/duplicate Content-Length, oversized header section, a header line
+/// without colon) mean the framing is lost: the caller should close the connection. Framing
+/// only looks at line structure and Content-Length; once `Complete(n)` is returned the caller
+/// consumes `n` bytes even if [`parse_stream_message`] then rejects the message (answer 400).
+/// Cost: one line scan of the header section (parsing repeats it).
+pub fn frame_stream(buf: &[u8]) -> Result<Frame, ParseError> {
+    let n = skip_crlf(buf);
+    if n > 0 {
+        return Ok(Frame::KeepAlive(n));
+    }
+    if buf.is_empty() {
+        return Ok(Frame::Partial);
+    }
+    let Some(nl) = memchr(b'\n', buf) else {
+        return partial_or_too_large(buf, 0);
+    };
+    let head_start = nl + 1;
+    let mut pos = head_start;
+    let mut content_length: Option<u32> = None;
+    loop {
+        if pos - head_start > MAX_HEAD_BYTES {
+            return Err(ParseError::HeadersTooLarge);
+        }
+        if buf.get(pos).is_none() {
+            return Ok(Frame::Partial);
+        }
+        if let Some(body_start) = blank_line_at(buf, pos) {
+            let cl = content_length.ok_or(ParseError::MissingContentLength)?;
+            let total = body_start
+                .checked_add(cl as usize)
+                .ok_or(ParseError::BadContentLength)?;
+            return Ok(if buf.len() >= total {
+                Frame::Complete(total)
+            } else {
+                Frame::Partial
+            });
+        }
+        if buf.get(pos) == Some(&b'\r') && buf.get(pos + 1).is_none() {
+            return Ok(Frame::Partial);
+        }
+        let Some(next) = logical_line_end(buf, pos) else {
+            return partial_or_too_large(buf, head_start);
+        };
+        let (name_end, colon) = split_name(buf, pos, next)?;
+        if HeaderName::from_bytes(buf.get(pos..name_end).unwrap_or(&[]))
+            == HeaderName::ContentLength
+        {
+            if content_length.is_some() {
+                return Err(ParseError::DuplicateContentLength);
+            }
+            let (a, b) = trim_range(buf, colon + 1, next);
+            content_length =
+                Some(parse_u32(buf.get(a..b).unwrap_or(&[])).ok_or(ParseError::BadContentLength)?);
+        }
+        pos = next;
+    }
+}
+
+fn partial_or_too_large(buf: &[u8], head_start: usize) -> Result<Frame, ParseError> {
+    if buf.len().saturating_sub(head_start) > MAX_HEAD_BYTES {
+        Err(ParseError::HeadersTooLarge)
+    } else {
+        Ok(Frame::Partial)
+    }
+}
+
+fn parse_start_line(line: &[u8], base: usize) -> Result<StartLine, ParseError> {
+    let sp1 = memchr(b' ', line).ok_or(ParseError::BadStartLine)?;
+    let first = line.get(..sp1).unwrap_or(&[]);
+    if first.len() >= 4
+        && first
+            .get(..4)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/"))
+    {
+        if !first.eq_ignore_ascii_case(b"SIP/2.0") {
+            return Err(ParseError::BadVersion);
+        }
+        let code_b = line
+            .get(sp1 + 1..sp1 + 4)
+            .ok_or(ParseError::BadStatusCode)?;
+        let code = parse_u32(code_b).ok_or(ParseError::BadStatusCode)?;
+        if !(100..=699).contains(&code) {
+            return Err(ParseError::BadStatusCode);
+        }
+        let reason = match line.get(sp1 + 4) {
+            None => Span::new(base + line.len(), base + line.len()),
+            Some(b' ') => Span::new(base + sp1 + 5, base + line.len()),
+            Some(_) => return Err(ParseError::BadStatusCode),
+        };
+        return Ok(StartLine::Response {
+            code: code as u16,
+            reason,
+        });
+    }
+    if !is_token_str(first) {
+        return Err(ParseError::BadStartLine);
+    }
+    let sp2 = memrchr(b' ', line).ok_or(ParseError::BadStartLine)?;
+    let version = line.get(sp2 + 1..).unwrap_or(&[]);
+    if !version.eq_ignore_ascii_case(b"SIP/2.0") {
+        let is_sip = version
+            .get(..4)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/"));
+        return Err(if is_sip {
+            ParseError::BadVersion
+        } else {
+            ParseError::BadStartLine
+        });
+    }
+    let uri = line.get(sp1 + 1..sp2).unwrap_or(&[]);
+    if uri.is_empty() || uri.iter().any(|&b| b == b' ' || b == b'\t') {
+        return Err(ParseError::BadStartLine);
+    }
+    Ok(StartLine::Request {
+        method: Method::from_bytes(first),
+        method_span: Span::new(base, base + sp1),
+        uri: Span::new(base + sp1 + 1, base + sp2),
+    })
+}
+
+fn parse_inner(buf: &[u8], mode: Mode) -> Result<Message<'_>, ParseError> {
+    let ls = skip_crlf(buf);
+    if ls >= buf.len() {
+        return Err(ParseError::Empty);
+    }
+    let nl = ls + memchr(b'\n', buf.get(ls..).unwrap_or(&[])).ok_or(ParseError::Truncated)?;
+    let le = if nl > ls && buf.get(nl - 1) == Some(&b'\r') {
+        nl - 1
+    } else {
+        nl
+    };
+    let start = parse_start_line(buf.get(ls..le).unwrap_or(&[]), ls)?;
+    let mut msg = Message {
+        buf,
+        start,
+        start_line: Span::new(ls, le),
+        headers: [EMPTY_HEADER; MAX_HEADERS],
+        count: 0,
+        headers_end: 0,
+        body: Span::default(),
+        len: 0,
+        content_length: None,
+    };
+    let head_start = nl + 1;
+    let mut pos = head_start;
+    let body_start = loop {
+        if let Some(b) = blank_line_at(buf, pos) {
+            msg.headers_end = Span::new(pos, pos).start;
+            break b;
+        }
+        if buf.get(pos).is_none() {
+            return Err(ParseError::Truncated);
+        }
+        let next = logical_line_end(buf, pos).ok_or(ParseError::Truncated)?;
+        if next - head_start > MAX_HEAD_BYTES {
+            return Err(ParseError::HeadersTooLarge);
+        }
+        let (name_end, colon) = split_name(buf, pos, next)?;
+        let name = HeaderName::from_bytes(buf.get(pos..name_end).unwrap_or(&[]));
+        let (mut va, mut vb) = trim_range(buf, colon + 1, next);
+        if va == vb {
+            // An empty value sits right after the colon, so a replacement stays on its line.
+            (va, vb) = (colon + 1, colon + 1);
+        }
+        if name == HeaderName::ContentLength {
+            if msg.content_length.is_some() {
+                return Err(ParseError::DuplicateContentLength);
+            }
+            let cl =
+                parse_u32(buf.get(va..vb).unwrap_or(&[])).ok_or(ParseError::BadContentLength)?;
+            msg.content_length = Some(cl);
+        }
+        let slot = msg
+            .headers
+            .get_mut(msg.count)
+            .ok_or(ParseError::TooManyHeaders)?;
+        *slot = Header {
+            name,
+            name_span: Span::new(pos, name_end),
+            value: Span::new(va, vb),
+            line: Span::new(pos, next),
+        };
+        msg.count += 1;
+        pos = next;
+    };
+    let end = match (mode, msg.content_length) {
+        (_, Some(cl)) => {
+            let end = body_start
+                .checked_add(cl as usize)
+                .ok_or(ParseError::ContentLengthTooLarge)?;
+            if end > buf.len() || (mode == Mode::Stream && end != buf.len()) {
+                return Err(ParseError::ContentLengthTooLarge);
+            }
+            end
+        }
+        (Mode::Datagram, None) => buf.len(),
+        (Mode::Stream, None) => return Err(ParseError::MissingContentLength),
+    };
+    msg.body = Span::new(body_start, end);
+    msg.len = Span::new(0, end).end;
+    Ok(msg)
+}
+
+impl<'a> Message<'a> {
+    /// The whole input buffer (the datagram, trailing bytes included).
+    pub fn buf(&self) -> &'a [u8] {
+        self.buf
+    }
+
+    /// The message proper: `buf[..len]` (trailing datagram bytes excluded).
+    pub fn bytes(&self) -> &'a [u8] {
+        Span::new(0, self.len as usize).get(self.buf)
+    }
+
+    /// Length of the message proper.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Always false for a parsed message (it has at least a start line).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The parsed start line.
+    pub fn start_line(&self) -> StartLine {
+        self.start
+    }
+
+    /// The start line text without its line end.
+    pub fn start_line_span(&self) -> Span {
+        self.start_line
+    }
+
+    /// True for requests.
+    pub fn is_request(&self) -> bool {
+        matches!(self.start, StartLine::Request { .. })
+    }
+
+    /// The method of a request; `None` for responses.
+    pub fn method(&self) -> Option<Method> {
+        match self.start {
+            StartLine::Request { method, .. } => Some(method),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    /// The method token of a request as written; empty for responses.
+    pub fn method_bytes(&self) -> &'a [u8] {
+        match self.start {
+            StartLine::Request { method_span, .. } => method_span.get(self.buf),
+            StartLine::Response { .. } => &[],
+        }
+    }
+
+    /// The status code of a response; `None` for requests.
+    pub fn code(&self) -> Option<u16> {
+        match self.start {
+            StartLine::Response { code, .. } => Some(code),
+            StartLine::Request { .. } => None,
+        }
+    }
+
+    /// The reason phrase of a response; `None` for requests.
+    pub fn reason(&self) -> Option<&'a [u8]> {
+        match self.start {
+            StartLine::Response { reason, .. } => Some(reason.get(self.buf)),
+            StartLine::Request { .. } => None,
+        }
+    }
+
+    /// The Request-URI bytes of a request.
+    pub fn request_uri(&self) -> Option<&'a [u8]> {
+        self.request_uri_span().map(|s| s.get(self.buf))
+    }
+
+    /// The Request-URI span of a request.
+    pub fn request_uri_span(&self) -> Option<Span> {
+        match self.start {
+            StartLine::Request { uri, .. } => Some(uri),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    /// All header lines in order.
+    pub fn headers(&self) -> &[Header] {
+        self.headers.get(..self.count).unwrap_or(&[])
+    }
+
+    /// The first header with this name.
+    pub fn header(&self, name: HeaderName) -> Option<&Header> {
+        self.headers().iter().find(|h| h.name == name)
+    }
+
+    /// Index into [`Message::headers`] of the first header with this name.
+    pub fn header_index(&self, name: HeaderName) -> Option<usize> {
+        self.headers().iter().position(|h| h.name == name)
+    }
+
+    /// The trimmed value of the first header with this name.
+    pub fn header_value(&self, name: HeaderName) -> Option<&'a [u8]> {
+        self.header(name).map(|h| h.value.get(self.buf))
+    }
+
+    /// Every header with this name, in order.
+    pub fn headers_named(&self, name: HeaderName) -> impl Iterator<Item = &Header> {
+        self.headers().iter().filter(move |h| h.name == name)
+    }
+
+    /// Number of header lines with this name.
+    pub fn count_named(&self, name: HeaderName) -> usize {
+        self.headers_named(name).count()
+    }
+
+    /// The value of the first header called `name` (case-insensitive; compact forms of known
+    /// headers match too).
+    pub fn find_header(&self, name: &[u8]) -> Option<&'a [u8]> {
+        let known = HeaderName::from_bytes(name);
+        if known != HeaderName::Other {
+            return self.header_value(known);
+        }
+        self.headers()
+            .iter()
+            .find(|h| {
+                h.name == HeaderName::Other && h.name_span.get(self.buf).eq_ignore_ascii_case(name)
+            })
+            .map(|h| h.value.get(self.buf))
+    }
+
+    /// Offset of the start of the empty line: where a new header line can be inserted.
+    pub fn headers_end(&self) -> u32 {
+        self.headers_end
+    }
+
+    /// The body (Content-Length bytes, or the rest of the datagram without Content-Length).
+    pub fn body(&self) -> &'a [u8] {
+        self.body.get(self.buf)
+    }
+
+    /// The body span.
+    pub fn body_span(&self) -> Span {
+        self.body
+    }
+
+    /// Content-Length value, if the header is present (validated during parsing).
+    pub fn content_length(&self) -> Option<u32> {
+        self.content_length
+    }
+}
+
+#[cfg(test)]
+#[path = "message_tests.rs"]
+mod tests;

@@ -1,0 +1,308 @@
+//! Proxy-level validation of parsed messages (RFC 3261 §16.3 "request validation").
+//!
+//! Invariants: validation reads the message only and returns the first problem as a small
+//! `Copy` [`ParseError`]. It is separate from parsing so a proxy can still route responses
+//! and answer malformed requests with the right status code.
+//!
+//! Missing Max-Forwards is deliberately *not* an error of [`validate_request`]: RFC 3261 §16.6
+//! step 3 says a proxy MUST add it when absent (see `Edits::decrement_max_forwards`). Callers
+//! that want strictness use [`require_max_forwards`]; [`check_hops`] gives 483 for zero.
+
+use super::error::ParseError;
+use super::message::Message;
+use super::names::HeaderName;
+use super::uri::parse_uri;
+
+const REQUIRED: [HeaderName; 5] = [
+    HeaderName::Via,
+    HeaderName::To,
+    HeaderName::From,
+    HeaderName::CallId,
+    HeaderName::CSeq,
+];
+
+const SINGLE: [HeaderName; 7] = [
+    HeaderName::CallId,
+    HeaderName::From,
+    HeaderName::To,
+    HeaderName::CSeq,
+    HeaderName::MaxForwards,
+    HeaderName::ContentLength,
+    HeaderName::ContentType,
+];
+
+fn common(m: &Message) -> Result<(), ParseError> {
+    for name in REQUIRED {
+        if m.header(name).is_none() {
+            return Err(ParseError::MissingHeader(name));
+        }
+    }
+    for name in SINGLE {
+        if m.count_named(name) > 1 {
+            return Err(ParseError::DuplicateHeader(name));
+        }
+    }
+    if m.call_id().is_none_or(<[u8]>::is_empty) {
+        return Err(ParseError::BadHeaderValue(HeaderName::CallId));
+    }
+    if m.top_via().is_none() {
+        return Err(ParseError::BadHeaderValue(HeaderName::Via));
+    }
+    if m.from().is_none() {
+        return Err(ParseError::BadHeaderValue(HeaderName::From));
+    }
+    if m.to().is_none() {
+        return Err(ParseError::BadHeaderValue(HeaderName::To));
+    }
+    if m.cseq().is_none() {
+        return Err(ParseError::BadHeaderValue(HeaderName::CSeq));
+    }
+    Ok(())
+}
+
+/// Validates a request for forwarding: mandatory headers (Via, To, From, Call-ID, CSeq) present
+/// and parseable; single-valued headers (Call-ID, From, To, CSeq, Max-Forwards,
+/// Content-Length, Content-Type) not repeated; CSeq method equal to the request method (ACK and
+/// CANCEL included); Max-Forwards, when present, in 0..=255; the Request-URI a parseable
+/// `sip`/`sips`/`tel` URI (416 for other schemes).
+pub fn validate_request(m: &Message) -> Result<(), ParseError> {
+    let ruri = m.request_uri().ok_or(ParseError::WrongKind)?;
+    parse_uri(ruri)?;
+    common(m)?;
+    let cseq = m
+        .cseq()
+        .ok_or(ParseError::BadHeaderValue(HeaderName::CSeq))?;
+    if cseq.method_bytes != m.method_bytes() {
+        return Err(ParseError::CSeqMethodMismatch);
+    }
+    if m.header(HeaderName::MaxForwards).is_some() && m.max_forwards().is_none_or(|n| n > 255) {
+        return Err(ParseError::BadHeaderValue(HeaderName::MaxForwards));
+    }
+    Ok(())
+}
+
+/// Validates a response for forwarding: mandatory headers present and parseable, no
+/// duplicated single-valued headers.
+pub fn validate_response(m: &Message) -> Result<(), ParseError> {
+    if m.is_request() {
+        return Err(ParseError::WrongKind);
+    }
+    common(m)
+}
+
+/// Strict check: Max-Forwards must be present (RFC 3261 allows a proxy to add it instead).
+pub fn require_max_forwards(m: &Message) -> Result<(), ParseError> {
+    match m.header(HeaderName::MaxForwards) {
+        Some(_) => Ok(()),
+        None => Err(ParseError::MissingHeader(HeaderName::MaxForwards)),
+    }
+}
+
+/// 483 check: `Err(TooManyHops)` if Max-Forwards is present and zero. OPTIONS with zero
+/// hops may be answered by the proxy itself (RFC 3261 §16.3 step 3); the caller decides.
+pub fn check_hops(m: &Message) -> Result<(), ParseError> {
+    match m.max_forwards() {
+        Some(0) => Err(ParseError::TooManyHops),
+        _ => Ok(()),
+    }
+}
+
+/// The first option tag in header `name` (Proxy-Require or Require) that is not in
+/// `supported` (compared case-insensitively), for a 420 answer with `Unsupported: <tag>`
+/// (RFC 3261 §16.3 step 5). `None` when every tag is supported.
+pub fn first_unsupported<'a>(
+    m: &Message<'a>,
+    name: HeaderName,
+    supported: &[&[u8]],
+) -> Option<&'a [u8]> {
+    m.option_tags(name)
+        .find(|t| !supported.iter().any(|s| s.eq_ignore_ascii_case(t)))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+mod tests {
+    use super::*;
+    use crate::wire::parse;
+
+    const BASE: &str = "INVITE sip:bob@example.com SIP/2.0\r\n\
+Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1\r\n\
+Max-Forwards: 70\r\n\
+To: <sip:bob@example.com>\r\n\
+From: <sip:alice@example.com>;tag=1\r\n\
+Call-ID: abc\r\n\
+CSeq: 1 INVITE\r\n\
+Content-Length: 0\r\n\r\n";
+
+    fn with(from: &str, to: &str) -> Vec<u8> {
+        BASE.replacen(from, to, 1).into_bytes()
+    }
+
+    #[test]
+    fn valid_request_passes() {
+        let m = parse(BASE.as_bytes()).unwrap();
+        assert_eq!(validate_request(&m), Ok(()));
+        assert_eq!(require_max_forwards(&m), Ok(()));
+        assert_eq!(check_hops(&m), Ok(()));
+        assert_eq!(validate_response(&m), Err(ParseError::WrongKind));
+    }
+
+    #[test]
+    fn request_errors() {
+        use HeaderName as H;
+        use ParseError as E;
+        let table: &[(&str, &str, ParseError)] = &[
+            (
+                "Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1\r\n",
+                "",
+                E::MissingHeader(H::Via),
+            ),
+            ("To: <sip:bob@example.com>\r\n", "", E::MissingHeader(H::To)),
+            (
+                "From: <sip:alice@example.com>;tag=1\r\n",
+                "",
+                E::MissingHeader(H::From),
+            ),
+            ("Call-ID: abc\r\n", "", E::MissingHeader(H::CallId)),
+            ("CSeq: 1 INVITE\r\n", "", E::MissingHeader(H::CSeq)),
+            (
+                "Call-ID: abc\r\n",
+                "Call-ID: abc\r\ni: def\r\n",
+                E::DuplicateHeader(H::CallId),
+            ),
+            (
+                "To: <sip:bob@example.com>\r\n",
+                "To: <sip:b@x>\r\nt: <sip:c@x>\r\n",
+                E::DuplicateHeader(H::To),
+            ),
+            (
+                "CSeq: 1 INVITE\r\n",
+                "CSeq: 1 INVITE\r\nCSeq: 2 INVITE\r\n",
+                E::DuplicateHeader(H::CSeq),
+            ),
+            (
+                "Max-Forwards: 70\r\n",
+                "Max-Forwards: 70\r\nMax-Forwards: 69\r\n",
+                E::DuplicateHeader(H::MaxForwards),
+            ),
+            (
+                "Call-ID: abc\r\n",
+                "Call-ID: abc\r\nContent-Type: a/b\r\nc: a/b\r\n",
+                E::DuplicateHeader(H::ContentType),
+            ),
+            ("CSeq: 1 INVITE", "CSeq: 1 BYE", E::CSeqMethodMismatch),
+            ("CSeq: 1 INVITE", "CSeq: 1 invite", E::CSeqMethodMismatch),
+            (
+                "CSeq: 1 INVITE",
+                "CSeq: 4294967296 INVITE",
+                E::BadHeaderValue(H::CSeq),
+            ),
+            ("CSeq: 1 INVITE", "CSeq: INVITE", E::BadHeaderValue(H::CSeq)),
+            (
+                "CSeq: 1 INVITE",
+                "CSeq: 1INVITE",
+                E::BadHeaderValue(H::CSeq),
+            ),
+            (
+                "Max-Forwards: 70",
+                "Max-Forwards: 256",
+                E::BadHeaderValue(H::MaxForwards),
+            ),
+            (
+                "Max-Forwards: 70",
+                "Max-Forwards: -1",
+                E::BadHeaderValue(H::MaxForwards),
+            ),
+            (
+                "Max-Forwards: 70",
+                "Max-Forwards: x",
+                E::BadHeaderValue(H::MaxForwards),
+            ),
+            (
+                "sip:bob@example.com SIP",
+                "http://bob SIP",
+                E::UnsupportedUriScheme,
+            ),
+            ("sip:bob@example.com SIP", "sip:bob@ SIP", E::BadUri),
+            (
+                "Via: SIP/2.0/UDP 10.0.0.1:5060",
+                "Via: garbage",
+                E::BadHeaderValue(H::Via),
+            ),
+            (
+                "From: <sip:alice@example.com>",
+                "From: <sip:alice@example.com",
+                E::BadHeaderValue(H::From),
+            ),
+            ("Call-ID: abc", "Call-ID: ", E::BadHeaderValue(H::CallId)),
+        ];
+        for (from, to, err) in table {
+            let b = with(from, to);
+            assert_ne!(b, BASE.as_bytes(), "substitution {from:?} did not apply");
+            let m = parse(&b).unwrap();
+            assert_eq!(validate_request(&m), Err(*err), "{from:?} -> {to:?}");
+        }
+    }
+
+    #[test]
+    fn ack_and_cancel_cseq_method() {
+        let b = BASE
+            .replace("INVITE sip", "ACK sip")
+            .replace("1 INVITE", "1 ACK");
+        let m = parse(b.as_bytes()).unwrap();
+        assert_eq!(validate_request(&m), Ok(()));
+        let b = with("INVITE sip", "CANCEL sip");
+        let m = parse(&b).unwrap();
+        assert_eq!(validate_request(&m), Err(ParseError::CSeqMethodMismatch));
+    }
+
+    #[test]
+    fn max_forwards_checks() {
+        let b = with("Max-Forwards: 70\r\n", "");
+        let m = parse(&b).unwrap();
+        assert_eq!(validate_request(&m), Ok(()));
+        assert_eq!(
+            require_max_forwards(&m),
+            Err(ParseError::MissingHeader(HeaderName::MaxForwards))
+        );
+        assert_eq!(check_hops(&m), Ok(()));
+        let b = with("Max-Forwards: 70", "Max-Forwards: 0");
+        let m = parse(&b).unwrap();
+        assert_eq!(validate_request(&m), Ok(()));
+        assert_eq!(check_hops(&m), Err(ParseError::TooManyHops));
+        assert_eq!(check_hops(&m).unwrap_err().status(), 483);
+    }
+
+    #[test]
+    fn proxy_require_check() {
+        let b = with(
+            "Call-ID: abc\r\n",
+            "Call-ID: abc\r\nProxy-Require: Foo, bar\r\n",
+        );
+        let m = parse(&b).unwrap();
+        assert_eq!(
+            first_unsupported(&m, HeaderName::ProxyRequire, &[b"foo"]),
+            Some(&b"bar"[..])
+        );
+        assert_eq!(
+            first_unsupported(&m, HeaderName::ProxyRequire, &[b"bar", b"FOO"]),
+            None
+        );
+        assert_eq!(first_unsupported(&m, HeaderName::Require, &[]), None);
+    }
+
+    #[test]
+    fn response_validation() {
+        let r = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nTo: <sip:b@x>;tag=2\r\n\
+From: <sip:a@x>;tag=1\r\nCall-ID: abc\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+        let m = parse(r.as_bytes()).unwrap();
+        assert_eq!(validate_response(&m), Ok(()));
+        assert_eq!(validate_request(&m), Err(ParseError::WrongKind));
+        let r2 = r.replace("Call-ID: abc\r\n", "");
+        let m = parse(r2.as_bytes()).unwrap();
+        assert_eq!(
+            validate_response(&m),
+            Err(ParseError::MissingHeader(HeaderName::CallId))
+        );
+    }
+}
