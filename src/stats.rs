@@ -550,3 +550,77 @@ impl LatencyHub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static KINDS: &[&str] = &["bad_start_line", "bad_header"];
+
+    #[test]
+    fn counters_parse_errors_and_replies_fold_unknowns_into_other() {
+        let w = WorkerStats::new(3, KINDS);
+        w.inc(Counter::PacketsInUdp);
+        w.add(Counter::BytesIn, 1500);
+        w.inc_parse_error(1);
+        w.inc_parse_error(99); // unknown kind -> other
+        w.inc_reply(486);
+        w.inc_reply(299); // not in the fixed set -> other
+        let s = w.snapshot();
+        assert_eq!((s.worker, s.get(Counter::PacketsInUdp)), (3, 1));
+        assert_eq!(s.get(Counter::BytesIn), 1500);
+        let expect = vec![("bad_start_line", 0), ("bad_header", 1), ("other", 1)];
+        assert_eq!(s.parse_errors, expect);
+        assert_eq!(s.replies[reply_slot(486)], 1);
+        assert_eq!(s.replies[REPLY_SLOTS - 1], 1);
+        assert_eq!(REPLY_LABELS[reply_slot(486)], "486");
+        for (i, c) in REPLY_CODES.iter().enumerate() {
+            assert_eq!(reply_slot(*c), i);
+        }
+        let total = sum_snapshots(&[s.clone(), s]);
+        assert_eq!(total.get(Counter::BytesIn), 3000);
+        assert_eq!(total.parse_errors[1], ("bad_header", 2));
+        w.reset();
+        assert_eq!(w.get(Counter::BytesIn), 0);
+    }
+
+    #[test]
+    fn recorder_flushes_once_per_interval_and_hub_merges() {
+        let hub = LatencyHub::new(4);
+        let mut a = hub.recorder(0);
+        let mut b = hub.recorder(0);
+        for us in 1..=100 {
+            a.record(LatencyMetric::Packet, us);
+        }
+        b.record(LatencyMetric::InviteToFinal, LATENCY_MAX_US * 10); // clamped
+        assert!(!a.maybe_flush(999), "too early");
+        assert!(a.maybe_flush(1000));
+        assert!(!a.maybe_flush(1500), "at most one flush per interval");
+        assert!(b.maybe_flush(1000));
+        let snap = hub.snapshot();
+        let p = snap.summary(LatencyMetric::Packet);
+        assert_eq!((p.count, p.p50, p.max), (100, 50, 100));
+        let f = snap.summary(LatencyMetric::InviteToFinal);
+        assert_eq!(f.count, 1);
+        assert!(f.max >= LATENCY_MAX_US);
+        // The flushed set came back emptied and is reused by the next flush.
+        a.record(LatencyMetric::Packet, 7);
+        assert!(a.maybe_flush(2000));
+        assert_eq!(hub.snapshot().summary(LatencyMetric::Packet).count, 101);
+        hub.reset();
+        assert_eq!(hub.snapshot().summary(LatencyMetric::Packet).count, 0);
+    }
+
+    #[test]
+    fn full_queue_keeps_values_local_instead_of_losing_them() {
+        let hub = LatencyHub::new(1);
+        let mut r = hub.recorder(0);
+        r.record(LatencyMetric::Packet, 5);
+        assert!(r.flush());
+        r.record(LatencyMetric::Packet, 6);
+        assert!(!r.flush(), "queue full: keep accumulating");
+        assert_eq!(hub.snapshot().summary(LatencyMetric::Packet).count, 1);
+        assert!(r.flush());
+        assert_eq!(hub.snapshot().summary(LatencyMetric::Packet).count, 2);
+    }
+}

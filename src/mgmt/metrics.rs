@@ -206,7 +206,7 @@ impl MetricsSnapshot {
             let h = self.latency.set.get(metric);
             let mut counts = [0u64; LATENCY_BUCKETS_US.len()];
             for v in h.iter_recorded() {
-                let value = v.value_iterated_to();
+                let value = h.lowest_equivalent(v.value_iterated_to());
                 if let Some(i) = LATENCY_BUCKETS_US.iter().position(|le| value <= *le)
                     && let Some(c) = counts.get_mut(i)
                 {
