@@ -1,1 +1,626 @@
-//! TODO: stats
+//! Per-worker counters and latency recorders, and the management-side view of them.
+//!
+//! Owns [`WorkerStats`] (relaxed atomic counters, one `Arc` per worker, written only by its
+//! worker and read by management), [`LatencyRecorder`] (hdrhistogram recorders owned by one
+//! worker thread, no lock), and [`LatencyHub`] (the management side that merges flushed
+//! histograms on read into a [`LatencySnapshot`]).
+//!
+//! ## Invariants
+//! - Every packet-path operation (`inc`, `add`, `inc_parse_error`, `inc_reply`, `record`) is
+//!   O(1), allocation-free and cannot panic: indices out of range fold into an "other" slot.
+//! - Counters are monotonic (Prometheus counters); only [`WorkerStats::reset`] lowers them.
+//! - A worker flushes its histograms at most once per [`FLUSH_INTERVAL_MS`]. Flushing swaps in an
+//!   emptied set recycled by the hub, so steady state allocates nothing; if no recycled set is
+//!   available one set is allocated, i.e. at most one allocation per flush.
+//! - The flush channel is bounded: when management does not read, workers keep accumulating
+//!   locally instead of queueing memory.
+//! - Sans-IO: no clock is read here; `now_ms` is an argument.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_utils::CachePadded;
+use hdrhistogram::Histogram;
+
+/// A packet-path counter. The discriminant indexes the counter array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(usize)]
+pub enum Counter {
+    /// UDP datagrams received.
+    PacketsInUdp,
+    /// TCP messages received.
+    PacketsInTcp,
+    /// UDP datagrams sent.
+    PacketsOutUdp,
+    /// TCP messages sent.
+    PacketsOutTcp,
+    /// Bytes received (all transports).
+    BytesIn,
+    /// Bytes sent (all transports).
+    BytesOut,
+    /// SIP requests received.
+    RequestsIn,
+    /// SIP responses received.
+    ResponsesIn,
+    /// Retransmissions absorbed (not forwarded again).
+    RetransAbsorbed,
+    /// Retransmissions we sent (Timer A etc.).
+    RetransSent,
+    /// Packets dropped (any reason other than a parse error).
+    Dropped,
+    /// TCP connections accepted.
+    TcpAccepted,
+    /// TCP connections we opened.
+    TcpConnected,
+    /// TCP connections closed.
+    TcpClosed,
+}
+
+impl Counter {
+    /// Number of counters.
+    pub const COUNT: usize = 14;
+    /// All counters in index order.
+    pub const ALL: [Counter; Counter::COUNT] = [
+        Counter::PacketsInUdp,
+        Counter::PacketsInTcp,
+        Counter::PacketsOutUdp,
+        Counter::PacketsOutTcp,
+        Counter::BytesIn,
+        Counter::BytesOut,
+        Counter::RequestsIn,
+        Counter::ResponsesIn,
+        Counter::RetransAbsorbed,
+        Counter::RetransSent,
+        Counter::Dropped,
+        Counter::TcpAccepted,
+        Counter::TcpConnected,
+        Counter::TcpClosed,
+    ];
+
+    /// Stable snake_case name used in `stats.*` RPCs and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::PacketsInUdp => "packets_in_udp",
+            Counter::PacketsInTcp => "packets_in_tcp",
+            Counter::PacketsOutUdp => "packets_out_udp",
+            Counter::PacketsOutTcp => "packets_out_tcp",
+            Counter::BytesIn => "bytes_in",
+            Counter::BytesOut => "bytes_out",
+            Counter::RequestsIn => "requests_in",
+            Counter::ResponsesIn => "responses_in",
+            Counter::RetransAbsorbed => "retransmissions_absorbed",
+            Counter::RetransSent => "retransmissions_sent",
+            Counter::Dropped => "dropped",
+            Counter::TcpAccepted => "tcp_accepted",
+            Counter::TcpConnected => "tcp_connected",
+            Counter::TcpClosed => "tcp_closed",
+        }
+    }
+}
+
+/// Number of parse-error slots; the last one is "other".
+pub const PARSE_ERROR_SLOTS: usize = 32;
+
+/// Reply codes counted individually; everything else is counted as "other".
+pub const REPLY_CODES: [u16; 18] = [
+    100, 180, 200, 400, 403, 404, 408, 416, 420, 480, 481, 482, 483, 486, 487, 500, 503, 505,
+];
+
+/// Labels of the reply slots, in slot order ("other" last).
+pub const REPLY_LABELS: [&str; REPLY_SLOTS] = [
+    "100", "180", "200", "400", "403", "404", "408", "416", "420", "480", "481", "482", "483",
+    "486", "487", "500", "503", "505", "other",
+];
+
+const REPLY_SLOTS: usize = REPLY_CODES.len() + 1;
+
+/// Slot index of a reply code (O(1), a jump table); unknown codes map to the "other" slot.
+#[inline]
+pub const fn reply_slot(code: u16) -> usize {
+    match code {
+        100 => 0,
+        180 => 1,
+        200 => 2,
+        400 => 3,
+        403 => 4,
+        404 => 5,
+        408 => 6,
+        416 => 7,
+        420 => 8,
+        480 => 9,
+        481 => 10,
+        482 => 11,
+        483 => 12,
+        486 => 13,
+        487 => 14,
+        500 => 15,
+        503 => 16,
+        505 => 17,
+        _ => REPLY_SLOTS - 1,
+    }
+}
+
+struct Cells {
+    counters: [AtomicU64; Counter::COUNT],
+    parse_errors: [AtomicU64; PARSE_ERROR_SLOTS],
+    replies: [AtomicU64; REPLY_SLOTS],
+}
+
+/// One worker's counters. Shared as `Arc<WorkerStats>` between the worker (writer) and
+/// management (reader). The whole block is cache-padded so workers never false-share.
+pub struct WorkerStats {
+    worker: usize,
+    parse_error_names: &'static [&'static str],
+    cells: CachePadded<Cells>,
+}
+
+impl std::fmt::Debug for WorkerStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerStats")
+            .field("worker", &self.worker)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Plain values of one worker's counters, taken by management.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerSnapshot {
+    /// Worker index.
+    pub worker: usize,
+    /// Counter values in [`Counter::ALL`] order.
+    pub counters: [u64; Counter::COUNT],
+    /// Parse errors by kind name (registered names, then "other").
+    pub parse_errors: Vec<(&'static str, u64)>,
+    /// Generated replies by code label ([`REPLY_LABELS`] order).
+    pub replies: [u64; REPLY_SLOTS],
+}
+
+impl WorkerSnapshot {
+    /// Value of one counter.
+    pub fn get(&self, c: Counter) -> u64 {
+        self.counters.get(c as usize).copied().unwrap_or(0)
+    }
+}
+
+impl WorkerStats {
+    /// New zeroed counters for worker `worker`. `parse_error_names[i]` names parse-error kind
+    /// `i`; at most `PARSE_ERROR_SLOTS - 1` names are used, later kinds count as "other".
+    pub fn new(worker: usize, parse_error_names: &'static [&'static str]) -> Self {
+        let keep = parse_error_names.len().min(PARSE_ERROR_SLOTS - 1);
+        WorkerStats {
+            worker,
+            parse_error_names: parse_error_names.get(..keep).unwrap_or(&[]),
+            cells: CachePadded::new(Cells {
+                counters: std::array::from_fn(|_| AtomicU64::new(0)),
+                parse_errors: std::array::from_fn(|_| AtomicU64::new(0)),
+                replies: std::array::from_fn(|_| AtomicU64::new(0)),
+            }),
+        }
+    }
+
+    /// Worker index given at construction.
+    pub fn worker(&self) -> usize {
+        self.worker
+    }
+
+    /// Increment a counter by one.
+    #[inline]
+    pub fn inc(&self, c: Counter) {
+        self.add(c, 1);
+    }
+
+    /// Add `n` to a counter.
+    #[inline]
+    pub fn add(&self, c: Counter, n: u64) {
+        if let Some(cell) = self.cells.counters.get(c as usize) {
+            cell.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Current value of a counter.
+    pub fn get(&self, c: Counter) -> u64 {
+        self.cells
+            .counters
+            .get(c as usize)
+            .map_or(0, |a| a.load(Ordering::Relaxed))
+    }
+
+    /// Count a parse error of kind `kind` (an index into the names given to [`Self::new`]);
+    /// unknown kinds count as "other".
+    #[inline]
+    pub fn inc_parse_error(&self, kind: usize) {
+        let slot = if kind < self.parse_error_names.len() {
+            kind
+        } else {
+            PARSE_ERROR_SLOTS - 1
+        };
+        if let Some(cell) = self.cells.parse_errors.get(slot) {
+            cell.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Count a reply we generated locally with status `code`.
+    #[inline]
+    pub fn inc_reply(&self, code: u16) {
+        if let Some(cell) = self.cells.replies.get(reply_slot(code)) {
+            cell.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Take a plain copy of all values (management side; allocates).
+    pub fn snapshot(&self) -> WorkerSnapshot {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut parse_errors: Vec<(&'static str, u64)> = self
+            .parse_error_names
+            .iter()
+            .zip(self.cells.parse_errors.iter())
+            .map(|(n, a)| (*n, load(a)))
+            .collect();
+        let other = self.cells.parse_errors.last().map_or(0, load);
+        parse_errors.push(("other", other));
+        WorkerSnapshot {
+            worker: self.worker,
+            counters: std::array::from_fn(|i| self.cells.counters.get(i).map_or(0, load)),
+            parse_errors,
+            replies: std::array::from_fn(|i| self.cells.replies.get(i).map_or(0, load)),
+        }
+    }
+
+    /// Zero every counter (`stats.reset_statistics`).
+    pub fn reset(&self) {
+        let cells = &*self.cells;
+        for a in cells
+            .counters
+            .iter()
+            .chain(cells.parse_errors.iter())
+            .chain(cells.replies.iter())
+        {
+            a.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Sum of several workers' snapshots (same parse-error names assumed; matched by name).
+pub fn sum_snapshots(snaps: &[WorkerSnapshot]) -> WorkerSnapshot {
+    let mut total = WorkerSnapshot {
+        worker: usize::MAX,
+        counters: [0; Counter::COUNT],
+        parse_errors: Vec::new(),
+        replies: [0; REPLY_SLOTS],
+    };
+    for s in snaps {
+        for (t, v) in total.counters.iter_mut().zip(s.counters.iter()) {
+            *t += v;
+        }
+        for (t, v) in total.replies.iter_mut().zip(s.replies.iter()) {
+            *t += v;
+        }
+        for (name, v) in &s.parse_errors {
+            match total.parse_errors.iter_mut().find(|(n, _)| n == name) {
+                Some((_, t)) => *t += v,
+                None => total.parse_errors.push((name, *v)),
+            }
+        }
+    }
+    total
+}
+
+/// How often a worker hands its histograms to management.
+pub const FLUSH_INTERVAL_MS: u64 = 1_000;
+/// Highest recordable latency in µs (60 s); larger values are clamped.
+pub const LATENCY_MAX_US: u64 = 60_000_000;
+const SIGFIG: u8 = 3;
+
+/// A latency metric recorded per worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(usize)]
+pub enum LatencyMetric {
+    /// Processing time of one packet, µs.
+    Packet,
+    /// INVITE received → first provisional response forwarded, µs.
+    InviteToProvisional,
+    /// INVITE received → final response forwarded, µs.
+    InviteToFinal,
+}
+
+impl LatencyMetric {
+    /// Number of metrics.
+    pub const COUNT: usize = 3;
+    /// All metrics in index order.
+    pub const ALL: [LatencyMetric; LatencyMetric::COUNT] = [
+        LatencyMetric::Packet,
+        LatencyMetric::InviteToProvisional,
+        LatencyMetric::InviteToFinal,
+    ];
+
+    /// Stable name used in `stats.latency` and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            LatencyMetric::Packet => "packet_processing",
+            LatencyMetric::InviteToProvisional => "invite_to_provisional",
+            LatencyMetric::InviteToFinal => "invite_to_final",
+        }
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // Constant, valid bounds (checked by a unit test); failure is impossible.
+    #[allow(clippy::expect_used)]
+    Histogram::new_with_bounds(1, LATENCY_MAX_US, SIGFIG).expect("constant histogram bounds")
+}
+
+/// One histogram per [`LatencyMetric`], all with the same bounds.
+#[derive(Debug, Clone)]
+pub struct LatencySet {
+    hists: [Histogram<u64>; LatencyMetric::COUNT],
+}
+
+impl Default for LatencySet {
+    fn default() -> Self {
+        LatencySet {
+            hists: std::array::from_fn(|_| new_histogram()),
+        }
+    }
+}
+
+impl LatencySet {
+    /// The histogram of one metric.
+    pub fn get(&self, m: LatencyMetric) -> &Histogram<u64> {
+        // `m as usize < COUNT` by construction of the enum.
+        &self.hists[m as usize]
+    }
+
+    /// Record one value (µs); clamps to [`LATENCY_MAX_US`]. O(1), no allocation.
+    #[inline]
+    pub fn record(&mut self, m: LatencyMetric, us: u64) {
+        if let Some(h) = self.hists.get_mut(m as usize) {
+            h.saturating_record(us);
+        }
+    }
+
+    /// Add every count of `other` into `self`.
+    pub fn merge(&mut self, other: &LatencySet) {
+        for (a, b) in self.hists.iter_mut().zip(other.hists.iter()) {
+            // Same bounds on both sides, so `add` cannot fail.
+            let _ = a.add(b);
+        }
+    }
+
+    fn reset(&mut self) {
+        for h in &mut self.hists {
+            h.reset();
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.hists.iter().all(|h| h.is_empty())
+    }
+}
+
+/// Percentiles of one metric, in µs, as returned by `stats.latency`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LatencySummary {
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p99_9: u64,
+    /// 99.99th percentile.
+    pub p99_99: u64,
+    /// Largest value seen.
+    pub max: u64,
+    /// Number of values.
+    pub count: u64,
+}
+
+/// Merged latency histograms of all workers since start (or the last reset).
+#[derive(Debug, Clone, Default)]
+pub struct LatencySnapshot {
+    /// The merged histograms.
+    pub set: LatencySet,
+}
+
+impl LatencySnapshot {
+    /// Percentile summary of one metric.
+    pub fn summary(&self, m: LatencyMetric) -> LatencySummary {
+        let h = self.set.get(m);
+        let q = |x: f64| h.value_at_quantile(x);
+        LatencySummary {
+            p50: q(0.5),
+            p90: q(0.9),
+            p99: q(0.99),
+            p99_9: q(0.999),
+            p99_99: q(0.9999),
+            max: h.max(),
+            count: h.len(),
+        }
+    }
+}
+
+/// Worker-side latency recorder. Owned by one worker thread; recording takes `&mut self`.
+#[derive(Debug)]
+pub struct LatencyRecorder {
+    local: LatencySet,
+    tx: Sender<LatencySet>,
+    spares: Receiver<LatencySet>,
+    next_flush_ms: u64,
+}
+
+impl LatencyRecorder {
+    /// Record one latency value in µs. O(1), allocation-free.
+    #[inline]
+    pub fn record(&mut self, m: LatencyMetric, us: u64) {
+        self.local.record(m, us);
+    }
+
+    /// Flush to management if [`FLUSH_INTERVAL_MS`] has passed since the last flush.
+    /// Returns true when a set was handed over.
+    #[inline]
+    pub fn maybe_flush(&mut self, now_ms: u64) -> bool {
+        if now_ms < self.next_flush_ms {
+            return false;
+        }
+        self.next_flush_ms = now_ms.saturating_add(FLUSH_INTERVAL_MS);
+        self.flush()
+    }
+
+    /// Hand the local histograms to management now (e.g. at shutdown). Returns true when a
+    /// set was handed over; false when there was nothing to send or the channel was full.
+    pub fn flush(&mut self) -> bool {
+        if self.local.is_empty() || self.tx.is_full() {
+            return false;
+        }
+        let fresh = self.spares.try_recv().unwrap_or_default();
+        let full = std::mem::replace(&mut self.local, fresh);
+        match self.tx.try_send(full) {
+            Ok(()) => true,
+            Err(TrySendError::Full(full) | TrySendError::Disconnected(full)) => {
+                // Keep accumulating locally; the unused fresh set is simply dropped.
+                self.local = full;
+                false
+            }
+        }
+    }
+}
+
+/// Management side of the latency histograms: hands out recorders and merges their flushes.
+#[derive(Debug)]
+pub struct LatencyHub {
+    tx: Sender<LatencySet>,
+    rx: Receiver<LatencySet>,
+    spare_tx: Sender<LatencySet>,
+    spare_rx: Receiver<LatencySet>,
+    total: Mutex<LatencySet>,
+}
+
+impl Default for LatencyHub {
+    fn default() -> Self {
+        Self::new(64)
+    }
+}
+
+impl LatencyHub {
+    /// A hub whose flush queue holds at most `queue` pending sets (across all workers).
+    pub fn new(queue: usize) -> Self {
+        let (tx, rx) = crossbeam_channel::bounded(queue.max(1));
+        let (spare_tx, spare_rx) = crossbeam_channel::bounded(queue.max(1));
+        LatencyHub {
+            tx,
+            rx,
+            spare_tx,
+            spare_rx,
+            total: Mutex::new(LatencySet::default()),
+        }
+    }
+
+    /// A recorder for one worker; its first flush happens at `now_ms + FLUSH_INTERVAL_MS`.
+    pub fn recorder(&self, now_ms: u64) -> LatencyRecorder {
+        LatencyRecorder {
+            local: LatencySet::default(),
+            tx: self.tx.clone(),
+            spares: self.spare_rx.clone(),
+            next_flush_ms: now_ms.saturating_add(FLUSH_INTERVAL_MS),
+        }
+    }
+
+    /// Merge every pending flush and return the totals since start (or the last reset).
+    pub fn snapshot(&self) -> LatencySnapshot {
+        let mut total = match self.total.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        while let Ok(mut set) = self.rx.try_recv() {
+            total.merge(&set);
+            set.reset();
+            // Recycle; if the spare queue is full the set is dropped.
+            let _ = self.spare_tx.try_send(set);
+        }
+        LatencySnapshot { set: total.clone() }
+    }
+
+    /// Forget everything merged so far (pending flushes are discarded too).
+    pub fn reset(&self) {
+        let _ = self.snapshot();
+        if let Ok(mut g) = self.total.lock() {
+            g.reset();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static KINDS: &[&str] = &["bad_start_line", "bad_header"];
+
+    #[test]
+    fn counters_parse_errors_and_replies_fold_unknowns_into_other() {
+        let w = WorkerStats::new(3, KINDS);
+        w.inc(Counter::PacketsInUdp);
+        w.add(Counter::BytesIn, 1500);
+        w.inc_parse_error(1);
+        w.inc_parse_error(99); // unknown kind -> other
+        w.inc_reply(486);
+        w.inc_reply(299); // not in the fixed set -> other
+        let s = w.snapshot();
+        assert_eq!((s.worker, s.get(Counter::PacketsInUdp)), (3, 1));
+        assert_eq!(s.get(Counter::BytesIn), 1500);
+        let expect = vec![("bad_start_line", 0), ("bad_header", 1), ("other", 1)];
+        assert_eq!(s.parse_errors, expect);
+        assert_eq!(s.replies[reply_slot(486)], 1);
+        assert_eq!(s.replies[REPLY_SLOTS - 1], 1);
+        assert_eq!(REPLY_LABELS[reply_slot(486)], "486");
+        for (i, c) in REPLY_CODES.iter().enumerate() {
+            assert_eq!(reply_slot(*c), i);
+        }
+        let total = sum_snapshots(&[s.clone(), s]);
+        assert_eq!(total.get(Counter::BytesIn), 3000);
+        assert_eq!(total.parse_errors[1], ("bad_header", 2));
+        w.reset();
+        assert_eq!(w.get(Counter::BytesIn), 0);
+    }
+
+    #[test]
+    fn recorder_flushes_once_per_interval_and_hub_merges() {
+        let hub = LatencyHub::new(4);
+        let mut a = hub.recorder(0);
+        let mut b = hub.recorder(0);
+        for us in 1..=100 {
+            a.record(LatencyMetric::Packet, us);
+        }
+        b.record(LatencyMetric::InviteToFinal, LATENCY_MAX_US * 10); // clamped
+        assert!(!a.maybe_flush(999), "too early");
+        assert!(a.maybe_flush(1000));
+        assert!(!a.maybe_flush(1500), "at most one flush per interval");
+        assert!(b.maybe_flush(1000));
+        let snap = hub.snapshot();
+        let p = snap.summary(LatencyMetric::Packet);
+        assert_eq!((p.count, p.p50, p.max), (100, 50, 100));
+        let f = snap.summary(LatencyMetric::InviteToFinal);
+        assert_eq!(f.count, 1);
+        assert!(f.max >= LATENCY_MAX_US);
+        // The flushed set came back emptied and is reused by the next flush.
+        a.record(LatencyMetric::Packet, 7);
+        assert!(a.maybe_flush(2000));
+        assert_eq!(hub.snapshot().summary(LatencyMetric::Packet).count, 101);
+        hub.reset();
+        assert_eq!(hub.snapshot().summary(LatencyMetric::Packet).count, 0);
+    }
+
+    #[test]
+    fn full_queue_keeps_values_local_instead_of_losing_them() {
+        let hub = LatencyHub::new(1);
+        let mut r = hub.recorder(0);
+        r.record(LatencyMetric::Packet, 5);
+        assert!(r.flush());
+        r.record(LatencyMetric::Packet, 6);
+        assert!(!r.flush(), "queue full: keep accumulating");
+        assert_eq!(hub.snapshot().summary(LatencyMetric::Packet).count, 1);
+        assert!(r.flush());
+        assert_eq!(hub.snapshot().summary(LatencyMetric::Packet).count, 2);
+    }
+}

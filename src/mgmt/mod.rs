@@ -1,1 +1,24 @@
-//! Management: JSON-RPC methods (Kamailio names), Prometheus metrics.
+//! Management: Kamailio-compatible JSON-RPC methods, Prometheus metrics and the `ctl` CLI.
+//!
+//! Owns everything an operator talks to. The HTTP listener lives in
+//! [`crate::io::mgmt_http`]; this module is sans-IO except [`ctl`] (a client, used only by the
+//! `sipedge ctl` command, never by the proxy).
+//!
+//! ## Invariants
+//! - Management never runs on a worker thread and only reads snapshots through
+//!   [`backend::MgmtBackend`], so it cannot stall the packet path.
+//! - Method names, parameters and output fields follow Kamailio's `dialog` module (5.6) so
+//!   `kamcmd`-style scripts port over unchanged.
+
+pub mod backend;
+pub mod ctl;
+pub mod methods;
+pub mod metrics;
+pub mod model;
+pub mod rpc;
+pub mod statistics;
+pub mod table;
+
+pub use backend::MgmtBackend;
+pub use model::{ActiveStats, BackendError, DialogInfo, DialogSelector, DialogStats, LegInfo};
+pub use rpc::handle_jsonrpc;

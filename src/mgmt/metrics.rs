@@ -1,0 +1,283 @@
+//! Prometheus text exposition (`GET /metrics`) rendered from backend snapshots.
+//!
+//! Owns the metric names and [`render`]. One scrape takes one snapshot of every source
+//! (dialog stats, profiles, worker counters, merged latency histograms) into a
+//! [`MetricsSnapshot`], which is encoded with `prometheus-client`'s Prometheus text (0.0.4)
+//! encoder through a [`Collector`].
+//!
+//! ## Invariants
+//! - Counters are monotonic and carry the `_total` suffix (prometheus-client convention);
+//!   gauges do not.
+//! - Profile sizes are capped to the backend's top-N values per profile to bound cardinality.
+//! - Latency histograms use the fixed µs bucket bounds [`LATENCY_BUCKETS_US`], derived from
+//!   the hdr histogram counts; `_sum` is the hdr mean × count (hdr keeps no exact sum).
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::mgmt::backend::MgmtBackend;
+use crate::mgmt::model::DialogStats;
+use crate::stats::{
+    Counter, LatencyMetric, LatencySnapshot, REPLY_LABELS, WorkerSnapshot, sum_snapshots,
+};
+
+/// Content type of the rendered text.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Upper bounds (µs) of the latency histogram buckets; `+Inf` is implied.
+pub const LATENCY_BUCKETS_US: [u64; 17] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
+
+/// Default number of values per profile exported as `sipedge_profile_size`.
+pub const DEFAULT_PROFILE_TOP_N: usize = 20;
+
+/// Everything one scrape shows, taken once from the backend.
+#[derive(Debug)]
+pub struct MetricsSnapshot {
+    dialogs: DialogStats,
+    profiles: Vec<(String, Option<String>, u64)>,
+    workers: Vec<WorkerSnapshot>,
+    latency: LatencySnapshot,
+}
+
+impl MetricsSnapshot {
+    /// Take a snapshot of every source.
+    pub fn collect(b: &dyn MgmtBackend, profile_top_n: usize) -> Self {
+        MetricsSnapshot {
+            dialogs: b.dialog_stats(),
+            profiles: b.profile_top_values(profile_top_n),
+            workers: b.workers().iter().map(|w| w.snapshot()).collect(),
+            latency: b.latency(),
+        }
+    }
+}
+
+/// Render the Prometheus text for one scrape.
+pub fn render(b: &dyn MgmtBackend, profile_top_n: usize) -> String {
+    let mut reg = Registry::default();
+    reg.register_collector(Box::new(MetricsSnapshot::collect(b, profile_top_n)));
+    let mut s = String::with_capacity(8 * 1024);
+    if prometheus_client::encoding::prometheus_text::encode(&mut s, &reg).is_err() {
+        s.clear();
+    }
+    s
+}
+
+type Enc<'a, 'b> = &'a mut DescriptorEncoder<'b>;
+
+fn gauge(enc: Enc<'_, '_>, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    enc.encode_descriptor(name, help, None, MetricType::Gauge)?
+        .encode_gauge(&v)
+}
+
+fn counter(enc: Enc<'_, '_>, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    enc.encode_descriptor(name, help, None, MetricType::Counter)?
+        .encode_counter::<NoLabelSet, u64, u64>(&v, None)
+}
+
+/// A per-worker counter family: one series per worker (plus extra labels).
+fn worker_counter(
+    enc: Enc<'_, '_>,
+    name: &str,
+    help: &str,
+    series: &[(Vec<(&'static str, String)>, u64)],
+) -> std::fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in series {
+        m.encode_family(labels)?
+            .encode_counter::<NoLabelSet, u64, u64>(v, None)?;
+    }
+    Ok(())
+}
+
+impl MetricsSnapshot {
+    fn per_worker(&self, c: Counter) -> Vec<(Vec<(&'static str, String)>, u64)> {
+        self.workers
+            .iter()
+            .map(|w| (vec![("worker", w.worker.to_string())], w.get(c)))
+            .collect()
+    }
+
+    fn encode_workers(&self, enc: Enc<'_, '_>) -> std::fmt::Result {
+        let by_transport = |udp: Counter, tcp: Counter| {
+            let mut v = Vec::new();
+            for w in &self.workers {
+                for (t, c) in [("udp", udp), ("tcp", tcp)] {
+                    v.push((
+                        vec![
+                            ("worker", w.worker.to_string()),
+                            ("transport", t.to_owned()),
+                        ],
+                        w.get(c),
+                    ));
+                }
+            }
+            v
+        };
+        let packets_in = by_transport(Counter::PacketsInUdp, Counter::PacketsInTcp);
+        worker_counter(enc, "sipedge_packets_in", "Packets received", &packets_in)?;
+        let packets_out = by_transport(Counter::PacketsOutUdp, Counter::PacketsOutTcp);
+        worker_counter(enc, "sipedge_packets_out", "Packets sent", &packets_out)?;
+        let simple: [(&str, &str, Counter); 10] = [
+            ("sipedge_bytes_in", "Bytes received", Counter::BytesIn),
+            ("sipedge_bytes_out", "Bytes sent", Counter::BytesOut),
+            (
+                "sipedge_requests_in",
+                "SIP requests received",
+                Counter::RequestsIn,
+            ),
+            (
+                "sipedge_responses_in",
+                "SIP responses received",
+                Counter::ResponsesIn,
+            ),
+            (
+                "sipedge_retransmissions_absorbed",
+                "Retransmissions absorbed",
+                Counter::RetransAbsorbed,
+            ),
+            (
+                "sipedge_retransmissions_sent",
+                "Retransmissions sent",
+                Counter::RetransSent,
+            ),
+            ("sipedge_dropped", "Packets dropped", Counter::Dropped),
+            (
+                "sipedge_tcp_accepted",
+                "TCP connections accepted",
+                Counter::TcpAccepted,
+            ),
+            (
+                "sipedge_tcp_connected",
+                "TCP connections opened",
+                Counter::TcpConnected,
+            ),
+            (
+                "sipedge_tcp_closed",
+                "TCP connections closed",
+                Counter::TcpClosed,
+            ),
+        ];
+        for (name, help, c) in simple {
+            worker_counter(enc, name, help, &self.per_worker(c))?;
+        }
+        let mut m = enc.encode_descriptor(
+            "sipedge_tcp_connections_open",
+            "TCP connections currently open",
+            None,
+            MetricType::Gauge,
+        )?;
+        for w in &self.workers {
+            let open = (w.get(Counter::TcpAccepted) + w.get(Counter::TcpConnected))
+                .saturating_sub(w.get(Counter::TcpClosed));
+            m.encode_family(&vec![("worker", w.worker.to_string())])?
+                .encode_gauge(&open)?;
+        }
+        let total = sum_snapshots(&self.workers);
+        let mut m = enc.encode_descriptor(
+            "sipedge_parse_errors",
+            "Messages rejected by the parser, by kind",
+            None,
+            MetricType::Counter,
+        )?;
+        for (kind, v) in &total.parse_errors {
+            m.encode_family(&vec![("kind", *kind)])?
+                .encode_counter::<NoLabelSet, u64, u64>(v, None)?;
+        }
+        let mut m = enc.encode_descriptor(
+            "sipedge_replies_generated",
+            "Replies generated locally, by status code",
+            None,
+            MetricType::Counter,
+        )?;
+        for (code, v) in REPLY_LABELS.iter().zip(total.replies.iter()) {
+            m.encode_family(&vec![("code", *code)])?
+                .encode_counter::<NoLabelSet, u64, u64>(v, None)?;
+        }
+        Ok(())
+    }
+
+    fn encode_latency(&self, enc: Enc<'_, '_>) -> std::fmt::Result {
+        for metric in LatencyMetric::ALL {
+            let h = self.latency.set.get(metric);
+            let mut counts = [0u64; LATENCY_BUCKETS_US.len()];
+            for v in h.iter_recorded() {
+                let value = h.lowest_equivalent(v.value_iterated_to());
+                if let Some(i) = LATENCY_BUCKETS_US.iter().position(|le| value <= *le)
+                    && let Some(c) = counts.get_mut(i)
+                {
+                    *c += v.count_since_last_iteration();
+                }
+            }
+            #[allow(clippy::cast_precision_loss)]
+            let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_US
+                .iter()
+                .zip(counts)
+                .map(|(le, n)| (*le as f64, n))
+                .collect();
+            #[allow(clippy::cast_precision_loss)]
+            let sum = h.mean() * h.len() as f64;
+            let name = format!("sipedge_{}_latency_us", metric.name());
+            let help = format!("Latency of {} in microseconds", metric.name());
+            enc.encode_descriptor(&name, &help, None, MetricType::Histogram)?
+                .encode_histogram::<NoLabelSet>(sum, h.len(), &buckets, None)?;
+        }
+        Ok(())
+    }
+}
+
+impl Collector for MetricsSnapshot {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let e = &mut enc;
+        let d = &self.dialogs;
+        gauge(
+            e,
+            "sipedge_dialog_active_dialogs",
+            "Active dialogs",
+            d.active_dialogs,
+        )?;
+        gauge(
+            e,
+            "sipedge_dialog_early_dialogs",
+            "Early dialogs",
+            d.early_dialogs,
+        )?;
+        counter(
+            e,
+            "sipedge_dialog_processed_dialogs",
+            "Dialogs processed",
+            d.processed_dialogs,
+        )?;
+        counter(
+            e,
+            "sipedge_dialog_expired_dialogs",
+            "Dialogs expired",
+            d.expired_dialogs,
+        )?;
+        counter(
+            e,
+            "sipedge_dialog_failed_dialogs",
+            "Dialogs failed",
+            d.failed_dialogs,
+        )?;
+        let mut m = e.encode_descriptor(
+            "sipedge_profile_size",
+            "Dialogs per profile value (top values per profile)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (profile, value, n) in &self.profiles {
+            let labels = vec![
+                ("profile", profile.as_str()),
+                ("value", value.as_deref().unwrap_or("")),
+            ];
+            m.encode_family(&labels)?.encode_gauge(n)?;
+        }
+        self.encode_workers(e)?;
+        self.encode_latency(e)
+    }
+}

@@ -1,0 +1,1092 @@
+//! Management API end to end: real HTTP on 127.0.0.1 (port 0) against a fake backend.
+//!
+//! Covers every RPC method with valid and invalid parameters, the JSON-RPC envelope
+//! (batches, notifications, parse/invalid-request errors), bearer-token auth, the body size
+//! limit, `/health`, `/metrics` (checked by a strict Prometheus text parser) and `ctl::run`
+//! in both output formats and against a closed port.
+// Real-socket test: it may read the wall clock (shutdown latency) and unwrap freely.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sipedge::io::mgmt_http::{self, MgmtHandle};
+use sipedge::mgmt::ctl::{self, CtlArgs, Format};
+use sipedge::mgmt::model::NameValue;
+use sipedge::mgmt::{
+    ActiveStats, BackendError, DialogInfo, DialogSelector, DialogStats, LegInfo, MgmtBackend,
+};
+use sipedge::stats::{Counter, LatencyHub, LatencyMetric, LatencySnapshot, WorkerStats};
+
+struct Fake {
+    dialogs: Vec<DialogInfo>,
+    page_calls: AtomicUsize,
+    max_page: AtomicUsize,
+    ended: Mutex<Vec<String>>,
+    timeouts: Mutex<Vec<(u32, u32, u32)>>,
+    resets: AtomicUsize,
+    loglevel: Mutex<String>,
+    workers: Vec<Arc<WorkerStats>>,
+    hub: LatencyHub,
+}
+
+static KINDS: &[&str] = &["bad_start_line", "bad_header"];
+
+fn leg(tag: String) -> LegInfo {
+    LegInfo {
+        tag,
+        contact: "sip:x@192.0.2.1:5060".into(),
+        cseq: "1".into(),
+        route_set: String::new(),
+        socket: "udp:127.0.0.1:5060".into(),
+    }
+}
+
+fn dialog(i: u32, ctx: bool) -> DialogInfo {
+    let early = i % 2 == 1;
+    DialogInfo {
+        h_entry: i % 16,
+        h_id: i,
+        call_id: format!("call-{i}"),
+        from_uri: format!("sip:alice{i}@a.example"),
+        to_uri: "sip:bob@b.example".into(),
+        req_uri: "sip:bob@10.0.0.1".into(),
+        state: if early { 2 } else { 4 },
+        start_ts: 1000 + u64::from(i),
+        init_ts: 999 + u64::from(i),
+        timeout: 5000,
+        lifetime: 3600,
+        caller: leg(format!("ft{i}")),
+        callee: leg(if early {
+            String::new()
+        } else {
+            format!("tt{i}")
+        }),
+        early_legs: if early {
+            vec![leg("e1".into()), leg("e2".into())]
+        } else {
+            Vec::new()
+        },
+        profiles: ctx.then(|| {
+            vec![NameValue {
+                name: "caller".into(),
+                value: format!("sip:alice{i}@a.example"),
+            }]
+        }),
+        variables: ctx.then(|| {
+            vec![NameValue {
+                name: "k".into(),
+                value: "v".into(),
+            }]
+        }),
+        ..DialogInfo::default()
+    }
+}
+
+impl Fake {
+    fn new(n: u32) -> Arc<Self> {
+        let workers: Vec<_> = (0..2)
+            .map(|w| Arc::new(WorkerStats::new(w, KINDS)))
+            .collect();
+        workers[0].add(Counter::PacketsInUdp, 10);
+        workers[1].add(Counter::PacketsInUdp, 5);
+        workers[1].inc(Counter::PacketsOutTcp);
+        workers[0].inc_parse_error(1);
+        workers[1].inc_reply(486);
+        let hub = LatencyHub::new(8);
+        let mut rec = hub.recorder(0);
+        for us in [10, 20, 30, 40, 5000] {
+            rec.record(LatencyMetric::Packet, us);
+        }
+        assert!(rec.flush());
+        Arc::new(Fake {
+            dialogs: (0..n).map(|i| dialog(i, false)).collect(),
+            page_calls: AtomicUsize::new(0),
+            max_page: AtomicUsize::new(0),
+            ended: Mutex::new(Vec::new()),
+            timeouts: Mutex::new(Vec::new()),
+            resets: AtomicUsize::new(0),
+            loglevel: Mutex::new("info".into()),
+            workers,
+            hub,
+        })
+    }
+
+    fn with_ctx(&self, d: &DialogInfo, ctx: bool) -> DialogInfo {
+        dialog(d.h_id, ctx)
+    }
+
+    fn find(&self, h_entry: u32, h_id: u32) -> Result<&DialogInfo, BackendError> {
+        self.dialogs
+            .iter()
+            .find(|d| d.h_entry == h_entry && d.h_id == h_id)
+            .ok_or(BackendError::DialogNotFound)
+    }
+
+    fn by_tags(&self, callid: &str, ftag: &str, ttag: &str) -> Result<&DialogInfo, BackendError> {
+        self.dialogs
+            .iter()
+            .find(|d| d.call_id == callid && d.caller.tag == ftag && d.callee.tag == ttag)
+            .ok_or(BackendError::DialogNotFound)
+    }
+
+    fn in_profile(
+        &self,
+        profile: &str,
+        value: Option<&str>,
+    ) -> Result<Vec<&DialogInfo>, BackendError> {
+        if profile != "caller" {
+            return Err(BackendError::ProfileNotFound(profile.into()));
+        }
+        Ok(self
+            .dialogs
+            .iter()
+            .filter(|d| value.is_none_or(|v| d.from_uri == v))
+            .collect())
+    }
+}
+
+impl MgmtBackend for Fake {
+    fn dialog_page(&self, start: usize, count: usize, ctx: bool) -> Vec<DialogInfo> {
+        self.page_calls.fetch_add(1, Ordering::Relaxed);
+        self.max_page.fetch_max(count, Ordering::Relaxed);
+        self.dialogs
+            .iter()
+            .skip(start)
+            .take(count)
+            .map(|d| self.with_ctx(d, ctx))
+            .collect()
+    }
+    fn dialog_count(&self) -> usize {
+        self.dialogs.len()
+    }
+    fn dialogs_by_callid(
+        &self,
+        callid: &str,
+        from_tag: Option<&str>,
+        ctx: bool,
+    ) -> Vec<DialogInfo> {
+        self.dialogs
+            .iter()
+            .filter(|d| d.call_id == callid && from_tag.is_none_or(|t| d.caller.tag == t))
+            .map(|d| self.with_ctx(d, ctx))
+            .collect()
+    }
+    fn terminate(&self, sel: DialogSelector<'_>, extra: Option<&str>) -> Result<(), BackendError> {
+        let d = match sel {
+            DialogSelector::ByTags { callid, ftag, ttag } => self.by_tags(callid, ftag, ttag)?,
+            DialogSelector::ById { h_entry, h_id } => self.find(h_entry, h_id)?,
+        };
+        let note = format!("{}|{}", d.call_id, extra.unwrap_or(""));
+        self.ended.lock().unwrap().push(note);
+        Ok(())
+    }
+    fn is_alive(&self, callid: &str, ftag: &str, ttag: &str) -> Result<bool, BackendError> {
+        self.by_tags(callid, ftag, ttag).map(|d| d.state == 4)
+    }
+    fn set_timeout(&self, h_entry: u32, h_id: u32, secs: u32) -> Result<(), BackendError> {
+        self.find(h_entry, h_id)?;
+        self.timeouts.lock().unwrap().push((h_entry, h_id, secs));
+        Ok(())
+    }
+    fn profile_size(&self, profile: &str, value: Option<&str>) -> Result<u64, BackendError> {
+        Ok(self.in_profile(profile, value)?.len() as u64)
+    }
+    fn profile_dialogs(&self, p: &str, v: Option<&str>) -> Result<Vec<DialogInfo>, BackendError> {
+        Ok(self
+            .in_profile(p, v)?
+            .into_iter()
+            .map(|d| self.with_ctx(d, true))
+            .collect())
+    }
+    fn profile_end_dlgs(&self, p: &str, v: Option<&str>) -> Result<usize, BackendError> {
+        Ok(self.in_profile(p, v)?.len())
+    }
+    fn profile_top_values(&self, top_n: usize) -> Vec<(String, Option<String>, u64)> {
+        let mut v: Vec<_> = self
+            .dialogs
+            .iter()
+            .take(top_n)
+            .map(|d| ("caller".to_owned(), Some(d.from_uri.clone()), 1))
+            .collect();
+        v.push(("trunk \"x\"".to_owned(), None, 7));
+        v
+    }
+    fn dialog_stats(&self) -> DialogStats {
+        DialogStats {
+            active_dialogs: self.dialogs.len() as u64,
+            early_dialogs: 1,
+            processed_dialogs: 42,
+            expired_dialogs: 3,
+            failed_dialogs: 2,
+        }
+    }
+    fn stats_active(&self) -> ActiveStats {
+        let early = self.dialogs.iter().filter(|d| d.state == 2).count() as u64;
+        let ongoing = self.dialogs.len() as u64 - early;
+        ActiveStats {
+            starting: 0,
+            connecting: early,
+            answering: 0,
+            ongoing,
+            all: early + ongoing,
+        }
+    }
+    fn reset_stats(&self) {
+        self.resets.fetch_add(1, Ordering::Relaxed);
+    }
+    fn workers(&self) -> Vec<Arc<WorkerStats>> {
+        self.workers.clone()
+    }
+    fn latency(&self) -> LatencySnapshot {
+        self.hub.snapshot()
+    }
+    fn reload(&self) -> Result<String, String> {
+        Ok("Config reloaded".into())
+    }
+    fn log_level(&self) -> String {
+        self.loglevel.lock().unwrap().clone()
+    }
+    fn set_log_level(&self, level: &str) -> Result<(), String> {
+        if !["error", "warn", "info", "debug", "trace"].contains(&level) {
+            return Err("expected one of error, warn, info, debug, trace".into());
+        }
+        *self.loglevel.lock().unwrap() = level.into();
+        Ok(())
+    }
+    fn version(&self) -> String {
+        "sipedge 0.1.0".into()
+    }
+    fn uptime_secs(&self) -> u64 {
+        77
+    }
+}
+
+fn start(n: u32, token: Option<&str>) -> (MgmtHandle, Arc<Fake>) {
+    let fake = Fake::new(n);
+    let h = mgmt_http::spawn(
+        "127.0.0.1:0".parse().unwrap(),
+        token.map(str::to_owned),
+        fake.clone(),
+    )
+    .unwrap();
+    (h, fake)
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into()
+}
+
+fn http(
+    h: &MgmtHandle,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    token: Option<&str>,
+) -> (u16, String) {
+    let url = format!("http://{}{}", h.local_addr(), path);
+    let a = agent();
+    let resp = if method == "GET" {
+        let mut r = a.get(&url);
+        if let Some(t) = token {
+            r = r.header("Authorization", format!("Bearer {t}"));
+        }
+        r.call()
+    } else {
+        let mut r = a.post(&url);
+        if let Some(t) = token {
+            r = r.header("Authorization", format!("Bearer {t}"));
+        }
+        r.send(body)
+    };
+    let mut resp = resp.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp
+        .body_mut()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_string()
+        .unwrap();
+    (status, text)
+}
+
+/// One JSON-RPC call; returns the whole reply object.
+fn call(h: &MgmtHandle, method: &str, params: Value) -> Value {
+    let body = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 7});
+    let (status, text) = http(h, "POST", "/jsonrpc", body.to_string().as_bytes(), None);
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["id"], 7);
+    v
+}
+
+fn ok(h: &MgmtHandle, method: &str, params: Value) -> Value {
+    let v = call(h, method, params.clone());
+    assert!(v.get("error").is_none(), "{method} {params}: {v}");
+    v["result"].clone()
+}
+
+fn err(h: &MgmtHandle, method: &str, params: Value) -> (i64, String) {
+    let v = call(h, method, params.clone());
+    assert!(
+        v.get("result").is_none(),
+        "{method} {params} should fail: {v}"
+    );
+    (
+        v["error"]["code"].as_i64().unwrap(),
+        v["error"]["message"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[test]
+fn dlg_list_streams_pages_and_follows_kamailio_fields() {
+    let (h, fake) = start(2500, None);
+    let all = ok(&h, "dlg.list", json!([]));
+    assert_eq!(all.as_array().unwrap().len(), 2500);
+    assert!(
+        fake.max_page.load(Ordering::Relaxed) <= 1000,
+        "fetched in pages"
+    );
+    assert!(fake.page_calls.load(Ordering::Relaxed) >= 3);
+    let d = &all[4];
+    for k in [
+        "h_entry",
+        "h_id",
+        "call-id",
+        "from_uri",
+        "to_uri",
+        "state",
+        "start_ts",
+        "init_ts",
+        "end_ts",
+        "timeout",
+        "lifetime",
+        "dflags",
+        "sflags",
+        "caller",
+        "callee",
+        "early_legs",
+    ] {
+        assert!(d.get(k).is_some(), "missing {k} in {d}");
+    }
+    for k in ["tag", "contact", "cseq", "route_set", "socket"] {
+        assert!(
+            d["caller"].get(k).is_some() && d["callee"].get(k).is_some(),
+            "{k}"
+        );
+    }
+    assert_eq!(
+        (d["h_id"].clone(), d["call-id"].clone()),
+        (json!(4), json!("call-4"))
+    );
+    assert!(
+        d.get("profiles").is_none() && d.get("variables").is_none(),
+        "no ctx"
+    );
+    assert_eq!(all[5]["early_legs"].as_array().unwrap().len(), 2);
+
+    let page = ok(&h, "dlg.list", json!([10, 5]));
+    let ids: Vec<_> = page
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["h_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![10, 11, 12, 13, 14]);
+    let named = ok(&h, "dlg.list", json!({"start": 2499, "count": 10}));
+    assert_eq!(named.as_array().unwrap().len(), 1);
+    let ctx = ok(&h, "dlg.list_ctx", json!([0, 1]));
+    assert_eq!(
+        ctx[0]["profiles"],
+        json!([{"caller": "sip:alice0@a.example"}])
+    );
+    assert_eq!(ctx[0]["variables"], json!([{"k": "v"}]));
+
+    let (code, msg) = err(&h, "dlg.list", json!(["x"]));
+    assert_eq!(
+        (code, msg.as_str()),
+        (-32602, "start: expected an unsigned integer")
+    );
+    let (code, msg) = err(&h, "dlg.list", json!([0, -1]));
+    assert_eq!(
+        (code, msg.as_str()),
+        (-32602, "count: expected an unsigned integer")
+    );
+    let (code, msg) = err(&h, "dlg.list", json!([0, 1, 2]));
+    assert!(
+        code == -32602 && msg.contains("too many parameters"),
+        "{msg}"
+    );
+    h.shutdown();
+}
+
+#[test]
+fn dlg_list_match_filters_and_rejects_bad_filters() {
+    let (h, _) = start(100, None);
+    let count = |p: Value| ok(&h, "dlg.list_match", p).as_array().unwrap().len();
+    assert_eq!(count(json!(["callid", "eq", "call-7"])), 1);
+    assert_eq!(count(json!(["furi", "sw", "sip:alice1", 5])), 5);
+    assert_eq!(count(json!(["furi", "sw", "sip:alice1"])), 11); // 1, 10..19
+    assert_eq!(count(json!(["callid", "re", "^call-9[0-9]$"])), 10);
+    assert_eq!(count(json!(["ruri", "eq", "sip:bob@10.0.0.1"])), 100);
+    assert_eq!(count(json!(["turi", "eq", "sip:nobody@x"])), 0);
+    assert_eq!(count(json!(["start_ts", "gt", 1090])), 9);
+    assert_eq!(count(json!(["start_ts", "lt", "1002"])), 2);
+    let ctx = ok(&h, "dlg.list_match_ctx", json!(["callid", "eq", "call-3"]));
+    assert!(ctx[0].get("profiles").is_some());
+
+    let (c, m) = err(&h, "dlg.list_match", json!(["nope", "eq", "x"]));
+    assert!(c == -32602 && m.starts_with("key:"), "{m}");
+    let (c, m) = err(&h, "dlg.list_match", json!(["callid", "like", "x"]));
+    assert!(c == -32602 && m.starts_with("op:"), "{m}");
+    let (c, m) = err(&h, "dlg.list_match", json!(["callid", "gt", "x"]));
+    assert!(c == -32602 && m.contains("start_ts"), "{m}");
+    let (c, m) = err(&h, "dlg.list_match", json!(["callid", "re", "(unclosed"]));
+    assert!(
+        c == -32602 && m.starts_with("value: invalid regular expression"),
+        "{m}"
+    );
+    let (c, m) = err(&h, "dlg.list_match", json!(["start_ts", "gt", "soon"]));
+    assert_eq!(
+        (c, m.as_str()),
+        (-32602, "value: expected an unsigned integer")
+    );
+    let (c, m) = err(&h, "dlg.list_match", json!(["callid"]));
+    assert!(c == -32602 && m.starts_with("op: missing"), "{m}");
+}
+
+#[test]
+fn dlg_lookup_briefing_and_dialog_actions() {
+    let (h, fake) = start(20, None);
+    let l = ok(&h, "dlg.dlg_list", json!(["call-3"]));
+    assert_eq!(l.as_array().unwrap().len(), 1);
+    assert!(l[0].get("profiles").is_none());
+    assert_eq!(
+        ok(&h, "dlg.dlg_list", json!(["call-3", "ft3"]))
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(ok(&h, "dlg.dlg_list", json!(["call-3", "zz"])), json!([]));
+    assert!(
+        ok(&h, "dlg.dlg_list_ctx", json!(["call-3"]))[0]
+            .get("profiles")
+            .is_some()
+    );
+    assert_eq!(
+        err(&h, "dlg.dlg_list", json!([])).1,
+        "callid: missing required parameter (string)"
+    );
+
+    let b = ok(&h, "dlg.briefing", json!([]));
+    assert_eq!(b.as_array().unwrap().len(), 20);
+    assert_eq!(b[2]["from_tag"], "ft2");
+    assert_eq!(b[2]["to_tag"], "tt2");
+    assert_eq!(
+        ok(&h, "dlg.briefing", json!(["cS"]))[0],
+        json!({"call-id": "call-0", "state": 4})
+    );
+    assert!(
+        err(&h, "dlg.briefing", json!(["cQ"]))
+            .1
+            .starts_with("fmt: unknown field letter 'Q'")
+    );
+
+    assert_eq!(
+        ok(&h, "dlg.terminate_dlg", json!(["call-2", "ft2", "tt2"])),
+        "Dialog terminated"
+    );
+    assert_eq!(
+        err(&h, "dlg.terminate_dlg", json!(["call-2", "ft2", "bad"])),
+        (404, "Dialog not found".into())
+    );
+    assert!(
+        err(&h, "dlg.terminate_dlg", json!(["call-2", "ft2"]))
+            .1
+            .starts_with("to_tag:")
+    );
+    assert_eq!(
+        ok(&h, "dlg.end_dlg", json!([4, 4, "X-Reason: ops\r\n"])),
+        "Dialog terminated"
+    );
+    assert_eq!(
+        ok(&h, "dlg.end_dlg", json!({"h_entry": 5, "h_id": 5})),
+        "Dialog terminated"
+    );
+    assert_eq!(err(&h, "dlg.end_dlg", json!([4, 5])).0, 404);
+    assert_eq!(
+        err(&h, "dlg.end_dlg", json!(["x", 1])),
+        (-32602, "h_entry: expected an unsigned integer".into())
+    );
+    assert_eq!(
+        err(&h, "dlg.end_dlg", json!([1, 4294967296u64])).1,
+        "h_id: expected an unsigned 32-bit integer"
+    );
+    assert!(
+        err(
+            &h,
+            "dlg.end_dlg",
+            json!({"h_entry": 1, "h_id": 1, "bogus": 1})
+        )
+        .1
+        .starts_with("bogus: unknown parameter")
+    );
+    let ended = fake.ended.lock().unwrap().clone();
+    assert_eq!(
+        ended,
+        vec!["call-2|", "call-4|X-Reason: ops\r\n", "call-5|"]
+    );
+
+    assert_eq!(
+        ok(&h, "dlg.is_alive", json!(["call-2", "ft2", "tt2"])),
+        "Alive"
+    );
+    assert_eq!(err(&h, "dlg.is_alive", json!(["call-3", "ft3", ""])).0, 500); // early
+    assert_eq!(err(&h, "dlg.is_alive", json!(["nope", "a", "b"])).0, 404);
+
+    assert_eq!(ok(&h, "dlg.set_timeout", json!([6, 6, 30])), "Timeout set");
+    assert_eq!(err(&h, "dlg.set_timeout", json!([6, 7, 30])).0, 404);
+    assert_eq!(
+        err(&h, "dlg.set_timeout", json!([6, 6, "soon"])).1,
+        "timeout: expected an unsigned integer"
+    );
+    assert_eq!(*fake.timeouts.lock().unwrap(), vec![(6, 6, 30)]);
+}
+
+#[test]
+fn profiles_and_dialog_statistics() {
+    let (h, fake) = start(10, None);
+    let s = ok(&h, "dlg.profile_get_size", json!(["caller"]));
+    assert_eq!(s, json!({"profile": "caller", "value": "", "count": 10}));
+    assert_eq!(
+        ok(
+            &h,
+            "dlg.profile_get_size",
+            json!(["caller", "sip:alice1@a.example"])
+        )["count"],
+        1
+    );
+    assert_eq!(
+        err(&h, "dlg.profile_get_size", json!(["nope"])),
+        (404, "Profile not found: nope".into())
+    );
+    assert!(
+        err(&h, "dlg.profile_get_size", json!([]))
+            .1
+            .starts_with("profile: missing")
+    );
+    let l = ok(
+        &h,
+        "dlg.profile_list",
+        json!(["caller", "sip:alice2@a.example"]),
+    );
+    assert_eq!(l.as_array().unwrap().len(), 1);
+    assert!(l[0].get("profiles").is_none());
+    assert_eq!(
+        ok(&h, "dlg.profile_end_dlgs", json!(["caller"])),
+        json!({"ended": 10})
+    );
+    assert_eq!(
+        err(&h, "dlg.profile_end_dlgs", json!([true])).1,
+        "profile: expected a string"
+    );
+
+    let a = ok(&h, "dlg.stats_active", json!([]));
+    assert_eq!(
+        a,
+        json!({"starting": 0, "connecting": 5, "answering": 0, "ongoing": 5, "all": 10})
+    );
+    assert!(
+        err(&h, "dlg.stats_active", json!([1]))
+            .1
+            .contains("too many parameters")
+    );
+
+    let all: Vec<String> =
+        serde_json::from_value(ok(&h, "stats.get_statistics", json!(["all"]))).unwrap();
+    for line in [
+        "dialog:active_dialogs = 10",
+        "dialog:processed_dialogs = 42",
+        "core:packets_in_udp = 15",
+        "core:packets_out_tcp = 1",
+        "parse_errors:bad_header = 1",
+        "sl:486_replies = 1",
+        "sl:xxx_replies = 0",
+    ] {
+        assert!(all.iter().any(|l| l == line), "missing {line} in {all:?}");
+    }
+    let dlg = ok(&h, "stats.get_statistics", json!(["dialog:"]));
+    assert_eq!(dlg.as_array().unwrap().len(), 5);
+    assert_eq!(
+        ok(
+            &h,
+            "stats.get_statistics",
+            json!(["failed_dialogs", "dialog:early_dialogs"])
+        ),
+        json!(["dialog:failed_dialogs = 2", "dialog:early_dialogs = 1"])
+    );
+    assert_eq!(
+        err(&h, "stats.get_statistics", json!(["bogus:"])),
+        (404, "Statistic not found: bogus:".into())
+    );
+    assert_eq!(
+        ok(&h, "stats.fetch", json!(["dialog:expired_dialogs"])),
+        json!({"dialog.expired_dialogs": "3"})
+    );
+    assert_eq!(
+        ok(&h, "stats.fetchn", json!(["sl:486_replies"])),
+        json!({"sl.486_replies": 1})
+    );
+    assert_eq!(
+        ok(&h, "stats.reset_statistics", json!(["all"])),
+        "Statistics reset"
+    );
+    assert_eq!(fake.resets.load(Ordering::Relaxed), 1);
+
+    let lat = ok(&h, "stats.latency", json!([]));
+    let p = &lat["packet_processing"];
+    assert_eq!(
+        (p["count"].clone(), p["p50"].clone()),
+        (json!(5), json!(30))
+    );
+    assert!(p["max"].as_u64().unwrap() >= 5000 && p["p99_99"].as_u64().unwrap() >= 5000);
+    for k in ["p50", "p90", "p99", "p99_9", "p99_99", "max", "count"] {
+        assert!(lat["invite_to_final"].get(k).is_some(), "{k}");
+    }
+}
+
+#[test]
+fn core_methods_and_method_table() {
+    let (h, _) = start(1, None);
+    assert_eq!(ok(&h, "core.version", json!([])), "sipedge 0.1.0");
+    assert_eq!(ok(&h, "core.uptime", json!([])), json!({"uptime": 77}));
+    assert_eq!(ok(&h, "core.reload", json!([])), "Config reloaded");
+    assert_eq!(
+        ok(&h, "core.loglevel", json!([])),
+        json!({"loglevel": "info"})
+    );
+    assert_eq!(
+        ok(&h, "core.loglevel", json!(["debug"])),
+        json!({"loglevel": "debug"})
+    );
+    assert!(
+        err(&h, "core.loglevel", json!(["loud"]))
+            .1
+            .starts_with("level: expected one of")
+    );
+    assert!(
+        err(&h, "core.version", json!([1]))
+            .1
+            .contains("too many parameters")
+    );
+    let methods: Vec<String> =
+        serde_json::from_value(ok(&h, "system.listMethods", json!([]))).unwrap();
+    assert!(methods.len() >= 25);
+    for m in &methods {
+        let v = call(&h, m, json!([]));
+        let code = v["error"]["code"].as_i64();
+        assert_ne!(code, Some(-32601), "{m} is listed but not dispatched");
+    }
+    assert_eq!(
+        err(&h, "dlg.frobnicate", json!([])),
+        (-32601, "Method not found: dlg.frobnicate".into())
+    );
+}
+
+fn post(h: &MgmtHandle, body: &str) -> (u16, String) {
+    http(h, "POST", "/jsonrpc", body.as_bytes(), None)
+}
+
+#[test]
+fn envelope_batches_notifications_and_errors() {
+    let (h, fake) = start(5, None);
+    let (s, t) = post(&h, "{not json");
+    let v: Value = serde_json::from_str(&t).unwrap();
+    assert_eq!(
+        (s, v["error"]["code"].clone(), v["id"].clone()),
+        (200, json!(-32700), Value::Null)
+    );
+    for bad in [
+        r#"{"method":"core.version","id":1}"#,
+        r#"{"jsonrpc":"2.0","method":5,"id":1}"#,
+        r#"{"jsonrpc":"2.0","method":"core.version","params":"x","id":1}"#,
+        r#"{"jsonrpc":"2.0","method":"core.version","id":{"a":1}}"#,
+        r#"[]"#,
+        r#"7"#,
+    ] {
+        let v: Value = serde_json::from_str(&post(&h, bad).1).unwrap();
+        assert_eq!(v["error"]["code"], -32600, "{bad}: {v}");
+    }
+    // Batch: two calls, one notification, one invalid element -> three replies.
+    let batch = r#"[
+        {"jsonrpc":"2.0","method":"core.version","id":"a"},
+        {"jsonrpc":"2.0","method":"dlg.end_dlg","params":[0,0]},
+        {"jsonrpc":"2.0","method":"nope","id":2},
+        1
+    ]"#;
+    let v: Value = serde_json::from_str(&post(&h, batch).1).unwrap();
+    let arr = v.as_array().unwrap();
+    assert_eq!(arr.len(), 3, "{v}");
+    assert_eq!(
+        (arr[0]["id"].clone(), arr[0]["result"].clone()),
+        (json!("a"), json!("sipedge 0.1.0"))
+    );
+    assert_eq!(
+        (arr[1]["id"].clone(), arr[1]["error"]["code"].clone()),
+        (json!(2), json!(-32601))
+    );
+    assert_eq!(arr[2]["error"]["code"], -32600);
+    assert_eq!(
+        fake.ended.lock().unwrap().len(),
+        1,
+        "notification was executed"
+    );
+    // Only notifications (even failing ones): 204 and no body.
+    let (s, t) = post(
+        &h,
+        r#"[{"jsonrpc":"2.0","method":"nope"},{"jsonrpc":"2.0","method":"core.version"}]"#,
+    );
+    assert_eq!((s, t.as_str()), (204, ""));
+    let (s, t) = post(&h, r#"{"jsonrpc":"2.0","method":"core.version"}"#);
+    assert_eq!((s, t.as_str()), (204, ""));
+    // /RPC is an alias; null id is echoed.
+    let (s, t) = http(
+        &h,
+        "POST",
+        "/RPC",
+        br#"{"jsonrpc":"2.0","method":"core.uptime","id":null}"#,
+        None,
+    );
+    let v: Value = serde_json::from_str(&t).unwrap();
+    assert_eq!(
+        (s, v["result"]["uptime"].clone(), v["id"].clone()),
+        (200, json!(77), Value::Null)
+    );
+}
+
+#[test]
+fn http_rules_auth_size_health_and_shutdown() {
+    let (h, _) = start(1, Some("s3cret"));
+    assert_eq!(http(&h, "GET", "/health", b"", None).0, 401);
+    assert_eq!(http(&h, "GET", "/health", b"", Some("wrong")).0, 401);
+    assert_eq!(
+        http(&h, "GET", "/health", b"", Some("s3cret")),
+        (200, "ok".into())
+    );
+    assert_eq!(http(&h, "GET", "/metrics", b"", None).0, 401);
+    let body = br#"{"jsonrpc":"2.0","method":"core.version","id":1}"#;
+    assert_eq!(http(&h, "POST", "/jsonrpc", body, None).0, 401);
+    assert_eq!(http(&h, "POST", "/jsonrpc", body, Some("s3cret")).0, 200);
+    assert_eq!(http(&h, "GET", "/jsonrpc", b"", Some("s3cret")).0, 405);
+    assert_eq!(http(&h, "GET", "/nope", b"", Some("s3cret")).0, 404);
+    let big = vec![b' '; (1 << 20) + 10];
+    assert_eq!(http(&h, "POST", "/jsonrpc", &big, Some("s3cret")).0, 413);
+
+    let e = mgmt_http::spawn("0.0.0.0:0".parse().unwrap(), None, Fake::new(0)).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(e.to_string().contains("without a token"));
+    mgmt_http::spawn("0.0.0.0:0".parse().unwrap(), Some("t".into()), Fake::new(0))
+        .unwrap()
+        .shutdown();
+
+    let addr = h.local_addr();
+    let t0 = Instant::now();
+    h.shutdown();
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "shutdown took {:?}",
+        t0.elapsed()
+    );
+    // The listening socket closes once tiny_http's accept thread notices (promptly).
+    let closed = (0..20).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err()
+    });
+    assert!(closed, "listener still accepting after shutdown");
+}
+
+/// Strict Prometheus text (0.0.4) check: HELP/TYPE before samples, valid names, labels and
+/// values; histogram buckets cumulative with `+Inf` equal to `_count`. Returns samples.
+fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
+    let name_ok = |n: &str| {
+        !n.is_empty()
+            && n.chars().enumerate().all(|(i, c)| {
+                c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
+            })
+    };
+    let mut types: BTreeMap<String, String> = BTreeMap::new();
+    let mut samples = BTreeMap::new();
+    assert!(text.ends_with('\n'));
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            assert!(name_ok(rest.split(' ').next().unwrap()), "{line}");
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (n, t) = rest.split_once(' ').unwrap();
+            assert!(
+                name_ok(n) && ["counter", "gauge", "histogram", "summary", "untyped"].contains(&t),
+                "{line}"
+            );
+            assert!(
+                types.insert(n.to_owned(), t.to_owned()).is_none(),
+                "duplicate TYPE {n}"
+            );
+        } else {
+            assert!(
+                !line.starts_with('#') && !line.is_empty(),
+                "stray line {line:?}"
+            );
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            let v: f64 = match value {
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                v => v.parse().unwrap_or_else(|_| panic!("bad value in {line}")),
+            };
+            let name = series.split('{').next().unwrap();
+            assert!(name_ok(name), "{line}");
+            if let Some(labels) = series.strip_prefix(name).filter(|l| !l.is_empty()) {
+                let inner = labels
+                    .strip_prefix('{')
+                    .and_then(|l| l.strip_suffix('}'))
+                    .expect(line);
+                // k="v" pairs, values with \" \\ \n escapes only.
+                let mut rest = inner;
+                while !rest.is_empty() {
+                    let (k, after) = rest.split_once("=\"").expect(line);
+                    assert!(name_ok(k), "label {k} in {line}");
+                    let mut end = None;
+                    let mut chars = after.char_indices();
+                    while let Some((i, c)) = chars.next() {
+                        match c {
+                            '\\' => assert!(
+                                matches!(chars.next(), Some((_, '"' | '\\' | 'n'))),
+                                "{line}"
+                            ),
+                            '"' => {
+                                end = Some(i);
+                                break;
+                            }
+                            '\n' => panic!("raw newline"),
+                            _ => {}
+                        }
+                    }
+                    let end = end.expect(line);
+                    rest = &after[end + 1..];
+                    rest = rest.strip_prefix(',').unwrap_or(rest);
+                }
+            }
+            let family = ["_bucket", "_sum", "_count"].iter().fold(name, |n, s| {
+                n.strip_suffix(s)
+                    .filter(|b| types.get(*b).is_some_and(|t| t == "histogram"))
+                    .unwrap_or(n)
+            });
+            let family = if types.contains_key(family) {
+                family
+            } else {
+                name.strip_suffix("_total").unwrap_or(name)
+            };
+            assert!(types.contains_key(family), "sample before TYPE: {line}");
+            assert!(
+                samples.insert(series.to_owned(), v).is_none(),
+                "duplicate series {series}"
+            );
+        }
+    }
+    for (fam, t) in &types {
+        if t != "histogram" {
+            continue;
+        }
+        let mut prev = 0.0;
+        let buckets: Vec<_> = samples
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("{fam}_bucket{{")))
+            .collect();
+        assert!(!buckets.is_empty(), "{fam} has no buckets");
+        let mut sorted: Vec<(f64, f64)> = buckets
+            .iter()
+            .map(|(k, v)| {
+                let le = k.split("le=\"").nth(1).unwrap().trim_end_matches("\"}");
+                (
+                    if le == "+Inf" {
+                        f64::INFINITY
+                    } else {
+                        le.parse().unwrap()
+                    },
+                    **v,
+                )
+            })
+            .collect();
+        sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for (_, v) in &sorted {
+            assert!(*v >= prev, "{fam} buckets not cumulative");
+            prev = *v;
+        }
+        assert_eq!(
+            Some(&prev),
+            samples.get(&format!("{fam}_count")),
+            "{fam} +Inf != _count"
+        );
+    }
+    samples
+}
+
+#[test]
+fn metrics_are_valid_prometheus_text_with_expected_series() {
+    let (h, _) = start(3, None);
+    let (s, text) = http(&h, "GET", "/metrics", b"", None);
+    assert_eq!(s, 200);
+    let m = parse_prometheus(&text);
+    let get = |k: &str| *m.get(k).unwrap_or_else(|| panic!("missing {k} in\n{text}"));
+    assert_eq!(get("sipedge_dialog_active_dialogs"), 3.0);
+    assert_eq!(get("sipedge_dialog_early_dialogs"), 1.0);
+    assert_eq!(get("sipedge_dialog_processed_dialogs_total"), 42.0);
+    assert_eq!(get("sipedge_dialog_expired_dialogs_total"), 3.0);
+    assert_eq!(get("sipedge_dialog_failed_dialogs_total"), 2.0);
+    assert_eq!(
+        get(r#"sipedge_profile_size{profile="caller",value="sip:alice1@a.example"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"sipedge_profile_size{profile="trunk \"x\"",value=""}"#),
+        7.0
+    );
+    assert_eq!(
+        get(r#"sipedge_packets_in_total{worker="0",transport="udp"}"#),
+        10.0
+    );
+    assert_eq!(
+        get(r#"sipedge_packets_out_total{worker="1",transport="tcp"}"#),
+        1.0
+    );
+    assert_eq!(get(r#"sipedge_parse_errors_total{kind="bad_header"}"#), 1.0);
+    assert_eq!(get(r#"sipedge_replies_generated_total{code="486"}"#), 1.0);
+    assert_eq!(
+        get(r#"sipedge_retransmissions_absorbed_total{worker="0"}"#),
+        0.0
+    );
+    assert_eq!(get(r#"sipedge_tcp_connections_open{worker="1"}"#), 0.0);
+    assert_eq!(get("sipedge_packet_processing_latency_us_count"), 5.0);
+    assert_eq!(
+        get(r#"sipedge_packet_processing_latency_us_bucket{le="50"}"#),
+        4.0
+    );
+    assert_eq!(
+        get(r#"sipedge_packet_processing_latency_us_bucket{le="5000"}"#),
+        5.0
+    );
+    assert_eq!(get("sipedge_invite_to_final_latency_us_count"), 0.0);
+    let series: HashSet<_> = m
+        .keys()
+        .map(|k| k.split('{').next().unwrap().to_owned())
+        .collect();
+    assert!(series.contains("sipedge_tcp_accepted_total"));
+}
+
+fn ctl_args(addr: String, format: Format, method: &str, args: &[&str]) -> CtlArgs {
+    CtlArgs {
+        mgmt: addr,
+        token: None,
+        format,
+        method: method.into(),
+        args: args.iter().map(|s| (*s).to_owned()).collect(),
+    }
+}
+
+fn run_ctl(a: &CtlArgs) -> (u8, String, String) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = ctl::run_to(a, &mut out, &mut err);
+    (
+        code,
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+    )
+}
+
+#[test]
+fn ctl_prints_json_and_tables_and_reports_errors() {
+    let (h, fake) = start(4, Some("tok"));
+    let addr = h.local_addr().to_string();
+    let mut a = ctl_args(addr.clone(), Format::Json, "dlg.stats_active", &[]);
+    let (code, _, err) = run_ctl(&a);
+    assert_eq!(
+        (code, err.as_str()),
+        (1, "error: unauthorized (missing or wrong --token)\n")
+    );
+    a.token = Some("tok".into());
+    let (code, out, _) = run_ctl(&a);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["all"], 4);
+    assert!(out.contains("\n  \"all\": 4"), "pretty printed: {out}");
+
+    // Numeric-looking args go as numbers (end_dlg accepts them), s: forces strings.
+    let mut e = ctl_args(
+        addr.clone(),
+        Format::Json,
+        "dlg.end_dlg",
+        &["2", "2", "s:X-A: 1\r\n"],
+    );
+    e.token = Some("tok".into());
+    assert_eq!(run_ctl(&e).0, 0);
+    assert_eq!(
+        fake.ended.lock().unwrap().last().unwrap(),
+        "call-2|X-A: 1\r\n"
+    );
+    assert_eq!(ctl::typed_arg("42"), json!(42));
+    assert_eq!(ctl::typed_arg("-3"), json!(-3));
+    assert_eq!(ctl::typed_arg("s:42"), json!("42"));
+    assert_eq!(ctl::typed_arg("call-1"), json!("call-1"));
+
+    let mut t = ctl_args(addr.clone(), Format::Table, "stats.latency", &[]);
+    t.token = Some("tok".into());
+    let (code, out, _) = run_ctl(&t);
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("name") && lines[0].contains("p99_99") && lines[0].contains("count"),
+        "{out}"
+    );
+    let row = lines
+        .iter()
+        .find(|l| l.starts_with("packet_processing"))
+        .expect(&out);
+    assert!(
+        row.split_whitespace().any(|c| c == "5"),
+        "count column: {row}"
+    );
+    let mut l = ctl_args(addr.clone(), Format::Table, "dlg.list", &[]);
+    l.token = Some("tok".into());
+    let (code, out, _) = run_ctl(&l);
+    assert_eq!((code, out.lines().count()), (0, 6), "{out}");
+    assert!(out.lines().next().unwrap().contains("call-id"));
+
+    let mut bad = ctl_args(addr, Format::Json, "dlg.end_dlg", &["9", "9"]);
+    bad.token = Some("tok".into());
+    let (code, out, err) = run_ctl(&bad);
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (1, "", "error: 404: Dialog not found\n")
+    );
+    h.shutdown();
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let closed = format!("127.0.0.1:{port}");
+    let (code, out, err) = run_ctl(&ctl_args(closed.clone(), Format::Json, "core.version", &[]));
+    assert_eq!(code, 1);
+    assert_eq!(out, "");
+    assert_eq!(
+        err,
+        format!("error: cannot reach sipedge management at {closed}: connection refused\n")
+    );
+}
