@@ -1,4 +1,86 @@
-//! `sipedge` command line: `run` (default), `ctl`, `check-config`.
-fn main() {
-    println!("sipedge");
+//! `sipedge` command line: `run` (the default), `ctl`, `check-config`. Nothing else lives here.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sipedge::config::Overrides;
+
+/// sipedge: a SIP edge proxy with dialog tracking.
+#[derive(Parser, Debug)]
+#[command(name = "sipedge", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the proxy (the default with no subcommand: embedded defaults, no config file).
+    Run(RunArgs),
+    /// Call the management API (JSON-RPC), like kamcmd.
+    Ctl(sipedge::mgmt::ctl::CtlArgs),
+    /// Validate a config file; prints every error with line and column.
+    CheckConfig {
+        /// The TOML file.
+        file: PathBuf,
+    },
+}
+
+#[derive(clap::Args, Debug, Default)]
+struct RunArgs {
+    /// TOML config file (flags override it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Listen address, repeatable: `udp:IP:PORT`, `tcp:IP:PORT`, `udp:[::1]:5060`.
+    #[arg(long)]
+    listen: Vec<String>,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Management HTTP address `IP:PORT`.
+    #[arg(long)]
+    mgmt: Option<String>,
+    /// Log level: trace, debug, info, warn, error.
+    #[arg(long)]
+    log: Option<String>,
+    /// Log format: text or json.
+    #[arg(long = "log-format")]
+    log_format: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        None => run(RunArgs::default()),
+        Some(Cmd::Run(a)) => run(a),
+        Some(Cmd::Ctl(a)) => sipedge::mgmt::ctl::run(&a),
+        Some(Cmd::CheckConfig { file }) => match sipedge::config::check_config_file(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn run(a: RunArgs) -> ExitCode {
+    let o = Overrides {
+        config: a.config,
+        listen: a.listen,
+        workers: a.workers,
+        mgmt: a.mgmt,
+        log: a.log,
+        log_format: a.log_format,
+    };
+    match sipedge::io::app::run(&o) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sipedge: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -55,11 +55,29 @@ pub enum Counter {
     TcpConnected,
     /// TCP connections closed.
     TcpClosed,
+    /// Requests forwarded downstream.
+    Forwarded,
+    /// Responses relayed upstream.
+    Relayed,
+    /// Packets handed to the worker that owns their transaction.
+    HandoffIn,
+    /// Responses whose top Via is not ours (dropped).
+    NotOurs,
+    /// In-dialog requests whose did did not match Call-ID and tags (routed, dialog untouched).
+    DialogMismatch,
+    /// ACKs of non-2xx finals absorbed.
+    AckAbsorbed,
+    /// Late or duplicate responses absorbed.
+    Absorbed,
+    /// BYEs generated (termination, expiry).
+    ByeSent,
+    /// INVITE branches given up by Timer B or C.
+    TxnTimeout,
 }
 
 impl Counter {
     /// Number of counters.
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 23;
     /// All counters in index order.
     pub const ALL: [Counter; Counter::COUNT] = [
         Counter::PacketsInUdp,
@@ -76,6 +94,15 @@ impl Counter {
         Counter::TcpAccepted,
         Counter::TcpConnected,
         Counter::TcpClosed,
+        Counter::Forwarded,
+        Counter::Relayed,
+        Counter::HandoffIn,
+        Counter::NotOurs,
+        Counter::DialogMismatch,
+        Counter::AckAbsorbed,
+        Counter::Absorbed,
+        Counter::ByeSent,
+        Counter::TxnTimeout,
     ];
 
     /// Stable snake_case name used in `stats.*` RPCs and metrics.
@@ -95,6 +122,15 @@ impl Counter {
             Counter::TcpAccepted => "tcp_accepted",
             Counter::TcpConnected => "tcp_connected",
             Counter::TcpClosed => "tcp_closed",
+            Counter::Forwarded => "forwarded",
+            Counter::Relayed => "relayed",
+            Counter::HandoffIn => "handoff_in",
+            Counter::NotOurs => "not_ours",
+            Counter::DialogMismatch => "dialog_mismatch",
+            Counter::AckAbsorbed => "ack_absorbed",
+            Counter::Absorbed => "absorbed",
+            Counter::ByeSent => "bye_sent",
+            Counter::TxnTimeout => "txn_timeout",
         }
     }
 }

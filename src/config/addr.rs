@@ -29,6 +29,30 @@ impl Transport {
         }
     }
 
+    /// Same as [`Transport::as_str`].
+    pub fn name(self) -> &'static str {
+        self.as_str()
+    }
+
+    /// Upper-case token for a Via header (`UDP`, `TCP`).
+    pub fn via_token(self) -> &'static [u8] {
+        match self {
+            Transport::Udp => b"UDP",
+            Transport::Tcp => b"TCP",
+        }
+    }
+
+    /// Parses a `transport=` URI parameter or Via transport token, case-insensitively.
+    pub fn from_token(b: &[u8]) -> Option<Transport> {
+        if b.eq_ignore_ascii_case(b"udp") {
+            Some(Transport::Udp)
+        } else if b.eq_ignore_ascii_case(b"tcp") {
+            Some(Transport::Tcp)
+        } else {
+            None
+        }
+    }
+
     fn parse(s: &str) -> Option<Transport> {
         if s.eq_ignore_ascii_case("udp") {
             Some(Transport::Udp)

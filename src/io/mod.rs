@@ -1,2 +1,17 @@
 //! The only code that touches sockets, threads and the real clock.
+//!
+//! - [`socket`]: SO_REUSEPORT sockets, buffers, the reuseport BPF spreader.
+//! - [`udp`]: `recvmmsg`/`sendmmsg` batches.
+//! - [`tcp`]: connections, framing, limits.
+//! - [`worker`]: the pinned mio loop of one worker.
+//! - [`run`]: the supervisor that starts and stops workers.
+//! - [`app`]: the process: logging, config, signals.
+//! - [`mgmt_http`]: the management HTTP listener.
+
+pub mod app;
 pub mod mgmt_http;
+pub mod run;
+pub mod socket;
+pub mod tcp;
+pub mod udp;
+pub mod worker;

@@ -12,6 +12,7 @@
 
 pub mod backend;
 pub mod ctl;
+pub mod engine_backend;
 pub mod methods;
 pub mod metrics;
 pub mod model;

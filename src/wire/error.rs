@@ -140,6 +140,39 @@ impl ParseError {
     }
 }
 
+/// Every [`ParseError::kind`] label, in a fixed order (metrics register them once).
+pub const KINDS: &[&str] = &[
+    "empty",
+    "truncated",
+    "bad_start_line",
+    "bad_version",
+    "bad_status_code",
+    "bad_header_line",
+    "too_many_headers",
+    "headers_too_large",
+    "bad_content_length",
+    "duplicate_content_length",
+    "content_length_mismatch",
+    "missing_content_length",
+    "unsupported_uri_scheme",
+    "bad_uri",
+    "missing_header",
+    "duplicate_header",
+    "bad_header_value",
+    "cseq_method_mismatch",
+    "too_many_hops",
+    "bad_extension",
+    "wrong_kind",
+];
+
+impl ParseError {
+    /// Index of [`ParseError::kind`] in [`KINDS`].
+    pub fn kind_index(self) -> usize {
+        let k = self.kind();
+        KINDS.iter().position(|x| *x == k).unwrap_or(KINDS.len())
+    }
+}
+
 impl core::fmt::Display for ParseError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "{} {}", self.status(), self.reason())

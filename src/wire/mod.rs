@@ -31,7 +31,7 @@ mod values;
 
 pub use build::{InDialog, ack_for_non2xx, cancel, in_dialog_request, response};
 pub use edit::{EditError, Edits, MAX_EDITS, SCRATCH_BYTES};
-pub use error::ParseError;
+pub use error::{KINDS, ParseError};
 pub use message::{
     Frame, Header, MAX_HEAD_BYTES, MAX_HEADERS, Message, StartLine, frame_stream, parse,
     parse_stream_message,

@@ -1,0 +1,38 @@
+//! The proxy engine: order of operations for one datagram, one timer tick or one command.
+//!
+//! Sans-IO: [`Engine::handle_datagram`], [`Engine::handle_timeout`] and
+//! [`Engine::handle_command`] take `now` in milliseconds and write what must be sent into a
+//! caller-owned [`Output`]; [`Engine::poll_timeout`] says when to call back.
+//!
+//! ## Ownership and threads
+//! One `Engine` per worker, used through `&mut self` only. What all workers share (the dialog
+//! table, profiles, statistics, settings) lives in [`Shared`] behind an `Arc`. INVITE
+//! transaction state (upstream request, branches, timers) is owned by the worker that created
+//! the dialog; a packet of that transaction that lands on another worker is handed to the
+//! owner ([`Output::handoff`]), so no lock guards transaction state. Sequential in-dialog
+//! requests and their responses are handled on whichever worker receives them, through
+//! atomics in the record.
+//!
+//! ## Invariants
+//! - Nothing here panics on input; malformed packets are answered or dropped and counted.
+//! - No heap allocation per packet in the steady state: `Output` buffers are reused; allocation
+//!   happens once per dialog/transaction.
+//! - Every end of a dialog goes through [`Engine::end_dialog`], which acts only for the winner
+//!   of the atomic transition to `Deleted`.
+
+mod addr;
+mod dialogs;
+mod forward;
+mod output;
+mod policy_glue;
+mod proxy;
+mod request;
+mod response;
+mod shared;
+mod timers;
+
+pub use addr::{LocalAddrs, Listener, Transport, parse_ip};
+pub use output::{Inbound, Output, Transmit};
+pub use proxy::Engine;
+pub use shared::{Command, ForkMode, Notifier, Settings, Shared, TargetGroup};
+pub use timers::TimerItem;

@@ -1,0 +1,207 @@
+//! The per-worker [`Engine`]: entry points and the state it owns (timer wheel, INVITE
+//! transactions, scratch buffers).
+//!
+//! Invariant: an `Engine` is only ever used by its own worker (`&mut self`); everything it
+//! shares with other workers is in [`Shared`].
+
+use std::sync::Arc;
+
+use super::timers::TimerItem;
+use super::{Command, Inbound, Output, Shared, Transport};
+use crate::stats::{Counter, LatencyMetric, LatencyRecorder, WorkerStats};
+use crate::timer::Wheel;
+use crate::txn::TxnTable;
+use crate::wire;
+
+/// One worker's proxy engine.
+pub struct Engine {
+    /// Index of this worker.
+    pub(crate) worker: usize,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) wheel: Wheel<TimerItem>,
+    pub(crate) txns: TxnTable,
+    pub(crate) stats: Arc<WorkerStats>,
+    pub(crate) expired: Vec<(u64, TimerItem)>,
+    /// Scratch for building messages before they are copied into an output.
+    pub(crate) scratch: Vec<u8>,
+    /// A second scratch buffer.
+    pub(crate) scratch2: Vec<u8>,
+    /// xorshift state for tags.
+    pub(crate) rng: u64,
+    /// Round-robin position for target groups.
+    pub(crate) rr_pos: usize,
+    /// Latency recorder of this worker (flushed to management about once a second).
+    pub(crate) latency: LatencyRecorder,
+    /// Time of the packet or timer being handled, in µs (latency only).
+    pub(crate) now_us: u64,
+    /// Dialog id generator of this worker.
+    pub(crate) didgen: crate::dialog::id::DidGen,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("worker", &self.worker)
+            .field("txns", &self.txns.len())
+            .field("timers", &self.wheel.len())
+            .finish()
+    }
+}
+
+impl Engine {
+    /// The engine of worker `worker`, starting at engine time `now_ms`.
+    pub fn new(shared: Arc<Shared>, worker: usize, now_ms: u64) -> Engine {
+        let stats = shared
+            .worker_stats
+            .get(worker)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(WorkerStats::new(worker, crate::wire::KINDS)));
+        let boot = shared.boot;
+        let latency = shared.latency.recorder(now_ms);
+        let seed = (shared.boot as u64) << 32 ^ (worker as u64 + 1) * 0x9E37_79B9_7F4A_7C15;
+        Engine {
+            worker,
+            shared,
+            wheel: Wheel::with_capacity(now_ms, 4096),
+            txns: TxnTable::default(),
+            stats,
+            expired: Vec::with_capacity(256),
+            scratch: Vec::with_capacity(8192),
+            scratch2: Vec::with_capacity(8192),
+            rng: seed | 1,
+            rr_pos: 0,
+            latency,
+            now_us: now_ms * 1000,
+            didgen: crate::dialog::id::DidGen::new(worker, boot),
+        }
+    }
+
+    /// The shared state.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// This worker's index.
+    pub fn worker(&self) -> usize {
+        self.worker
+    }
+
+    /// Live INVITE transactions owned by this worker.
+    pub fn txn_count(&self) -> usize {
+        self.txns.len()
+    }
+
+    /// Handle one received message (a UDP datagram or a framed TCP message).
+    pub fn handle_datagram(&mut self, inb: Inbound<'_>, out: &mut Output) {
+        self.now_us = inb.now_us;
+        let parsed = match inb.transport {
+            Transport::Udp => wire::parse(inb.bytes),
+            Transport::Tcp => wire::parse_stream_message(inb.bytes, inb.bytes.len()),
+        };
+        match parsed {
+            Ok(msg) if msg.is_request() => self.on_request(&inb, &msg, out),
+            Ok(msg) => self.on_response(&inb, &msg, out),
+            Err(e) => self.on_parse_error(&inb, e, out),
+        }
+    }
+
+    /// Fire every timer due at `now_ms`.
+    pub fn handle_timeout(&mut self, now_ms: u64, out: &mut Output) {
+        self.now_us = now_ms * 1000;
+        let mut expired = std::mem::take(&mut self.expired);
+        expired.clear();
+        self.wheel.poll(now_ms, &mut expired);
+        for (_, item) in expired.drain(..) {
+            self.on_timer(now_ms, item, out);
+        }
+        self.expired = expired;
+    }
+
+    /// When [`Engine::handle_timeout`] should be called next (engine ms).
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.wheel.next_deadline()
+    }
+
+    /// Handle a command from another thread.
+    pub fn handle_command(&mut self, now_ms: u64, now_us: u64, cmd: Command, out: &mut Output) {
+        match cmd {
+            Command::Terminate {
+                id,
+                side,
+                reason,
+                extra_hdrs,
+            } => {
+                if let Some(d) = self.shared.table.get(id) {
+                    self.terminate(now_ms, &d, side, reason.as_bytes(), extra_hdrs.as_bytes(), out);
+                }
+            }
+            Command::Rearm(id) => {
+                if let Some(d) = self.shared.table.get(id) {
+                    let at = d.deadline_ms.load(std::sync::atomic::Ordering::Acquire);
+                    self.wheel.insert(at, TimerItem::Dialog(id));
+                }
+            }
+            Command::Packet {
+                src,
+                local,
+                transport,
+                conn,
+                bytes,
+            } => {
+                self.stats.inc(Counter::HandoffIn);
+                let inb = Inbound {
+                    now_ms,
+                    now_us,
+                    src,
+                    local,
+                    transport,
+                    conn,
+                    bytes: &bytes,
+                };
+                self.handle_datagram(inb, out);
+                // A handed-off packet is never handed off again.
+                out.handoff = None;
+            }
+        }
+    }
+
+    /// Record the processing time of one packet (µs), from receive to hand-off to send.
+    pub fn record_packet_us(&mut self, us: u64) {
+        self.latency.record(LatencyMetric::Packet, us);
+    }
+
+    /// Hand this worker's histograms to management if a second has passed.
+    pub fn flush_latency(&mut self, now_ms: u64) {
+        self.latency.maybe_flush(now_ms);
+    }
+
+    /// Next pseudo-random number (tags, branch salts). Not cryptographic.
+    pub(crate) fn next_rand(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
+    }
+
+    /// 8 random lowercase hex characters (To-tags we generate).
+    pub(crate) fn new_tag(&mut self) -> [u8; 8] {
+        let mut v = self.next_rand();
+        let mut t = [0u8; 8];
+        for c in t.iter_mut() {
+            *c = b"0123456789abcdef"[(v & 15) as usize];
+            v >>= 4;
+        }
+        t
+    }
+
+    /// End every dialog owned by this worker (shutdown): BYE confirmed ones if `send_bye`.
+    pub fn shutdown(&mut self, now_ms: u64, out: &mut Output) {
+        let slots: Vec<u32> = self.txns.slots().collect();
+        for s in slots {
+            self.txns.remove(s);
+        }
+        let _ = (now_ms, out);
+    }
+}

@@ -1,0 +1,444 @@
+//! Requests: validation, Route pre-processing (RFC 3261 §16.3–16.4), then the initial INVITE
+//! path (dialog creation, forking), CANCEL, non-2xx ACK, sequential requests and stateless
+//! forwarding.
+//!
+//! Invariants: every request either gets a reply, is forwarded, is absorbed by its
+//! transaction, is handed to the owning worker, or is dropped and counted.
+
+use super::forward::{HopError, RecordRoute, uri_target};
+use super::{Engine, Inbound, Output};
+use crate::dialog::{DlgEvent, DlgState, EndReason, Side, Socket};
+use crate::stats::Counter;
+use crate::txn::branch::{self, Branch, Kind};
+use crate::wire::{self, Edits, HeaderName, Message, Method, ParseError};
+
+/// What Route pre-processing found.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct RouteInfo<'a> {
+    /// How many top Route entries are ours (removed when forwarding).
+    pub ours: usize,
+    /// The dialog cookie from our Route entry (or strict-routed R-URI).
+    pub cookie: Option<&'a [u8]>,
+    /// URI of the next Route entry that is not ours, if any.
+    pub next_route: Option<&'a [u8]>,
+    /// The R-URI was ours (strict routing from the previous hop, or addressed to us).
+    pub ruri_ours: bool,
+}
+
+impl Engine {
+    /// A message that did not parse.
+    pub(crate) fn on_parse_error(&mut self, inb: &Inbound<'_>, e: ParseError, out: &mut Output) {
+        self.stats.inc_parse_error(e.kind_index());
+        if e != ParseError::BadVersion || inb.bytes.starts_with(b"SIP/") {
+            return;
+        }
+        // Answer 505 to a request with a bad version: patch the version and re-parse so the
+        // reply can copy Via, From, To, Call-ID and CSeq.
+        let Some(eol) = memchr::memchr(b'\n', inb.bytes) else {
+            return;
+        };
+        let line = inb.bytes.get(..eol).unwrap_or(&[]);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(sp) = memchr::memrchr(b' ', line) else {
+            return;
+        };
+        let mut patched = std::mem::take(&mut self.scratch);
+        patched.clear();
+        patched.extend_from_slice(inb.bytes.get(..sp + 1).unwrap_or(&[]));
+        patched.extend_from_slice(b"SIP/2.0");
+        patched.extend_from_slice(inb.bytes.get(line.len()..).unwrap_or(&[]));
+        if let Ok(m) = wire::parse(&patched) {
+            if m.is_request() && m.method() != Some(Method::Ack) {
+                self.reply(inb, &m, 505, b"Version Not Supported", None, &[], out);
+            }
+        }
+        self.scratch = patched;
+    }
+
+    /// Route pre-processing: which top Route entries are ours, the dialog cookie, the next hop.
+    pub(crate) fn route_info<'a>(&self, msg: &Message<'a>) -> RouteInfo<'a> {
+        let settings = self.shared.settings.load();
+        let rr_param = settings.rr_param.as_bytes();
+        let mut info = RouteInfo::default();
+        for r in msg.routes() {
+            let Ok(u) = r.parsed_uri() else {
+                break;
+            };
+            if self.shared.locals.is_ours(u.host, u.port) {
+                info.ours += 1;
+                if info.cookie.is_none() {
+                    info.cookie = u.param(rr_param).flatten();
+                }
+                continue;
+            }
+            info.next_route = Some(r.uri);
+            break;
+        }
+        if let Some(ruri) = msg.request_uri() {
+            if let Ok(u) = wire::parse_uri(ruri) {
+                if self.shared.locals.is_ours(u.host, u.port) {
+                    info.ruri_ours = true;
+                    if info.cookie.is_none() {
+                        info.cookie = u.param(rr_param).flatten();
+                    }
+                }
+            }
+        }
+        info
+    }
+
+    /// Entry point for requests.
+    pub(crate) fn on_request(&mut self, inb: &Inbound<'_>, msg: &Message<'_>, out: &mut Output) {
+        self.stats.inc(Counter::RequestsIn);
+        let method = msg.method().unwrap_or(Method::Other);
+        if let Err(e) = wire::validate_request(msg) {
+            self.stats.inc_parse_error(e.kind_index());
+            if method != Method::Ack {
+                self.reply(inb, msg, e.status(), e.reason().as_bytes(), None, &[], out);
+            }
+            return;
+        }
+        // We support no extensions a proxy must understand (RFC 3261 §16.3 step 4).
+        if method != Method::Ack && method != Method::Cancel {
+            if let Some(pr) = msg.header_value(HeaderName::ProxyRequire) {
+                if !pr.is_empty() {
+                    self.reply(inb, msg, 420, b"Bad Extension", None, &[(b"Unsupported", pr)], out);
+                    return;
+                }
+            }
+        }
+        let info = self.route_info(msg);
+        let to_tag = msg.to().and_then(|t| t.tag());
+        // OPTIONS to the proxy itself: keep-alive probes.
+        if method == Method::Options
+            && to_tag.is_none()
+            && info.ruri_ours
+            && info.next_route.is_none()
+            && info.cookie.is_none()
+        {
+            let tag = self.new_tag();
+            self.reply(
+                inb,
+                msg,
+                200,
+                b"OK",
+                Some(&tag),
+                &[
+                    (b"Allow", b"INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK, REFER, NOTIFY, SUBSCRIBE, MESSAGE"),
+                    (b"Accept", b"application/sdp"),
+                ],
+                out,
+            );
+            return;
+        }
+        match msg.max_forwards() {
+            Some(0) => {
+                if method != Method::Ack {
+                    self.reply(inb, msg, 483, b"Too Many Hops", None, &[], out);
+                }
+                return;
+            }
+            Some(_) | None => {}
+        }
+        match (method, to_tag) {
+            (Method::Cancel, _) => self.on_cancel(inb, msg, &info, out),
+            (Method::Ack, _) if info.cookie.is_none() => self.on_plain_ack(inb, msg, &info, out),
+            (_, Some(_)) => self.on_sequential(inb, msg, method, &info, out),
+            (_, None) if info.cookie.is_some() && method != Method::Invite => {
+                self.on_sequential(inb, msg, method, &info, out)
+            }
+            (Method::Invite, None) => self.on_invite(inb, msg, &info, out),
+            _ => self.forward_stateless(inb, msg, method, &info, None, out),
+        }
+    }
+
+    /// The next hop of a request after our own Route entries are removed.
+    pub(crate) fn next_hop(
+        &self,
+        msg: &Message<'_>,
+        info: &RouteInfo<'_>,
+    ) -> Result<Socket, HopError> {
+        let (addr, transport) = match (info.next_route, msg.request_uri()) {
+            (Some(r), _) => uri_target(r)?,
+            (None, _) if info.ruri_ours => {
+                let s = self.shared.settings.load();
+                let t = s
+                    .default_group
+                    .and_then(|g| s.groups.get(g))
+                    .and_then(|g| g.targets.first())
+                    .copied()
+                    .ok_or(HopError::Ours)?;
+                return Ok(t);
+            }
+            (None, Some(ruri)) => uri_target(ruri)?,
+            (None, None) => return Err(HopError::BadUri),
+        };
+        Ok(Socket {
+            addr,
+            transport,
+            local: self.listener_for(transport, addr),
+            conn: None,
+        })
+    }
+
+    /// Answer a request whose next hop cannot be found.
+    pub(crate) fn reply_hop_error(
+        &mut self,
+        inb: &Inbound<'_>,
+        msg: &Message<'_>,
+        e: HopError,
+        out: &mut Output,
+    ) {
+        if msg.method() == Some(Method::Ack) {
+            self.stats.inc(Counter::Dropped);
+            return;
+        }
+        let (code, reason): (u16, &[u8]) = match e {
+            HopError::BadUri => (400, b"Bad Request-URI"),
+            HopError::NeedsDns => (503, b"Service Unavailable (DNS not supported)"),
+            HopError::Ours => (404, b"Not Found"),
+        };
+        let tag = self.new_tag();
+        self.reply(inb, msg, code, reason, Some(&tag), &[], out);
+    }
+
+    /// Forward a request statelessly (RFC 3261 §16.11). `cookie` marks requests within a
+    /// tracked dialog so their responses find it.
+    pub(crate) fn forward_stateless(
+        &mut self,
+        inb: &Inbound<'_>,
+        msg: &Message<'_>,
+        method: Method,
+        info: &RouteInfo<'_>,
+        cookie: Option<&[u8]>,
+        out: &mut Output,
+    ) {
+        let to = match self.next_hop(msg, info) {
+            Ok(t) => t,
+            Err(e) => return self.reply_hop_error(inb, msg, e, out),
+        };
+        let incoming = msg.top_via().and_then(|v| v.branch()).unwrap_or(&[]);
+        let h = branch::hash(&[incoming, msg.method_bytes(), inb.bytes.get(..0).unwrap_or(&[])]);
+        let br = Branch {
+            kind: if cookie.is_some() { Kind::Within } else { Kind::Stateless },
+            worker: self.worker as u16,
+            cookie: cookie.unwrap_or(&[]),
+            slot: 0,
+            leg: 0,
+            hash: h,
+        };
+        let mut edits = Edits::new(msg);
+        for _ in 0..info.ours {
+            if edits.remove_top_route().is_err() {
+                self.stats.inc(Counter::Dropped);
+                return;
+            }
+        }
+        // Dialog-creating requests other than tracked INVITEs still get a Record-Route.
+        let rr = if msg.to().and_then(|t| t.tag()).is_none()
+            && matches!(method, Method::Invite | Method::Subscribe | Method::Refer)
+        {
+            RecordRoute::Add(None)
+        } else {
+            RecordRoute::No
+        };
+        if self
+            .forward_request(inb, msg, &mut edits, &br, to, rr, out)
+            .is_none()
+        {
+            self.stats.inc(Counter::Dropped);
+        }
+    }
+
+    /// A request within a dialog: tight match, state update, stateless forward.
+    pub(crate) fn on_sequential(
+        &mut self,
+        inb: &Inbound<'_>,
+        msg: &Message<'_>,
+        method: Method,
+        info: &RouteInfo<'_>,
+        out: &mut Output,
+    ) {
+        let dialog = info
+            .cookie
+            .and_then(|c| self.decode_cookie(c))
+            .and_then(|id| self.shared.table.get(id));
+        let side = dialog.as_ref().and_then(|d| {
+            let call_id = msg.call_id()?;
+            let ftag = msg.from().and_then(|f| f.tag())?;
+            let ttag = msg.to().and_then(|t| t.tag()).unwrap_or(&[]);
+            d.match_tags(call_id, ftag, ttag)
+        });
+        let (Some(d), Some(side)) = (dialog, side) else {
+            // Unknown or forged dialog id: route it, but touch no dialog.
+            if info.cookie.is_some() {
+                self.stats.inc(Counter::DialogMismatch);
+            }
+            return self.forward_stateless(inb, msg, method, info, None, out);
+        };
+        let now = inb.now_ms;
+        let cseq = msg.cseq().map(|c| c.num).unwrap_or(0);
+        match side {
+            Side::Callee => {
+                d.callee_cseq.fetch_max(cseq, std::sync::atomic::Ordering::AcqRel);
+            }
+            _ => {
+                if method != Method::Ack {
+                    d.caller_cseq.fetch_max(cseq, std::sync::atomic::Ordering::AcqRel);
+                }
+            }
+        }
+        match method {
+            Method::Ack => {
+                if let Some(prev) = d.advance(&[DlgState::ConfirmedNa], DlgState::Confirmed) {
+                    self.shared.stats.transition(prev, DlgState::Confirmed);
+                    let life = u64::from(d.lifetime_s.load(std::sync::atomic::Ordering::Relaxed));
+                    d.deadline_ms
+                        .store(now.saturating_add(life * 1000), std::sync::atomic::Ordering::Release);
+                    self.fire(DlgEvent::Confirmed, &d, Some(msg.bytes()), 0, Some(side));
+                }
+            }
+            Method::Bye => {
+                let reason = if side == Side::Callee {
+                    EndReason::ByeCallee
+                } else {
+                    EndReason::ByeCaller
+                };
+                self.end_dialog(now, &d, reason, Some(msg.bytes()), false);
+            }
+            _ => {
+                if d.state() != DlgState::Deleted {
+                    d.refresh_deadline(now);
+                    self.fire(DlgEvent::ReqWithin, &d, Some(msg.bytes()), 0, Some(side));
+                }
+            }
+        }
+        let mut cookie = [0u8; crate::dialog::id::COOKIE_LEN];
+        let c = self.encode_cookie(d.id, &mut cookie);
+        self.forward_stateless(inb, msg, method, info, Some(c), out);
+    }
+
+    /// An ACK that names no dialog: the ACK of a non-2xx final (absorbed by its transaction),
+    /// or an ACK to route statelessly.
+    pub(crate) fn on_plain_ack(
+        &mut self,
+        inb: &Inbound<'_>,
+        msg: &Message<'_>,
+        info: &RouteInfo<'_>,
+        out: &mut Output,
+    ) {
+        if let Some((owner, slot)) = self.txn_of(msg) {
+            if owner != self.worker {
+                out.handoff = Some(owner);
+                return;
+            }
+            let branch = msg.top_via().and_then(|v| v.branch()).unwrap_or(&[]);
+            if let Some(t) = self.txns.get_mut(slot) {
+                if t.up.branch == branch && t.up.final_code >= 300 {
+                    t.up.acked = true;
+                    if let Some(k) = t.up.timer_g.take() {
+                        self.wheel.cancel(k);
+                    }
+                    self.stats.inc(Counter::AckAbsorbed);
+                    return;
+                }
+            }
+        }
+        self.forward_stateless(inb, msg, Method::Ack, info, None, out);
+    }
+
+    /// The transaction of the INVITE that this CANCEL/ACK/retransmission refers to: owner
+    /// worker and slot, via the Call-ID + From-tag index.
+    pub(crate) fn txn_of(&self, msg: &Message<'_>) -> Option<(usize, u32)> {
+        let call_id = msg.call_id()?;
+        let ftag = msg.from().and_then(|f| f.tag())?;
+        let id = self.shared.table.find_by_callid_ftag(call_id, ftag)?;
+        let d = self.shared.table.get(id)?;
+        let slot = d.txn_slot.load(std::sync::atomic::Ordering::Acquire);
+        if slot == u32::MAX {
+            return None;
+        }
+        Some((crate::dialog::id::worker_of(id), slot))
+    }
+
+    /// CANCEL from upstream (RFC 3261 §16.10).
+    pub(crate) fn on_cancel(
+        &mut self,
+        inb: &Inbound<'_>,
+        msg: &Message<'_>,
+        info: &RouteInfo<'_>,
+        out: &mut Output,
+    ) {
+        let Some((owner, slot)) = self.txn_of(msg) else {
+            return self.forward_stateless(inb, msg, Method::Cancel, info, None, out);
+        };
+        if owner != self.worker {
+            out.handoff = Some(owner);
+            return;
+        }
+        let branch = msg.top_via().and_then(|v| v.branch()).unwrap_or(&[]);
+        let matches = self
+            .txns
+            .get_mut(slot)
+            .is_some_and(|t| t.up.branch == branch);
+        if !matches {
+            return self.forward_stateless(inb, msg, Method::Cancel, info, None, out);
+        }
+        let tag = self.txns.get_mut(slot).map(|t| t.to_tag).unwrap_or_default();
+        self.reply(inb, msg, 200, b"OK", Some(&tag), &[], out);
+        self.cancel_txn(inb.now_ms, slot, b"", out);
+    }
+
+    /// An initial INVITE: retransmission, loop, spiral or a new dialog.
+    pub(crate) fn on_invite(
+        &mut self,
+        inb: &Inbound<'_>,
+        msg: &Message<'_>,
+        info: &RouteInfo<'_>,
+        out: &mut Output,
+    ) {
+        let top_branch = msg.top_via().and_then(|v| v.branch()).unwrap_or(&[]);
+        // Retransmission of an INVITE we are handling?
+        if let Some((owner, slot)) = self.txn_of(msg) {
+            if owner != self.worker {
+                out.handoff = Some(owner);
+                return;
+            }
+            let retrans = self
+                .txns
+                .get_mut(slot)
+                .is_some_and(|t| t.up.branch == top_branch);
+            if retrans {
+                return self.absorb_invite_retransmission(inb, slot, out);
+            }
+        }
+        // Loop or spiral (RFC 3261 §16.3 step 4): a Via of ours with a dialog branch.
+        let call_id = msg.call_id().unwrap_or(&[]);
+        let ftag = msg.from().and_then(|f| f.tag()).unwrap_or(&[]);
+        let cseq = msg.cseq().map(|c| c.num).unwrap_or(0);
+        let ruri = msg.request_uri().unwrap_or(&[]);
+        let cseq_b = cseq.to_le_bytes();
+        let lh = branch::hash(&[ruri, call_id, ftag, &cseq_b, info.next_route.unwrap_or(&[])]);
+        let mut spiral_of = None;
+        for v in msg.vias().skip(1) {
+            if !self.shared.locals.is_ours(v.host, v.port) {
+                continue;
+            }
+            if let Some(b) = v.branch().and_then(branch::parse) {
+                if b.kind == Kind::Dialog {
+                    if b.hash == lh {
+                        self.reply(inb, msg, 482, b"Loop Detected", None, &[], out);
+                        return;
+                    }
+                    spiral_of = self.decode_cookie(b.cookie);
+                }
+            }
+        }
+        let settings = self.shared.settings.load_full();
+        let existing = match spiral_of {
+            Some(id) if settings.detect_spirals => self.shared.table.get(id),
+            _ => None,
+        };
+        self.start_invite(inb, msg, info, lh, existing, &settings, out);
+    }
+}

@@ -1,0 +1,800 @@
+//! Responses and the INVITE transaction: starting branches, relaying responses by Via,
+//! forked early dialogs, 2xx confirmation, best-response selection (RFC 3261 §16.7), CANCEL,
+//! and ACK generation for non-2xx finals.
+//!
+//! Invariants: only the owning worker touches a transaction; 2xx responses are always
+//! relayed (unless `end_on_race` ends a second fork's 2xx here); a non-2xx final goes
+//! upstream once, after every branch completed.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
+
+use super::forward::{RecordRoute, is_broadcast, via_target};
+use super::request::RouteInfo;
+use super::timers::TimerItem;
+use super::{Engine, ForkMode, Inbound, Output, Settings, Transport};
+use crate::dialog::{DlgEvent, DlgState, EndReason, Side, Socket};
+use crate::dialog::record::{CalleeLeg, Dialog};
+use crate::stats::{Counter, LatencyMetric};
+use crate::txn::branch::{self, Branch, Kind};
+use crate::txn::{BranchState, BranchTxn, InviteTxn, LINGER, T1, T2, TIMER_B, TIMER_C, Upstream, better_final};
+use crate::wire::{self, Edits, Message, Method};
+
+/// Cookie used in branches of INVITEs whose dialog is not tracked.
+pub(crate) const UNTRACKED: &[u8] = b"x";
+
+impl Engine {
+    /// Create the transaction (and dialog) for a new initial INVITE, answer 100 and fork.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn start_invite(
+        &mut self,
+        inb: &Inbound<'_>,
+        msg: &Message<'_>,
+        info: &RouteInfo<'_>,
+        loop_hash: u32,
+        spiral: Option<Arc<Dialog>>,
+        settings: &Arc<Settings>,
+        out: &mut Output,
+    ) {
+        let now = inb.now_ms;
+        let mut decision = self.run_policy(inb, msg, true, spiral.as_deref());
+        if let Some((code, reason)) = decision.reply.take() {
+            let tag = self.new_tag();
+            self.reply(inb, msg, code, reason.as_bytes(), Some(&tag), &[], out);
+            decision.release(&self.shared);
+            return;
+        }
+        // Targets: a target group chosen by policy, else Route / R-URI.
+        let (mut targets, mode) = match decision.group.and_then(|g| settings.groups.get(g)) {
+            Some(g) if !g.targets.is_empty() => (g.targets.clone(), g.mode),
+            _ => match self.next_hop(msg, info) {
+                Ok(t) => (vec![t], ForkMode::Parallel),
+                Err(e) => {
+                    decision.release(&self.shared);
+                    return self.reply_hop_error(inb, msg, e, out);
+                }
+            },
+        };
+        if mode == ForkMode::RoundRobin && !targets.is_empty() {
+            let i = self.rr_pos % targets.len();
+            self.rr_pos = self.rr_pos.wrapping_add(1);
+            targets = vec![targets[i]];
+        }
+        let track = decision.track.unwrap_or(settings.track_invites);
+        if spiral.is_none()
+            && track
+            && settings.max_dialogs > 0
+            && self.shared.table.len() >= settings.max_dialogs
+        {
+            decision.release(&self.shared);
+            let tag = self.new_tag();
+            self.reply(inb, msg, 503, b"Too Many Dialogs", Some(&tag), &[], out);
+            return;
+        }
+        let dialog = match spiral {
+            Some(d) => {
+                self.fire(DlgEvent::Spiraled, &d, Some(msg.bytes()), 0, Some(Side::Caller));
+                Some(d)
+            }
+            None if track => self.create_dialog(inb, msg, settings, &mut decision),
+            None => None,
+        };
+        let mut cookie_buf = [0u8; crate::dialog::id::COOKIE_LEN];
+        let cookie: Vec<u8> = match &dialog {
+            Some(d) => self.encode_cookie(d.id, &mut cookie_buf).to_vec(),
+            None => UNTRACKED.to_vec(),
+        };
+        let top_branch = msg.top_via().and_then(|v| v.branch()).unwrap_or(&[]);
+        let serial_rest = if mode == ForkMode::Serial && targets.len() > 1 {
+            targets.split_off(1)
+        } else {
+            Vec::new()
+        };
+        let txn = InviteTxn {
+            generation: 0,
+            dialog: dialog.clone(),
+            cookie,
+            up: Upstream {
+                socket: Socket {
+                    addr: inb.src,
+                    transport: inb.transport,
+                    local: inb.local,
+                    conn: inb.conn,
+                },
+                request: msg.bytes().to_vec(),
+                branch: top_branch.to_vec(),
+                last_provisional: Vec::new(),
+                final_response: Vec::new(),
+                final_code: 0,
+                g_interval: T1,
+                timer_g: None,
+                acked: false,
+            },
+            branches: Vec::with_capacity(targets.len()),
+            pending_targets: serial_rest.into_iter().rev().collect(),
+            best: Vec::new(),
+            best_code: 0,
+            got_2xx: false,
+            cancelled: false,
+            cancel_reason: Vec::new(),
+            loop_hash,
+            started_us: inb.now_us,
+            first_prov_seen: false,
+            linger: None,
+            src: inb.src,
+            to_tag: self.new_tag(),
+        };
+        let slot = self.txns.insert(txn);
+        if let Some(d) = &dialog {
+            if d.txn_slot.load(Acquire) == u32::MAX {
+                d.txn_slot.store(slot, Release);
+            }
+        }
+        self.reply(inb, msg, 100, b"Trying", None, &[], out);
+        let mut started = 0;
+        for t in targets {
+            if self.start_branch(inb, msg, info, slot, t, &decision, out) {
+                started += 1;
+            }
+        }
+        if started == 0 {
+            self.synthesize_final(now, slot, 500, b"Server Internal Error", out);
+        }
+    }
+
+    /// Forward the INVITE to one more target as a new branch.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn start_branch(
+        &mut self,
+        inb: &Inbound<'_>,
+        msg: &Message<'_>,
+        info: &RouteInfo<'_>,
+        slot: u32,
+        target: Socket,
+        decision: &super::dialogs::Decision,
+        out: &mut Output,
+    ) -> bool {
+        let now = inb.now_ms;
+        let Some(t) = self.txns.get_mut(slot) else {
+            return false;
+        };
+        let leg = t.branches.len() as u8;
+        let generation = t.generation;
+        let cookie = std::mem::take(&mut t.cookie);
+        let lh = t.loop_hash;
+        let tracked = cookie != UNTRACKED;
+        let br = Branch {
+            kind: Kind::Dialog,
+            worker: self.worker as u16,
+            cookie: &cookie,
+            slot,
+            leg,
+            hash: lh,
+        };
+        let mut edits = Edits::new(msg);
+        let mut ok = true;
+        for _ in 0..info.ours {
+            ok &= edits.remove_top_route().is_ok();
+        }
+        for (name, value) in decision.add_headers.iter() {
+            ok &= edits.add_header(name, value).is_ok();
+        }
+        for name in decision.remove_headers.iter() {
+            for h in msg.headers() {
+                if h.name_span.get(msg.buf()).eq_ignore_ascii_case(name) {
+                    ok &= edits.remove_header(h).is_ok();
+                }
+            }
+        }
+        let rr = RecordRoute::Add(if tracked { Some(&cookie[..]) } else { None });
+        let range = if ok {
+            self.forward_request(inb, msg, &mut edits, &br, target, rr, out)
+        } else {
+            None
+        };
+        drop(edits);
+        let Some((s, e)) = range else {
+            if let Some(t) = self.txns.get_mut(slot) {
+                t.cookie = cookie;
+            }
+            return false;
+        };
+        let forwarded = out.buf.get(s..e).unwrap_or(&[]).to_vec();
+        let timer_a = (target.transport == Transport::Udp)
+            .then(|| self.wheel.insert(now + T1, TimerItem::A { slot, generation, leg }));
+        let timer_bc = Some(self.wheel.insert(now + TIMER_B, TimerItem::Bc { slot, generation, leg }));
+        if let Some(t) = self.txns.get_mut(slot) {
+            t.cookie = cookie;
+            t.branches.push(BranchTxn {
+                socket: target,
+                forwarded,
+                state: BranchState::Calling,
+                final_code: 0,
+                a_interval: T1,
+                timer_a,
+                timer_bc,
+                cancel_wanted: t.cancelled,
+                cancel_sent: false,
+            });
+        }
+        true
+    }
+
+    /// Start the next serial target from the stored upstream INVITE. False if none is left.
+    pub(crate) fn next_serial_branch(&mut self, now: u64, slot: u32, out: &mut Output) -> bool {
+        let Some(t) = self.txns.get_mut(slot) else {
+            return false;
+        };
+        if t.cancelled {
+            return false;
+        }
+        let Some(target) = t.pending_targets.pop() else {
+            return false;
+        };
+        let req = std::mem::take(&mut t.up.request);
+        let up = t.up.socket;
+        let started = match wire::parse(&req) {
+            Ok(msg) => {
+                let info = self.route_info(&msg);
+                let inb = Inbound {
+                    now_ms: now,
+                    now_us: self.now_us,
+                    src: up.addr,
+                    local: up.local,
+                    transport: up.transport,
+                    conn: up.conn,
+                    bytes: &req,
+                };
+                let decision = super::dialogs::Decision::default();
+                self.start_branch(&inb, &msg, &info, slot, target, &decision, out)
+            }
+            Err(_) => false,
+        };
+        if let Some(t) = self.txns.get_mut(slot) {
+            t.up.request = req;
+        }
+        started
+    }
+
+    /// An INVITE retransmission from upstream: replay the last provisional or the final.
+    pub(crate) fn absorb_invite_retransmission(
+        &mut self,
+        inb: &Inbound<'_>,
+        slot: u32,
+        out: &mut Output,
+    ) {
+        self.stats.inc(Counter::RetransAbsorbed);
+        let Some(t) = self.txns.get_mut(slot) else {
+            return;
+        };
+        let bytes = if !t.up.final_response.is_empty() {
+            &t.up.final_response
+        } else if !t.up.last_provisional.is_empty() {
+            &t.up.last_provisional
+        } else {
+            // Only our 100 so far: answer 100 again.
+            let req = std::mem::take(&mut t.up.request);
+            if let Ok(m) = wire::parse(&req) {
+                self.reply(inb, &m, 100, b"Trying", None, &[], out);
+            }
+            if let Some(t) = self.txns.get_mut(slot) {
+                t.up.request = req;
+            }
+            return;
+        };
+        out.push_bytes(bytes, inb.src, inb.transport, inb.local, inb.conn);
+        self.stats.inc(Counter::RetransSent);
+    }
+
+    /// CANCEL every pending branch of a transaction (upstream CANCEL or termination).
+    pub(crate) fn cancel_txn(&mut self, now: u64, slot: u32, reason: &[u8], out: &mut Output) {
+        let Some(t) = self.txns.get_mut(slot) else {
+            return;
+        };
+        t.cancelled = true;
+        if !reason.is_empty() {
+            t.cancel_reason.clear();
+            t.cancel_reason.extend_from_slice(reason);
+        }
+        t.pending_targets.clear();
+        for leg in 0..t.branches.len() {
+            self.cancel_branch(now, slot, leg, out);
+        }
+    }
+
+    /// CANCEL one branch: now if it is proceeding, on its first provisional otherwise.
+    pub(crate) fn cancel_branch(&mut self, _now: u64, slot: u32, leg: usize, out: &mut Output) {
+        let Some(t) = self.txns.get_mut(slot) else {
+            return;
+        };
+        let reason = std::mem::take(&mut t.cancel_reason);
+        if let Some(b) = t.branches.get_mut(leg) {
+            match b.state {
+                BranchState::Completed => {}
+                BranchState::Calling => b.cancel_wanted = true,
+                BranchState::Proceeding if !b.cancel_sent => {
+                    b.cancel_sent = true;
+                    if let Ok(m) = wire::parse(&b.forwarded) {
+                        let start = out.buf.len();
+                        if wire::build::cancel(&m, &mut out.buf).is_ok() {
+                            if !reason.is_empty() {
+                                add_reason(&mut out.buf, start, &reason);
+                            }
+                            out.push_from(start, b.socket.addr, b.socket.transport, b.socket.local, None);
+                        } else {
+                            out.buf.truncate(start);
+                        }
+                    }
+                }
+                BranchState::Proceeding => {}
+            }
+        }
+        if let Some(t) = self.txns.get_mut(slot) {
+            t.cancel_reason = reason;
+        }
+    }
+
+    /// Entry point for responses.
+    pub(crate) fn on_response(&mut self, inb: &Inbound<'_>, msg: &Message<'_>, out: &mut Output) {
+        self.stats.inc(Counter::ResponsesIn);
+        if let Err(e) = wire::validate_response(msg) {
+            self.stats.inc_parse_error(e.kind_index());
+            return;
+        }
+        let Some(top) = msg.top_via() else {
+            return self.stats.inc(Counter::Dropped);
+        };
+        let ours = self.shared.locals.is_ours(top.host, top.port);
+        let Some(b) = top.branch().and_then(branch::parse).filter(|_| ours) else {
+            self.stats.inc(Counter::NotOurs);
+            return;
+        };
+        let method = msg.cseq().map(|c| c.method).unwrap_or(Method::Other);
+        match (b.kind, method) {
+            (Kind::Dialog, Method::Invite) => {
+                if usize::from(b.worker) != self.worker {
+                    out.handoff = Some(usize::from(b.worker));
+                    return;
+                }
+                if self.txns.get_checked(b.slot, b.cookie).is_some() {
+                    self.on_invite_response(inb, msg, b.slot, usize::from(b.leg), out);
+                } else {
+                    // The transaction is gone: relay (late 2xx retransmissions matter).
+                    self.relay_response(inb, msg, None, out);
+                }
+            }
+            // Replies to CANCELs we generated.
+            (Kind::Dialog, _) => self.stats.inc(Counter::Absorbed),
+            (Kind::Within, _) => {
+                self.on_response_within(inb, msg, b.cookie, method);
+                let worker = usize::from(b.worker);
+                self.relay_response(inb, msg, Some(worker), out);
+            }
+            (Kind::Stateless, _) => {
+                let worker = usize::from(b.worker);
+                self.relay_response(inb, msg, Some(worker), out);
+            }
+        }
+    }
+
+    /// Remove our Via and write the response for the next Via into `into`. Returns where it
+    /// goes, or `None` when there is no next Via (a reply to our own request) or it is bad.
+    pub(crate) fn strip_via(
+        &mut self,
+        msg: &Message<'_>,
+        into: &mut Vec<u8>,
+    ) -> Option<(std::net::SocketAddr, Transport)> {
+        let next = msg.vias().nth(1)?;
+        if is_broadcast(&next) {
+            self.stats.inc(Counter::Dropped);
+            return None;
+        }
+        let dst = via_target(&next)?;
+        let transport = Transport::from_token(next.transport).unwrap_or(Transport::Udp);
+        let mut edits = Edits::new(msg);
+        edits.remove_top_via().ok()?;
+        let start = into.len();
+        if edits.write(into).is_err() {
+            into.truncate(start);
+            return None;
+        }
+        Some((dst, transport))
+    }
+
+    /// Relay a response upstream by Via. `conn_owner` is the worker that forwarded the
+    /// request (the owner of a TCP connection upstream).
+    pub(crate) fn relay_response(
+        &mut self,
+        inb: &Inbound<'_>,
+        msg: &Message<'_>,
+        conn_owner: Option<usize>,
+        out: &mut Output,
+    ) -> bool {
+        if let Some(next) = msg.vias().nth(1) {
+            let t = Transport::from_token(next.transport).unwrap_or(Transport::Udp);
+            if t == Transport::Tcp && conn_owner.is_some_and(|w| w != self.worker) {
+                out.handoff = conn_owner;
+                return false;
+            }
+        }
+        let start = out.buf.len();
+        let mut buf = std::mem::take(&mut out.buf);
+        let r = self.strip_via(msg, &mut buf);
+        out.buf = buf;
+        match r {
+            Some((dst, transport)) => {
+                let local = self.listener_for(transport, dst);
+                out.push_from(start, dst, transport, local, None);
+                self.stats.inc(Counter::Relayed);
+                let _ = inb;
+                true
+            }
+            None => {
+                out.buf.truncate(start);
+                false
+            }
+        }
+    }
+
+    /// A response for our INVITE transaction in `slot`, branch `leg`.
+    pub(crate) fn on_invite_response(
+        &mut self,
+        inb: &Inbound<'_>,
+        msg: &Message<'_>,
+        slot: u32,
+        leg: usize,
+        out: &mut Output,
+    ) {
+        let now = inb.now_ms;
+        let code = msg.code().unwrap_or(0);
+        let Some(t) = self.txns.get_mut(slot) else {
+            return;
+        };
+        let generation = t.generation;
+        let Some(b) = t.branches.get_mut(leg) else {
+            return;
+        };
+        let was = b.state;
+        // Stop Timer A on any response; a provisional swaps Timer B for Timer C.
+        let mut cancel_keys = [None, None];
+        if code < 200 {
+            if was == BranchState::Calling {
+                b.state = BranchState::Proceeding;
+                cancel_keys = [b.timer_a.take(), b.timer_bc.take()];
+                b.timer_bc = Some(self.wheel.insert(now + TIMER_C, TimerItem::Bc { slot, generation, leg: leg as u8 }));
+            }
+        } else if was != BranchState::Completed {
+            b.state = BranchState::Completed;
+            b.final_code = code;
+            cancel_keys = [b.timer_a.take(), b.timer_bc.take()];
+        }
+        let cancel_now = code < 200 && was == BranchState::Calling && b.cancel_wanted;
+        for k in cancel_keys.into_iter().flatten() {
+            self.wheel.cancel(k);
+        }
+        if cancel_now {
+            if let Some(b) = self.txns.get_mut(slot).and_then(|t| t.branches.get_mut(leg)) {
+                b.cancel_wanted = false;
+            }
+            self.cancel_branch(now, slot, leg, out);
+        }
+        match code {
+            100 => {}
+            101..=199 => self.on_provisional(inb, msg, slot, leg, was, out),
+            200..=299 => self.on_2xx(inb, msg, slot, leg, out),
+            _ => self.on_negative(inb, msg, slot, leg, code, was, out),
+        }
+    }
+
+    fn on_provisional(
+        &mut self,
+        inb: &Inbound<'_>,
+        msg: &Message<'_>,
+        slot: u32,
+        leg: usize,
+        was: BranchState,
+        out: &mut Output,
+    ) {
+        let Some(t) = self.txns.get_mut(slot) else {
+            return;
+        };
+        if was == BranchState::Completed || t.up.final_code != 0 {
+            self.stats.inc(Counter::Absorbed);
+            return;
+        }
+        let dialog = t.dialog.clone();
+        let first = !t.first_prov_seen;
+        t.first_prov_seen = true;
+        let started = t.started_us;
+        if let (Some(d), Some(tag)) = (&dialog, msg.to().and_then(|x| x.tag())) {
+            let contact = msg.contacts().next().map(|c| c.uri).unwrap_or(&[]);
+            if d.add_early_leg(tag, contact, leg as u8) {
+                if let Some(prev) = d.advance(&[DlgState::Unconfirmed], DlgState::Early) {
+                    self.shared.stats.transition(prev, DlgState::Early);
+                }
+                self.fire(DlgEvent::Early, d, Some(msg.bytes()), msg.code().unwrap_or(0), Some(Side::Callee));
+            }
+        }
+        let start = out.buf.len();
+        if self.relay_response(inb, msg, None, out) {
+            if let Some(t) = self.txns.get_mut(slot) {
+                t.up.last_provisional.clear();
+                t.up.last_provisional
+                    .extend_from_slice(out.buf.get(start..).unwrap_or(&[]));
+            }
+            if first {
+                self.latency.record(LatencyMetric::InviteToProvisional, inb.now_us.saturating_sub(started));
+            }
+            if let Some(d) = &dialog {
+                self.fire(DlgEvent::ResponseFwded, d, Some(msg.bytes()), msg.code().unwrap_or(0), Some(Side::Callee));
+            }
+        }
+    }
+
+    fn on_2xx(
+        &mut self,
+        inb: &Inbound<'_>,
+        msg: &Message<'_>,
+        slot: u32,
+        leg: usize,
+        out: &mut Output,
+    ) {
+        let now = inb.now_ms;
+        let Some(t) = self.txns.get_mut(slot) else {
+            return;
+        };
+        let first_2xx = !t.got_2xx;
+        t.got_2xx = true;
+        let cancelled = t.cancelled;
+        let started = t.started_us;
+        let dialog = t.dialog.clone();
+        let socket = t.branches.get(leg).map(|b| b.socket);
+        let tag = msg.to().and_then(|x| x.tag()).unwrap_or(&[]);
+        let settings = self.shared.settings.load_full();
+        if let Some(d) = &dialog {
+            let same_leg = d.callee.get().is_some_and(|c| &*c.tag == tag);
+            if first_2xx && d.state() != DlgState::Deleted {
+                if cancelled {
+                    d.races.fetch_add(1, AcqRel);
+                    self.shared.stats.race();
+                }
+                self.confirm(now, d, msg, socket, &settings);
+            } else if !same_leg {
+                // 200/200 race from a second fork.
+                d.races.fetch_add(1, AcqRel);
+                self.shared.stats.race();
+                if settings.end_on_race {
+                    if let Some(s) = socket {
+                        self.end_race_leg(now, d, msg, s, out);
+                    }
+                    return;
+                }
+            }
+        }
+        if self.relay_response(inb, msg, None, out) && first_2xx {
+            self.latency.record(LatencyMetric::InviteToFinal, self.now_us.saturating_sub(started));
+            if let Some(d) = &dialog {
+                self.fire(DlgEvent::ResponseFwded, d, Some(msg.bytes()), msg.code().unwrap_or(200), Some(Side::Callee));
+            }
+        }
+        if first_2xx {
+            // RFC 3261 §16.7 step 10: cancel every other pending branch.
+            let n = self.txns.get_mut(slot).map(|t| t.branches.len()).unwrap_or(0);
+            for other in (0..n).filter(|&o| o != leg) {
+                self.cancel_branch(now, slot, other, out);
+            }
+            if let Some(t) = self.txns.get_mut(slot) {
+                t.up.final_code = msg.code().unwrap_or(200);
+                t.pending_targets.clear();
+                let generation = t.generation;
+                if t.linger.is_none() {
+                    t.linger = Some(self.wheel.insert(now + LINGER, TimerItem::Linger { slot, generation }));
+                }
+            }
+        }
+    }
+
+    /// Confirm the dialog with the winning 2xx.
+    fn confirm(
+        &mut self,
+        now: u64,
+        d: &Arc<Dialog>,
+        msg: &Message<'_>,
+        socket: Option<Socket>,
+        settings: &Settings,
+    ) {
+        let tag = msg.to().and_then(|x| x.tag()).unwrap_or(&[]);
+        let to = msg.header_value(wire::HeaderName::To).unwrap_or(&[]);
+        let contact = msg.contacts().next().map(|c| c.uri).unwrap_or(&[]);
+        // Route set toward the callee: the Record-Route entries above ours, reversed.
+        let mut above: Vec<&[u8]> = Vec::new();
+        for rr in msg.record_routes() {
+            let ours = rr
+                .parsed_uri()
+                .is_ok_and(|u| self.shared.locals.is_ours(u.host, u.port));
+            if ours {
+                break;
+            }
+            above.push(rr.span.get(msg.buf()));
+        }
+        let mut routes = Vec::new();
+        for e in above.iter().rev() {
+            routes.extend(e.iter().map(|&c| if c == b'\r' || c == b'\n' { b' ' } else { c }));
+            routes.push(b'\n');
+        }
+        let _ = d.callee.set(CalleeLeg {
+            tag: tag.into(),
+            to: to.into(),
+            contact: contact.into(),
+            routes: routes.into_boxed_slice(),
+            socket: socket.unwrap_or(d.caller_socket),
+        });
+        if let Some(prev) = d.advance(&[DlgState::Unconfirmed, DlgState::Early], DlgState::ConfirmedNa) {
+            self.shared.stats.transition(prev, DlgState::ConfirmedNa);
+            d.start_ms.store(now, Release);
+            let noack = u64::from(settings.noack_timeout.max(1)) * 1000;
+            let life = u64::from(d.lifetime_s.load(Acquire)) * 1000;
+            d.deadline_ms.store(now.saturating_add(noack.min(life.max(1))), Release);
+            self.fire(DlgEvent::ConfirmedNa, d, Some(msg.bytes()), msg.code().unwrap_or(200), Some(Side::Callee));
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_negative(
+        &mut self,
+        inb: &Inbound<'_>,
+        msg: &Message<'_>,
+        slot: u32,
+        leg: usize,
+        code: u16,
+        was: BranchState,
+        out: &mut Output,
+    ) {
+        let now = inb.now_ms;
+        // ACK the non-2xx final downstream (every time: retransmissions too).
+        if let Some(b) = self.txns.get_mut(slot).and_then(|t| t.branches.get(leg)) {
+            let sock = b.socket;
+            if let Ok(inv) = wire::parse(&b.forwarded) {
+                let start = out.buf.len();
+                if wire::build::ack_for_non2xx(&inv, msg, &mut out.buf).is_ok() {
+                    out.push_from(start, sock.addr, sock.transport, sock.local, None);
+                } else {
+                    out.buf.truncate(start);
+                }
+            }
+        }
+        if was == BranchState::Completed {
+            self.stats.inc(Counter::RetransAbsorbed);
+            return;
+        }
+        let Some(t) = self.txns.get_mut(slot) else {
+            return;
+        };
+        if t.got_2xx || t.up.final_code != 0 {
+            return;
+        }
+        if better_final(code, t.best_code) {
+            let mut best = std::mem::take(&mut t.best);
+            best.clear();
+            if self.strip_via(msg, &mut best).is_some() {
+                if let Some(t) = self.txns.get_mut(slot) {
+                    t.best_code = code;
+                    t.best = best;
+                }
+            }
+        }
+        if code >= 600 {
+            self.cancel_txn(now, slot, b"", out);
+        }
+        self.maybe_finish(now, slot, out);
+    }
+
+    /// Every branch completed and no 2xx: try the next serial target, or send the best final
+    /// upstream and end the dialog.
+    pub(crate) fn maybe_finish(&mut self, now: u64, slot: u32, out: &mut Output) {
+        let Some(t) = self.txns.get_mut(slot) else {
+            return;
+        };
+        if t.got_2xx || t.up.final_code != 0 {
+            return;
+        }
+        if t.branches.iter().any(|b| b.state != BranchState::Completed) {
+            return;
+        }
+        if t.best_code < 600 && self.next_serial_branch(now, slot, out) {
+            return;
+        }
+        let Some(t) = self.txns.get_mut(slot) else {
+            return;
+        };
+        if t.best.is_empty() {
+            let (code, reason): (u16, &[u8]) = if t.cancelled {
+                (487, b"Request Terminated")
+            } else {
+                (408, b"Request Timeout")
+            };
+            return self.synthesize_final(now, slot, code, reason, out);
+        }
+        let code = t.best_code;
+        let best = std::mem::take(&mut t.best);
+        self.send_final_upstream(now, slot, code, best, out);
+    }
+
+    /// Build our own final response from the stored INVITE and send it upstream.
+    pub(crate) fn synthesize_final(&mut self, now: u64, slot: u32, code: u16, reason: &[u8], out: &mut Output) {
+        let Some(t) = self.txns.get_mut(slot) else {
+            return;
+        };
+        let req = std::mem::take(&mut t.up.request);
+        let tag = t.to_tag;
+        let mut bytes = Vec::new();
+        if let Ok(m) = wire::parse(&req) {
+            wire::build::response(&m, code, reason, Some(&tag), &[], &mut bytes);
+        }
+        if let Some(t) = self.txns.get_mut(slot) {
+            t.up.request = req;
+        }
+        self.stats.inc_reply(code);
+        self.send_final_upstream(now, slot, code, bytes, out);
+    }
+
+    /// Send the final non-2xx response upstream, arm Timer G/H, end the dialog.
+    fn send_final_upstream(&mut self, now: u64, slot: u32, code: u16, bytes: Vec<u8>, out: &mut Output) {
+        let Some(t) = self.txns.get_mut(slot) else {
+            return;
+        };
+        let up = t.up.socket;
+        let generation = t.generation;
+        let started = t.started_us;
+        let cancelled = t.cancelled;
+        let dialog = t.dialog.clone();
+        t.up.final_code = code;
+        t.up.final_response = bytes;
+        out.push_bytes(&t.up.final_response, up.addr, up.transport, up.local, up.conn);
+        if up.transport == Transport::Udp {
+            t.up.g_interval = T1;
+            t.up.timer_g = Some(self.wheel.insert(now + T1, TimerItem::G { slot, generation }));
+        }
+        if t.linger.is_none() {
+            t.linger = Some(self.wheel.insert(now + TIMER_B, TimerItem::Linger { slot, generation }));
+        }
+        self.latency.record(LatencyMetric::InviteToFinal, self.now_us.saturating_sub(started));
+        if let Some(d) = dialog {
+            let reason = if cancelled { EndReason::Cancelled } else { EndReason::Failed };
+            self.end_dialog(now, &d, reason, None, true);
+        }
+    }
+
+    /// Timer G: retransmit the non-2xx final upstream until the ACK.
+    pub(crate) fn on_timer_g(&mut self, now: u64, slot: u32, generation: u32, out: &mut Output) {
+        let Some(t) = self.txns.get_mut(slot).filter(|t| t.generation == generation) else {
+            return;
+        };
+        t.up.timer_g = None;
+        if t.up.acked || t.up.final_response.is_empty() {
+            return;
+        }
+        let up = t.up.socket;
+        out.push_bytes(&t.up.final_response, up.addr, up.transport, up.local, up.conn);
+        t.up.g_interval = (t.up.g_interval * 2).min(T2);
+        let next = t.up.g_interval;
+        t.up.timer_g = Some(self.wheel.insert(now + next, TimerItem::G { slot, generation }));
+        self.stats.inc(Counter::RetransSent);
+    }
+}
+
+/// Add a `Reason` header to the message written at `buf[start..]`.
+fn add_reason(buf: &mut Vec<u8>, start: usize, reason: &[u8]) {
+    let msg = buf.split_off(start);
+    let ok = match wire::parse(&msg) {
+        Ok(m) => {
+            let mut e = Edits::new(&m);
+            e.add_header(b"Reason", reason).is_ok() && e.write(buf).is_ok()
+        }
+        Err(_) => false,
+    };
+    if !ok {
+        buf.truncate(start);
+        buf.extend_from_slice(&msg);
+    }
+}

@@ -1,0 +1,145 @@
+//! Timer items on the worker's wheel and what each one does when it fires.
+//!
+//! Invariant: a timer never trusts that its transaction still exists: it checks the slot's
+//! generation and the branch state first, so a stale timer is a no-op.
+
+use super::{Engine, Output};
+use crate::dialog::id::DialogId;
+use crate::stats::Counter;
+use crate::txn::{BranchState, T2};
+
+/// What a timer on the wheel is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimerItem {
+    /// Timer A: retransmit the INVITE on a UDP branch.
+    A {
+        /// Transaction slot.
+        slot: u32,
+        /// Slot generation.
+        generation: u32,
+        /// Branch.
+        leg: u8,
+    },
+    /// Timer B (no provisional) or C (no final after a provisional).
+    Bc {
+        /// Transaction slot.
+        slot: u32,
+        /// Slot generation.
+        generation: u32,
+        /// Branch.
+        leg: u8,
+    },
+    /// Timer G: retransmit a non-2xx final upstream until the ACK.
+    G {
+        /// Transaction slot.
+        slot: u32,
+        /// Slot generation.
+        generation: u32,
+    },
+    /// The transaction is over: free it.
+    Linger {
+        /// Transaction slot.
+        slot: u32,
+        /// Slot generation.
+        generation: u32,
+    },
+    /// The dialog's deadline (lazy: re-armed if the true deadline moved).
+    Dialog(DialogId),
+    /// Remove an ended dialog that never saw its BYE's final reply.
+    Cleanup(DialogId),
+}
+
+impl Engine {
+    /// One timer fired.
+    pub(crate) fn on_timer(&mut self, now: u64, item: TimerItem, out: &mut Output) {
+        match item {
+            TimerItem::A { slot, generation, leg } => {
+                let Some(t) = self.txns.get_mut(slot).filter(|t| t.generation == generation) else {
+                    return;
+                };
+                let Some(b) = t.branches.get_mut(usize::from(leg)) else {
+                    return;
+                };
+                b.timer_a = None;
+                if b.state != BranchState::Calling {
+                    return;
+                }
+                let sock = b.socket;
+                out.push_bytes(&b.forwarded, sock.addr, sock.transport, sock.local, None);
+                b.a_interval = (b.a_interval * 2).min(T2);
+                let next = now + b.a_interval;
+                let key = self.wheel.insert(next, TimerItem::A { slot, generation, leg });
+                if let Some(b) = self
+                    .txns
+                    .get_mut(slot)
+                    .and_then(|t| t.branches.get_mut(usize::from(leg)))
+                {
+                    b.timer_a = Some(key);
+                }
+                self.stats.inc(Counter::RetransSent);
+            }
+            TimerItem::Bc { slot, generation, leg } => {
+                let Some(t) = self.txns.get_mut(slot).filter(|t| t.generation == generation) else {
+                    return;
+                };
+                let Some(b) = t.branches.get_mut(usize::from(leg)) else {
+                    return;
+                };
+                b.timer_bc = None;
+                if b.state == BranchState::Completed {
+                    return;
+                }
+                let proceeding = b.state == BranchState::Proceeding;
+                let key_a = b.timer_a.take();
+                if let Some(k) = key_a {
+                    self.wheel.cancel(k);
+                }
+                // Timer C with a provisional: CANCEL the branch; either way it counts as 408.
+                if proceeding {
+                    self.cancel_branch(now, slot, usize::from(leg), out);
+                }
+                if let Some(b) = self
+                    .txns
+                    .get_mut(slot)
+                    .and_then(|t| t.branches.get_mut(usize::from(leg)))
+                {
+                    b.state = BranchState::Completed;
+                    b.final_code = 408;
+                }
+                self.stats.inc(Counter::TxnTimeout);
+                self.maybe_finish(now, slot, out);
+            }
+            TimerItem::G { slot, generation } => self.on_timer_g(now, slot, generation, out),
+            TimerItem::Linger { slot, generation } => {
+                if self.txns.get_mut(slot).is_some_and(|t| t.generation == generation) {
+                    if let Some(t) = self.txns.remove(slot) {
+                        if let Some(k) = t.up.timer_g {
+                            self.wheel.cancel(k);
+                        }
+                        for b in &t.branches {
+                            for k in [b.timer_a, b.timer_bc].into_iter().flatten() {
+                                self.wheel.cancel(k);
+                            }
+                        }
+                        if let Some(d) = &t.dialog {
+                            let _ = d.txn_slot.compare_exchange(
+                                slot,
+                                u32::MAX,
+                                std::sync::atomic::Ordering::AcqRel,
+                                std::sync::atomic::Ordering::Acquire,
+                            );
+                        }
+                    }
+                }
+            }
+            TimerItem::Dialog(id) => self.on_dialog_timer(now, id, out),
+            TimerItem::Cleanup(id) => {
+                if let Some(d) = self.shared.table.get(id) {
+                    if d.state() == crate::dialog::DlgState::Deleted {
+                        self.remove_dialog(&d);
+                    }
+                }
+            }
+        }
+    }
+}

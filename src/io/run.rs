@@ -1,0 +1,220 @@
+//! The supervisor: binds every worker's sockets, builds the shared state, starts the pinned
+//! worker threads, and stops them.
+//!
+//! Invariants: all sockets are bound before any worker starts, so a bind error is reported
+//! once, cleanly, and nothing is left running; stopping sets one flag and wakes every worker,
+//! and `join` returns when all have exited.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use mio::{Poll, Token, Waker};
+
+use super::socket;
+use super::tcp::TcpLimits;
+use super::worker::{self, Clock, WorkerSpec};
+use crate::dialog::profile::Profiles;
+use crate::engine::{LocalAddrs, Settings, Shared, Transport};
+
+/// What the supervisor needs to start the proxy.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// Listen addresses.
+    pub listen: Vec<(Transport, SocketAddr)>,
+    /// Worker threads (0 = one per core).
+    pub workers: usize,
+    /// Host to advertise in Via/Record-Route instead of the bound IP.
+    pub advertise: Option<String>,
+    /// Engine settings.
+    pub settings: Settings,
+    /// Profiles.
+    pub profiles_no_value: Vec<String>,
+    /// Profiles with values.
+    pub profiles_with_value: Vec<String>,
+    /// Node id.
+    pub node_id: u16,
+    /// TCP limits.
+    pub tcp: TcpLimits,
+    /// Pin workers to cores.
+    pub pin: bool,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            listen: vec![
+                (Transport::Udp, SocketAddr::from(([127, 0, 0, 1], 5060))),
+                (Transport::Tcp, SocketAddr::from(([127, 0, 0, 1], 5060))),
+            ],
+            workers: 0,
+            advertise: None,
+            settings: Settings::default(),
+            profiles_no_value: Vec::new(),
+            profiles_with_value: Vec::new(),
+            node_id: 1,
+            tcp: TcpLimits::default(),
+            pin: true,
+        }
+    }
+}
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A socket could not be bound.
+    #[error("cannot bind {transport}:{addr}: {source}")]
+    Bind {
+        /// Transport.
+        transport: &'static str,
+        /// Address.
+        addr: SocketAddr,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// Some other start-up failure.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A running proxy.
+pub struct Running {
+    /// Shared state (dialogs, stats, settings).
+    pub shared: Arc<Shared>,
+    /// The addresses actually bound (port 0 resolved), in listener order.
+    pub bound: Vec<(Transport, SocketAddr)>,
+    /// The clock workers use.
+    pub clock: Clock,
+    stop: Arc<AtomicBool>,
+    wakers: Vec<Arc<Waker>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Ask every worker to stop.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in &self.wakers {
+            let _ = w.wake();
+        }
+    }
+    /// Wait for every worker to exit.
+    pub fn join(mut self) {
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Bind everything and start the workers.
+pub fn start(cfg: &RunConfig) -> Result<Running, RunError> {
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let workers = if cfg.workers == 0 {
+        cores.len().max(1)
+    } else {
+        cfg.workers
+    }
+    .min(crate::dialog::id::MAX_WORKERS);
+    // Bind: the first socket of each address fixes the port (for port 0).
+    let mut bound: Vec<(Transport, SocketAddr)> = Vec::new();
+    let mut udp: Vec<Vec<(usize, std::net::UdpSocket)>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut tcp: Vec<Vec<(usize, std::net::TcpListener)>> = (0..workers).map(|_| Vec::new()).collect();
+    for (li, &(t, addr)) in cfg.listen.iter().enumerate() {
+        let mut addr = addr;
+        for w in 0..workers {
+            let err = |source| RunError::Bind { transport: t.name(), addr, source };
+            match t {
+                Transport::Udp => {
+                    let s = socket::udp(addr).map_err(err)?;
+                    if w == 0 {
+                        addr = s.local_addr().map_err(err)?;
+                    }
+                    if let Some(v) = udp.get_mut(w) {
+                        v.push((li, s));
+                    }
+                }
+                Transport::Tcp => {
+                    let s = socket::tcp_listener(addr).map_err(err)?;
+                    if w == 0 {
+                        addr = s.local_addr().map_err(err)?;
+                    }
+                    if let Some(v) = tcp.get_mut(w) {
+                        v.push((li, s));
+                    }
+                }
+            }
+        }
+        bound.push((t, addr));
+        // Spread datagrams from any single peer over all workers.
+        if t == Transport::Udp {
+            if let Some((_, s)) = udp.first().and_then(|v| v.last()) {
+                if let Err(e) = socket::spread_randomly(s, workers as u32) {
+                    tracing::warn!(error = %e, "reuseport BPF not attached; kernel hash spreads load");
+                }
+            }
+        }
+    }
+    let locals = LocalAddrs::new(&bound, cfg.advertise.as_deref());
+    let clock = Clock::start();
+    let boot_time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let boot = crate::dialog::id::boot_tag(cfg.node_id, boot_time);
+    let profiles = Profiles::new(&cfg.profiles_no_value, &cfg.profiles_with_value);
+    let shared = Shared::new(workers, locals, cfg.settings.clone(), profiles, cfg.node_id, boot);
+    let unix_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    shared
+        .unix_base_ms
+        .store(unix_now.saturating_sub(clock.now_ms()), Ordering::Relaxed);
+    let mut polls = Vec::with_capacity(workers);
+    let mut wakers = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let p = Poll::new().map_err(|e| RunError::Other(format!("cannot create poll: {e}")))?;
+        let w = Waker::new(p.registry(), Token(0))
+            .map_err(|e| RunError::Other(format!("cannot create waker: {e}")))?;
+        polls.push(p);
+        wakers.push(Arc::new(w));
+    }
+    let wk = wakers.clone();
+    let receivers = shared
+        .make_queues(move |w| {
+            let waker = wk.get(w).cloned();
+            Box::new(move || {
+                if let Some(x) = &waker {
+                    let _ = x.wake();
+                }
+            })
+        })
+        .ok_or_else(|| RunError::Other("command queues already created".into()))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::with_capacity(workers);
+    for (i, ((poll, commands), (u, t))) in polls
+        .into_iter()
+        .zip(receivers)
+        .zip(udp.into_iter().zip(tcp))
+        .enumerate()
+    {
+        let spec = WorkerSpec {
+            index: i,
+            core: if cfg.pin { cores.get(i % cores.len().max(1)).copied() } else { None },
+            udp: u,
+            tcp: t,
+            poll,
+            commands,
+            tcp_limits: cfg.tcp,
+        };
+        let sh = shared.clone();
+        let st = stop.clone();
+        let h = std::thread::Builder::new()
+            .name(format!("sipedge-w{i}"))
+            .spawn(move || worker::run(spec, sh, clock, st))
+            .map_err(|e| RunError::Other(format!("cannot start worker: {e}")))?;
+        threads.push(h);
+    }
+    Ok(Running { shared, bound, clock, stop, wakers, threads })
+}

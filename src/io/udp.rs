@@ -1,0 +1,216 @@
+//! Batched UDP receive and send (`recvmmsg`/`sendmmsg` on Linux, one datagram per call
+//! elsewhere), over preallocated buffers.
+//!
+//! Invariants: buffers are allocated once per worker; a batch never allocates; every
+//! `unsafe` block is a plain syscall over memory this module owns, sized by its own arrays.
+
+use std::io;
+use std::net::SocketAddr;
+
+use mio::net::UdpSocket;
+
+use crate::engine::{Output, Transmit, Transport};
+
+/// Datagrams per batch.
+pub const BATCH: usize = 32;
+/// Largest datagram we accept.
+pub const MAX_DATAGRAM: usize = 65_535;
+
+/// Preallocated receive batch.
+pub struct RecvBatch {
+    bufs: Vec<u8>,
+    lens: [usize; BATCH],
+    addrs: [Option<SocketAddr>; BATCH],
+    n: usize,
+    #[cfg(target_os = "linux")]
+    storage: Box<[libc::sockaddr_storage; BATCH]>,
+}
+
+impl Default for RecvBatch {
+    fn default() -> Self {
+        RecvBatch {
+            bufs: vec![0; BATCH * MAX_DATAGRAM],
+            lens: [0; BATCH],
+            addrs: [None; BATCH],
+            n: 0,
+            #[cfg(target_os = "linux")]
+            // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
+            storage: Box::new(unsafe { std::mem::zeroed() }),
+        }
+    }
+}
+
+impl RecvBatch {
+    /// Number of datagrams in the batch.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+    /// Is the batch empty?
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+    /// Datagram `i`: source and bytes.
+    pub fn get(&self, i: usize) -> Option<(SocketAddr, &[u8])> {
+        let addr = (*self.addrs.get(i)?)?;
+        let start = i * MAX_DATAGRAM;
+        let len = *self.lens.get(i)?;
+        Some((addr, self.bufs.get(start..start + len)?))
+    }
+
+    /// Receive up to [`BATCH`] datagrams. `Ok(0)` never happens: an empty socket is
+    /// `WouldBlock`.
+    #[cfg(target_os = "linux")]
+    pub fn recv(&mut self, sock: &UdpSocket) -> io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: zeroed iovec/mmsghdr arrays are valid; every pointer set below points into
+        // buffers owned by `self` that outlive the syscall, with the lengths of those buffers.
+        let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        let base = self.bufs.as_mut_ptr();
+        for i in 0..BATCH {
+            // SAFETY: i * MAX_DATAGRAM + MAX_DATAGRAM <= bufs.len() by construction.
+            iov[i].iov_base = unsafe { base.add(i * MAX_DATAGRAM) }.cast();
+            iov[i].iov_len = MAX_DATAGRAM;
+            hdrs[i].msg_hdr.msg_iov = &mut iov[i];
+            hdrs[i].msg_hdr.msg_iovlen = 1;
+            hdrs[i].msg_hdr.msg_name = (&mut self.storage[i] as *mut libc::sockaddr_storage).cast();
+            hdrs[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+        }
+        // SAFETY: hdrs holds BATCH initialised headers as described above.
+        let n = unsafe {
+            libc::recvmmsg(
+                sock.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                BATCH as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        for i in 0..n {
+            self.lens[i] = hdrs[i].msg_len as usize;
+            self.addrs[i] = sockaddr_to(&self.storage[i]);
+        }
+        self.n = n;
+        Ok(n)
+    }
+
+    /// Receive one datagram (portable fallback).
+    #[cfg(not(target_os = "linux"))]
+    pub fn recv(&mut self, sock: &UdpSocket) -> io::Result<usize> {
+        let (len, addr) = sock.recv_from(&mut self.bufs[..MAX_DATAGRAM])?;
+        self.lens[0] = len;
+        self.addrs[0] = Some(addr);
+        self.n = 1;
+        Ok(1)
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn sockaddr_to(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(s.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says this storage holds a sockaddr_in.
+            let a: &libc::sockaddr_in = unsafe { &*(s as *const _ as *const libc::sockaddr_in) };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(SocketAddr::new(ip.into(), u16::from_be(a.sin_port)))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this storage holds a sockaddr_in6.
+            let a: &libc::sockaddr_in6 = unsafe { &*(s as *const _ as *const libc::sockaddr_in6) };
+            let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+            Some(SocketAddr::new(ip.into(), u16::from_be(a.sin6_port)))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn sockaddr_from(a: &SocketAddr, s: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    match a {
+        SocketAddr::V4(v4) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
+            let sin: &mut libc::sockaddr_in = unsafe { &mut *(s as *mut _ as *mut libc::sockaddr_in) };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = v4.port().to_be();
+            sin.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+        SocketAddr::V6(v6) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in6.
+            let sin6: &mut libc::sockaddr_in6 = unsafe { &mut *(s as *mut _ as *mut libc::sockaddr_in6) };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = v6.port().to_be();
+            sin6.sin6_addr.s6_addr = v6.ip().octets();
+            sin6.sin6_flowinfo = 0;
+            sin6.sin6_scope_id = v6.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
+    }
+}
+
+/// Send every UDP transmit of `out` whose listener is `local` from `sock`, in batches.
+/// Returns how many were handed to the kernel; failures (e.g. a full buffer) are dropped, as
+/// UDP may drop them anyway, and counted by the caller.
+#[cfg(target_os = "linux")]
+pub fn send_output(sock: &UdpSocket, out: &Output, mine: impl Fn(&Transmit) -> bool) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut sent = 0;
+    // SAFETY: zeroed arrays of plain C structs are valid values.
+    let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    let mut names: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
+    let mut it = out
+        .tx
+        .iter()
+        .filter(|t| t.transport == Transport::Udp && mine(t))
+        .peekable();
+    while it.peek().is_some() {
+        let mut n = 0;
+        for t in it.by_ref().take(BATCH) {
+            let bytes = out.bytes(t);
+            let len = sockaddr_from(&t.dst, &mut names[n]);
+            iov[n].iov_base = bytes.as_ptr() as *mut libc::c_void;
+            iov[n].iov_len = bytes.len();
+            hdrs[n].msg_hdr.msg_iov = &mut iov[n];
+            hdrs[n].msg_hdr.msg_iovlen = 1;
+            hdrs[n].msg_hdr.msg_name = (&mut names[n] as *mut libc::sockaddr_storage).cast();
+            hdrs[n].msg_hdr.msg_namelen = len;
+            n += 1;
+        }
+        let mut off = 0;
+        while off < n {
+            // SAFETY: hdrs[off..n] were initialised above and point into `out.buf`, `iov`
+            // and `names`, which all outlive the call.
+            let r = unsafe {
+                libc::sendmmsg(
+                    sock.as_raw_fd(),
+                    hdrs.as_mut_ptr().add(off),
+                    (n - off) as u32,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if r <= 0 {
+                // Skip one failing datagram (unreachable, buffer full) and go on.
+                off += 1;
+                continue;
+            }
+            off += r as usize;
+            sent += r as usize;
+        }
+    }
+    sent
+}
+
+/// Send every UDP transmit of `out` for listener `local` (portable fallback).
+#[cfg(not(target_os = "linux"))]
+pub fn send_output(sock: &UdpSocket, out: &Output, mine: impl Fn(&Transmit) -> bool) -> usize {
+    out.tx
+        .iter()
+        .filter(|t| t.transport == Transport::Udp && mine(t))
+        .filter(|t| sock.send_to(out.bytes(t), t.dst).is_ok())
+        .count()
+}

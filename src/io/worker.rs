@@ -1,0 +1,264 @@
+//! One worker thread: pinned to a core, owns its SO_REUSEPORT sockets and a mio loop that
+//! drains sockets in batches, runs the engine, sends in batches, fires timers and executes
+//! commands (hand-offs from other workers, terminations from management).
+//!
+//! Invariants: the loop never blocks anywhere but `poll`; the poll timeout is the engine's
+//! next timer deadline (capped at 100 ms so a stop request is seen quickly); buffers are
+//! reused across iterations.
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use mio::{Events, Interest, Poll, Token};
+
+use super::tcp::{TcpConns, TcpLimits};
+use super::udp::{RecvBatch, send_output};
+use crate::engine::{Command, Engine, Inbound, Output, Shared, Transport};
+use crate::stats::Counter;
+
+/// The worker's clock: milliseconds since the process-wide base instant.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    base: Instant,
+}
+
+impl Clock {
+    /// A clock starting now.
+    pub fn start() -> Clock {
+        Clock { base: Instant::now() }
+    }
+    /// Microseconds since start.
+    pub fn now_us(&self) -> u64 {
+        self.base.elapsed().as_micros() as u64
+    }
+    /// Milliseconds since start.
+    pub fn now_ms(&self) -> u64 {
+        self.base.elapsed().as_millis() as u64
+    }
+}
+
+const WAKER: Token = Token(0);
+const UDP_BASE: usize = 1;
+const TCPL_BASE: usize = 1 << 16;
+
+/// Everything a worker thread needs, prepared by the supervisor.
+pub struct WorkerSpec {
+    /// Worker index.
+    pub index: usize,
+    /// Core to pin to.
+    pub core: Option<core_affinity::CoreId>,
+    /// UDP sockets: (listener index, socket).
+    pub udp: Vec<(usize, UdpSocket)>,
+    /// TCP listeners: (listener index, listener).
+    pub tcp: Vec<(usize, TcpListener)>,
+    /// The worker's poll (its waker is registered already).
+    pub poll: Poll,
+    /// Commands for this worker.
+    pub commands: Receiver<Command>,
+    /// TCP limits.
+    pub tcp_limits: TcpLimits,
+}
+
+/// Run the worker loop until `stop` is set.
+pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<AtomicBool>) {
+    if let Some(core) = spec.core {
+        core_affinity::set_for_current(core);
+    }
+    let WorkerSpec {
+        index,
+        udp,
+        tcp,
+        mut poll,
+        commands,
+        tcp_limits,
+        ..
+    } = spec;
+    let mut udp: Vec<(usize, mio::net::UdpSocket)> = udp
+        .into_iter()
+        .map(|(l, s)| (l, mio::net::UdpSocket::from_std(s)))
+        .collect();
+    let mut tcpl: Vec<(usize, mio::net::TcpListener)> = tcp
+        .into_iter()
+        .map(|(l, s)| (l, mio::net::TcpListener::from_std(s)))
+        .collect();
+    for (i, (_, s)) in udp.iter_mut().enumerate() {
+        if poll.registry().register(s, Token(UDP_BASE + i), Interest::READABLE).is_err() {
+            tracing::error!(worker = index, "cannot register UDP socket");
+        }
+    }
+    for (i, (_, s)) in tcpl.iter_mut().enumerate() {
+        if poll.registry().register(s, Token(TCPL_BASE + i), Interest::READABLE).is_err() {
+            tracing::error!(worker = index, "cannot register TCP listener");
+        }
+    }
+    // Which UDP socket sends for each listener index: the same listener, else the first
+    // UDP socket of the same address family, else the first.
+    let nlisteners = shared.locals.listeners.len();
+    let udp_for: Vec<usize> = (0..nlisteners)
+        .map(|l| {
+            let fam = shared.locals.listeners.get(l).map(|x| x.addr.is_ipv4());
+            udp.iter()
+                .position(|(li, _)| *li == l)
+                .or_else(|| {
+                    udp.iter().position(|(li, _)| {
+                        shared.locals.listeners.get(*li).map(|x| x.addr.is_ipv4()) == fam
+                    })
+                })
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut engine = Engine::new(shared.clone(), index, clock.now_ms());
+    let stats = shared.worker_stats.get(index).cloned();
+    let mut tcp = TcpConns::new(tcp_limits);
+    let mut events = Events::with_capacity(256);
+    let mut batch = RecvBatch::default();
+    let mut out = Output::with_capacity(1 << 20, 1024);
+    let mut last_sweep = clock.now_ms();
+    let mut tcp_seen = super::tcp::TcpEvents::default();
+    while !stop.load(Ordering::Relaxed) {
+        let now = clock.now_ms();
+        let timeout = engine
+            .poll_timeout()
+            .map(|d| d.saturating_sub(now))
+            .unwrap_or(100)
+            .min(100);
+        if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(timeout))) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                tracing::error!(worker = index, error = %e, "poll failed");
+            }
+        }
+        for ev in events.iter() {
+            let t = ev.token().0;
+            if t == WAKER.0 {
+                continue;
+            } else if (UDP_BASE..TCPL_BASE).contains(&t) {
+                let i = t - UDP_BASE;
+                let Some((local, sock)) = udp.get(i) else { continue };
+                let local = *local;
+                // Drain until WouldBlock, flushing after each batch.
+                for _ in 0..64 {
+                    match batch.recv(sock) {
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                    let t0 = Instant::now();
+                    let now_us = clock.now_us();
+                    let now = now_us / 1000;
+                    for k in 0..batch.len() {
+                        let Some((src, bytes)) = batch.get(k) else { continue };
+                        if let Some(s) = &stats {
+                            s.inc(Counter::PacketsInUdp);
+                        }
+                        engine.handle_datagram(
+                            Inbound { now_ms: now, now_us, src, local, transport: Transport::Udp, conn: None, bytes },
+                            &mut out,
+                        );
+                        if let Some(w) = out.handoff.take() {
+                            handoff(&shared, w, src, local, Transport::Udp, None, bytes);
+                        }
+                    }
+                    flush(&mut out, &udp, &udp_for, &mut tcp, poll.registry(), now, stats.as_deref());
+                    // Every packet of the batch waited from receive until this send.
+                    let us = t0.elapsed().as_micros() as u64;
+                    for _ in 0..batch.len() {
+                        engine.record_packet_us(us);
+                    }
+                    if batch.len() < super::udp::BATCH {
+                        break;
+                    }
+                }
+            } else if t >= super::tcp::CONN_BASE {
+                let Some(slot) = tcp.slot_for_token(ev.token()) else { continue };
+                let now = clock.now_ms();
+                if ev.is_writable() {
+                    tcp.flush(poll.registry(), slot);
+                }
+                if ev.is_readable() || ev.is_read_closed() {
+                    tcp.on_readable(poll.registry(), slot, now, |bytes, peer, local, conn| {
+                        if let Some(s) = &stats {
+                            s.inc(Counter::PacketsInTcp);
+                        }
+                        engine.handle_datagram(
+                            Inbound { now_ms: now, now_us: clock.now_us(), src: peer, local, transport: Transport::Tcp, conn: Some(conn), bytes },
+                            &mut out,
+                        );
+                        if let Some(w) = out.handoff.take() {
+                            handoff(&shared, w, peer, local, Transport::Tcp, Some(conn), bytes);
+                        }
+                    });
+                    flush(&mut out, &udp, &udp_for, &mut tcp, poll.registry(), now, stats.as_deref());
+                }
+            } else if t >= TCPL_BASE {
+                if let Some((local, l)) = tcpl.get(t - TCPL_BASE) {
+                    tcp.accept_all(poll.registry(), l, *local, clock.now_ms());
+                }
+            }
+        }
+        // Commands: hand-offs and terminations.
+        let now = clock.now_ms();
+        for _ in 0..4096 {
+            let Ok(cmd) = commands.try_recv() else { break };
+            engine.handle_command(now, clock.now_us(), cmd, &mut out);
+        }
+        engine.handle_timeout(now, &mut out);
+        flush(&mut out, &udp, &udp_for, &mut tcp, poll.registry(), now, stats.as_deref());
+        if now.saturating_sub(last_sweep) >= 1000 {
+            last_sweep = now;
+            tcp.sweep_idle(poll.registry(), now);
+            if let Some(s) = &stats {
+                let e = tcp.events;
+                s.add(Counter::TcpAccepted, e.accepted - tcp_seen.accepted);
+                s.add(Counter::TcpConnected, e.connected - tcp_seen.connected);
+                s.add(Counter::TcpClosed, e.closed - tcp_seen.closed);
+                tcp_seen = e;
+            }
+            engine.flush_latency(now);
+        }
+    }
+    let now = clock.now_ms();
+    engine.shutdown(now, &mut out);
+    flush(&mut out, &udp, &udp_for, &mut tcp, poll.registry(), now, stats.as_deref());
+}
+
+/// Send everything in `out` and clear it.
+fn flush(
+    out: &mut Output,
+    udp: &[(usize, mio::net::UdpSocket)],
+    udp_for: &[usize],
+    tcp: &mut TcpConns,
+    registry: &mio::Registry,
+    now: u64,
+    stats: Option<&crate::stats::WorkerStats>,
+) {
+    if out.tx.is_empty() {
+        out.clear();
+        return;
+    }
+    let mut n_udp = 0usize;
+    for (i, (_, sock)) in udp.iter().enumerate() {
+        n_udp += send_output(sock, out, |t| udp_for.get(t.local).copied().unwrap_or(0) == i);
+    }
+    let mut n_tcp = 0usize;
+    for t in out.tx.iter().filter(|t| t.transport == Transport::Tcp) {
+        if tcp.send(registry, t.conn, t.dst, t.local, out.bytes(t), now) {
+            n_tcp += 1;
+        }
+    }
+    if let Some(s) = stats {
+        s.add(Counter::PacketsOutUdp, n_udp as u64);
+        s.add(Counter::PacketsOutTcp, n_tcp as u64);
+    }
+    out.clear();
+}
+
+fn handoff(shared: &Shared, w: usize, src: SocketAddr, local: usize, transport: Transport, conn: Option<u64>, bytes: &[u8]) {
+    let cmd = Command::Packet { src, local, transport, conn, bytes: bytes.to_vec() };
+    if !shared.send(w, cmd) {
+        if let Some(s) = shared.worker_stats.get(w) {
+            s.inc(Counter::Dropped);
+        }
+    }
+}
