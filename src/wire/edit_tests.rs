@@ -398,3 +398,18 @@ fn bare_received_param_gets_value() {
         proper(&input).replace(";received\r\n", ";received=9.9.9.9\r\n")
     );
 }
+
+#[test]
+fn remove_top_via_across_fold() {
+    let input = BASE.replace(";rport\r\n", ";rport,\r\n SIP/2.0/TCP b;branch=2\r\n");
+    let out = apply(&input, |e| e.remove_top_via());
+    assert_eq!(
+        out,
+        proper(&input).replace(
+            "Via: SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bK776;rport,\r\n SIP/2.0/TCP",
+            "Via: SIP/2.0/TCP"
+        )
+    );
+    let m = parse(out.as_bytes()).unwrap();
+    assert_eq!(m.top_via().unwrap().branch(), Some(&b"2"[..]));
+}
