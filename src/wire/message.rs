@@ -9,7 +9,8 @@
 //! - UDP ([`parse`]): the body is Content-Length bytes; trailing bytes after it are excluded
 //!   from `len` and so never forwarded. Without Content-Length the body is the rest of the
 //!   datagram. Content-Length beyond the datagram is an error.
-//! - Stream ([`frame_stream`] then [`parse_stream_message`]): Content-Length is mandatory.
+//! - Stream ([`frame_stream`] then [`parse_stream_message`]): Content-Length is mandatory and
+//!   at most [`MAX_STREAM_BODY`].
 //! - Content-Length that is duplicated, negative, non-numeric or above `u32::MAX` is an error
 //!   in both modes (on a stream the caller closes the connection).
 //! - The header section is capped at [`MAX_HEAD_BYTES`]; more headers than [`MAX_HEADERS`] is
@@ -28,6 +29,15 @@ pub const MAX_HEADERS: usize = 64;
 /// Maximum size of the header section (start line excluded); more is
 /// [`ParseError::HeadersTooLarge`]. Bounds how far a stream `Partial` can grow.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Largest body accepted on a stream; a bigger Content-Length is
+/// [`ParseError::BodyTooLarge`] (513), so a peer cannot make the caller buffer without bound.
+pub const MAX_STREAM_BODY: usize = 1 << 20;
+
+#[inline]
+fn to_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
 
 /// One header line (possibly folded over several physical lines).
 #[derive(Clone, Copy, Debug)]
@@ -196,6 +206,9 @@ pub fn frame_stream(buf: &[u8]) -> Result<Frame, ParseError> {
         }
         if let Some(body_start) = blank_line_at(buf, pos) {
             let cl = content_length.ok_or(ParseError::MissingContentLength)?;
+            if cl as usize > MAX_STREAM_BODY {
+                return Err(ParseError::BodyTooLarge);
+            }
             let total = body_start
                 .checked_add(cl as usize)
                 .ok_or(ParseError::BadContentLength)?;
@@ -315,7 +328,7 @@ fn parse_inner(buf: &[u8], mode: Mode) -> Result<Message<'_>, ParseError> {
     let mut pos = head_start;
     let body_start = loop {
         if let Some(b) = blank_line_at(buf, pos) {
-            msg.headers_end = Span::new(pos, pos).start;
+            msg.headers_end = to_u32(pos);
             break b;
         }
         if buf.get(pos).is_none() {
@@ -367,7 +380,7 @@ fn parse_inner(buf: &[u8], mode: Mode) -> Result<Message<'_>, ParseError> {
         (Mode::Stream, None) => return Err(ParseError::MissingContentLength),
     };
     msg.body = Span::new(body_start, end);
-    msg.len = Span::new(0, end).end;
+    msg.len = to_u32(end);
     Ok(msg)
 }
 

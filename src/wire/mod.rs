@@ -57,8 +57,8 @@ pub use build::{InDialog, ack_for_non2xx, cancel, in_dialog_request, response};
 pub use edit::{EditError, Edits, MAX_EDITS, SCRATCH_BYTES};
 pub use error::ParseError;
 pub use message::{
-    Frame, Header, MAX_HEAD_BYTES, MAX_HEADERS, Message, StartLine, frame_stream, parse,
-    parse_stream_message,
+    Frame, Header, MAX_HEAD_BYTES, MAX_HEADERS, MAX_STREAM_BODY, Message, StartLine, frame_stream,
+    parse, parse_stream_message,
 };
 pub use names::{HeaderName, Method};
 pub use scan::{ParamIter, param_lookup};
