@@ -45,6 +45,42 @@ pub enum EditError {
     BadHeader,
 }
 
+impl EditError {
+    /// The status to answer with if the request cannot be forwarded: 483 for
+    /// [`EditError::TooManyHops`], 400 for [`EditError::BadHeader`]/[`EditError::NoVia`],
+    /// 500 for capacity and programming errors.
+    pub fn status(self) -> u16 {
+        match self {
+            EditError::TooManyHops => 483,
+            EditError::BadHeader | EditError::NoVia => 400,
+            _ => 500,
+        }
+    }
+
+    /// A short, stable label for metrics.
+    pub fn kind(self) -> &'static str {
+        match self {
+            EditError::TooManyEdits => "too_many_edits",
+            EditError::ScratchFull => "scratch_full",
+            EditError::Overlap => "overlap",
+            EditError::OutOfRange => "out_of_range",
+            EditError::NoVia => "no_via",
+            EditError::NoRoute => "no_route",
+            EditError::NotRequest => "not_request",
+            EditError::TooManyHops => "too_many_hops",
+            EditError::BadHeader => "bad_header",
+        }
+    }
+}
+
+impl core::fmt::Display for EditError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.kind())
+    }
+}
+
+impl std::error::Error for EditError {}
+
 #[derive(Clone, Copy, Debug, Default)]
 struct Op {
     start: u32,

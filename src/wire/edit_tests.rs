@@ -380,3 +380,36 @@ hi";
     assert_eq!(reparsed.body(), b"hi");
     assert_eq!(reparsed.vias().count(), 2);
 }
+
+#[test]
+fn edit_error_status() {
+    assert_eq!(EditError::TooManyHops.status(), 483);
+    assert_eq!(EditError::BadHeader.status(), 400);
+    assert_eq!(EditError::Overlap.status(), 500);
+    assert_eq!(EditError::ScratchFull.to_string(), "scratch_full");
+}
+
+#[test]
+fn bare_received_param_gets_value() {
+    let input = BASE.replace(";rport\r\n", ";received\r\n");
+    let out = apply(&input, |e| e.set_received_rport(Some(b"9.9.9.9"), Some(1)));
+    assert_eq!(
+        out,
+        proper(&input).replace(";received\r\n", ";received=9.9.9.9\r\n")
+    );
+}
+
+#[test]
+fn remove_top_via_across_fold() {
+    let input = BASE.replace(";rport\r\n", ";rport,\r\n SIP/2.0/TCP b;branch=2\r\n");
+    let out = apply(&input, |e| e.remove_top_via());
+    assert_eq!(
+        out,
+        proper(&input).replace(
+            "Via: SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bK776;rport,\r\n SIP/2.0/TCP",
+            "Via: SIP/2.0/TCP"
+        )
+    );
+    let m = parse(out.as_bytes()).unwrap();
+    assert_eq!(m.top_via().unwrap().branch(), Some(&b"2"[..]));
+}

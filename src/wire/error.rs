@@ -27,6 +27,8 @@ pub enum ParseError {
     TooManyHeaders,
     /// The header section exceeds [`super::MAX_HEAD_BYTES`] (513).
     HeadersTooLarge,
+    /// A stream message's Content-Length exceeds [`super::MAX_STREAM_BODY`] (513).
+    BodyTooLarge,
     /// Content-Length is not a decimal `u32` (negative, junk or overflow).
     BadContentLength,
     /// Content-Length appears more than once.
@@ -61,7 +63,9 @@ impl ParseError {
     pub fn status(self) -> u16 {
         match self {
             ParseError::BadVersion => 505,
-            ParseError::TooManyHeaders | ParseError::HeadersTooLarge => 513,
+            ParseError::TooManyHeaders | ParseError::HeadersTooLarge | ParseError::BodyTooLarge => {
+                513
+            }
             ParseError::UnsupportedUriScheme => 416,
             ParseError::TooManyHops => 483,
             ParseError::BadExtension => 420,
@@ -80,6 +84,7 @@ impl ParseError {
             ParseError::BadHeaderLine => "Bad Header Line",
             ParseError::TooManyHeaders => "Message Too Large",
             ParseError::HeadersTooLarge => "Message Too Large",
+            ParseError::BodyTooLarge => "Message Too Large",
             ParseError::BadContentLength => "Bad Content-Length",
             ParseError::DuplicateContentLength => "Duplicate Content-Length",
             ParseError::ContentLengthTooLarge => "Content-Length Mismatch",
@@ -123,6 +128,7 @@ impl ParseError {
             ParseError::BadHeaderLine => "bad_header_line",
             ParseError::TooManyHeaders => "too_many_headers",
             ParseError::HeadersTooLarge => "headers_too_large",
+            ParseError::BodyTooLarge => "body_too_large",
             ParseError::BadContentLength => "bad_content_length",
             ParseError::DuplicateContentLength => "duplicate_content_length",
             ParseError::ContentLengthTooLarge => "content_length_mismatch",
@@ -192,6 +198,7 @@ mod tests {
             (ParseError::BadVersion, 505),
             (ParseError::TooManyHeaders, 513),
             (ParseError::HeadersTooLarge, 513),
+            (ParseError::BodyTooLarge, 513),
             (ParseError::UnsupportedUriScheme, 416),
             (ParseError::TooManyHops, 483),
             (ParseError::BadExtension, 420),

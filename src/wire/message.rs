@@ -9,7 +9,8 @@
 //! - UDP ([`parse`]): the body is Content-Length bytes; trailing bytes after it are excluded
 //!   from `len` and so never forwarded. Without Content-Length the body is the rest of the
 //!   datagram. Content-Length beyond the datagram is an error.
-//! - Stream ([`frame_stream`] then [`parse_stream_message`]): Content-Length is mandatory.
+//! - Stream ([`frame_stream`] then [`parse_stream_message`]): Content-Length is mandatory and
+//!   at most [`MAX_STREAM_BODY`].
 //! - Content-Length that is duplicated, negative, non-numeric or above `u32::MAX` is an error
 //!   in both modes (on a stream the caller closes the connection).
 //! - The header section is capped at [`MAX_HEAD_BYTES`]; more headers than [`MAX_HEADERS`] is
@@ -20,7 +21,7 @@ use memchr::{memchr, memrchr};
 use super::Span;
 use super::error::ParseError;
 use super::names::{HeaderName, Method};
-use super::scan::{is_token_str, parse_u32, trim_range};
+use super::scan::{is_token, is_token_str, parse_u32, trim_range};
 
 /// Maximum number of header lines kept per message; more is [`ParseError::TooManyHeaders`].
 pub const MAX_HEADERS: usize = 64;
@@ -28,6 +29,15 @@ pub const MAX_HEADERS: usize = 64;
 /// Maximum size of the header section (start line excluded); more is
 /// [`ParseError::HeadersTooLarge`]. Bounds how far a stream `Partial` can grow.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Largest body accepted on a stream; a bigger Content-Length is
+/// [`ParseError::BodyTooLarge`] (513), so a peer cannot make the caller buffer without bound.
+pub const MAX_STREAM_BODY: usize = 1 << 20;
+
+#[inline]
+fn to_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
 
 /// One header line (possibly folded over several physical lines).
 #[derive(Clone, Copy, Debug)]
@@ -133,16 +143,19 @@ fn logical_line_end(buf: &[u8], pos: usize) -> Option<usize> {
 /// Splits a header line into `(name_end, colon)` after checking the name is a token.
 #[inline]
 fn split_name(buf: &[u8], start: usize, end: usize) -> Result<(usize, usize), ParseError> {
-    let line = buf.get(start..end).ok_or(ParseError::BadHeaderLine)?;
-    let colon = start + memchr(b':', line).ok_or(ParseError::BadHeaderLine)?;
-    let mut name_end = colon;
-    while name_end > start && matches!(buf.get(name_end - 1), Some(b' ' | b'\t')) {
-        name_end -= 1;
+    // Names are short: one byte loop beats a memchr call plus a token check.
+    let mut i = start;
+    while i < end && buf.get(i).is_some_and(|&b| is_token(b)) {
+        i += 1;
     }
-    if !is_token_str(buf.get(start..name_end).unwrap_or(&[])) {
+    let name_end = i;
+    while i < end && matches!(buf.get(i), Some(b' ' | b'\t')) {
+        i += 1;
+    }
+    if name_end == start || i >= end || buf.get(i) != Some(&b':') {
         return Err(ParseError::BadHeaderLine);
     }
-    Ok((name_end, colon))
+    Ok((name_end, i))
 }
 
 /// Is `pos` the start of the empty line? Returns the offset after it.
@@ -193,6 +206,9 @@ pub fn frame_stream(buf: &[u8]) -> Result<Frame, ParseError> {
         }
         if let Some(body_start) = blank_line_at(buf, pos) {
             let cl = content_length.ok_or(ParseError::MissingContentLength)?;
+            if cl as usize > MAX_STREAM_BODY {
+                return Err(ParseError::BodyTooLarge);
+            }
             let total = body_start
                 .checked_add(cl as usize)
                 .ok_or(ParseError::BadContentLength)?;
@@ -312,7 +328,7 @@ fn parse_inner(buf: &[u8], mode: Mode) -> Result<Message<'_>, ParseError> {
     let mut pos = head_start;
     let body_start = loop {
         if let Some(b) = blank_line_at(buf, pos) {
-            msg.headers_end = Span::new(pos, pos).start;
+            msg.headers_end = to_u32(pos);
             break b;
         }
         if buf.get(pos).is_none() {
@@ -364,7 +380,7 @@ fn parse_inner(buf: &[u8], mode: Mode) -> Result<Message<'_>, ParseError> {
         (Mode::Stream, None) => return Err(ParseError::MissingContentLength),
     };
     msg.body = Span::new(body_start, end);
-    msg.len = Span::new(0, end).end;
+    msg.len = to_u32(end);
     Ok(msg)
 }
 

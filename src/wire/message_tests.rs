@@ -276,6 +276,10 @@ fn stream_framing() {
             ParseError::BadContentLength,
         ),
         (
+            b"OPTIONS sip:x SIP/2.0\r\nl: 1048577\r\n\r\n",
+            ParseError::BodyTooLarge,
+        ),
+        (
             b"OPTIONS sip:x SIP/2.0\r\nl: 1\r\nContent-Length: 1\r\n\r\n",
             ParseError::DuplicateContentLength,
         ),

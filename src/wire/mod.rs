@@ -10,6 +10,30 @@
 //! - [`Edits`]: an ordered, fixed-capacity edit list over a parsed message, serialized once.
 //! - [`build`]: builders for locally generated responses, CANCEL, ACK and in-dialog requests.
 //!
+//! # Example: forward a request
+//! ```
+//! use sipedge::wire::{Edits, parse, validate_request};
+//!
+//! let datagram = b"OPTIONS sip:bob@example.com SIP/2.0\r\n\
+//! Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1;rport\r\n\
+//! Max-Forwards: 70\r\nTo: <sip:bob@example.com>\r\n\
+//! From: <sip:alice@example.com>;tag=1\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\n\
+//! Content-Length: 0\r\n\r\n";
+//! let msg = parse(datagram).unwrap();
+//! validate_request(&msg).unwrap();
+//! assert_eq!(msg.top_via().unwrap().branch(), Some(&b"z9hG4bK1"[..]));
+//!
+//! let mut edits = Edits::new(&msg);
+//! edits.decrement_max_forwards().unwrap();
+//! edits.set_received_rport(Some(b"198.51.100.7"), Some(5062)).unwrap();
+//! edits.insert_via(b"SIP/2.0/UDP 203.0.113.1:5060;branch=z9hG4bKproxy").unwrap();
+//! let mut out = Vec::with_capacity(1500);
+//! edits.write(&mut out).unwrap();
+//! let fwd = parse(&out).unwrap();
+//! assert_eq!(fwd.max_forwards(), Some(69));
+//! assert_eq!(fwd.vias().nth(1).unwrap().rport(), Some(Some(5062)));
+//! ```
+//!
 //! # Invariants
 //! - Nothing here panics on any input: all indexing goes through `get` or [`Span::get`], which
 //!   returns an empty slice when out of range.
@@ -33,8 +57,8 @@ pub use build::{InDialog, ack_for_non2xx, cancel, in_dialog_request, response};
 pub use edit::{EditError, Edits, MAX_EDITS, SCRATCH_BYTES};
 pub use error::{KINDS, ParseError};
 pub use message::{
-    Frame, Header, MAX_HEAD_BYTES, MAX_HEADERS, Message, StartLine, frame_stream, parse,
-    parse_stream_message,
+    Frame, Header, MAX_HEAD_BYTES, MAX_HEADERS, MAX_STREAM_BODY, Message, StartLine, frame_stream,
+    parse, parse_stream_message,
 };
 pub use names::{HeaderName, Method};
 pub use scan::{ParamIter, param_lookup};

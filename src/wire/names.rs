@@ -148,9 +148,10 @@ pub enum HeaderName {
     Other,
 }
 
+/// `canonical` is the usual spelling: an exact match (one memcmp) is the common fast path.
 #[inline]
-fn eq(a: &[u8], b: &[u8]) -> bool {
-    a.eq_ignore_ascii_case(b)
+fn eq(a: &[u8], canonical: &[u8]) -> bool {
+    a == canonical || a.eq_ignore_ascii_case(canonical)
 }
 
 impl HeaderName {
@@ -180,55 +181,55 @@ impl HeaderName {
                 b'y' => HeaderName::Identity,
                 _ => HeaderName::Other,
             },
-            2 if eq(name, b"to") => HeaderName::To,
-            3 if eq(name, b"via") => HeaderName::Via,
+            2 if eq(name, b"To") => HeaderName::To,
+            3 if eq(name, b"Via") => HeaderName::Via,
             4 => match f {
-                b'f' if eq(name, b"from") => HeaderName::From,
-                b'c' if eq(name, b"cseq") => HeaderName::CSeq,
+                b'f' if eq(name, b"From") => HeaderName::From,
+                b'c' if eq(name, b"CSeq") => HeaderName::CSeq,
                 _ => HeaderName::Other,
             },
             5 => match f {
-                b'r' if eq(name, b"route") => HeaderName::Route,
-                b'a' if eq(name, b"allow") => HeaderName::Allow,
-                b'e' if eq(name, b"event") => HeaderName::Event,
+                b'r' if eq(name, b"Route") => HeaderName::Route,
+                b'a' if eq(name, b"Allow") => HeaderName::Allow,
+                b'e' if eq(name, b"Event") => HeaderName::Event,
                 _ => HeaderName::Other,
             },
             6 => match f {
-                b'r' if eq(name, b"reason") => HeaderName::Reason,
-                b's' if eq(name, b"server") => HeaderName::Server,
+                b'r' if eq(name, b"Reason") => HeaderName::Reason,
+                b's' if eq(name, b"Server") => HeaderName::Server,
                 _ => HeaderName::Other,
             },
             7 => match f {
-                b'c' if eq(name, b"call-id") => HeaderName::CallId,
-                b'c' if eq(name, b"contact") => HeaderName::Contact,
-                b'e' if eq(name, b"expires") => HeaderName::Expires,
-                b'r' if eq(name, b"require") => HeaderName::Require,
-                b's' if eq(name, b"subject") => HeaderName::Subject,
+                b'c' if eq(name, b"Call-ID") => HeaderName::CallId,
+                b'c' if eq(name, b"Contact") => HeaderName::Contact,
+                b'e' if eq(name, b"Expires") => HeaderName::Expires,
+                b'r' if eq(name, b"Require") => HeaderName::Require,
+                b's' if eq(name, b"Subject") => HeaderName::Subject,
                 _ => HeaderName::Other,
             },
             8 => match f {
-                b'i' if eq(name, b"identity") => HeaderName::Identity,
-                b'r' if eq(name, b"refer-to") => HeaderName::ReferTo,
+                b'i' if eq(name, b"Identity") => HeaderName::Identity,
+                b'r' if eq(name, b"Refer-To") => HeaderName::ReferTo,
                 _ => HeaderName::Other,
             },
-            9 if eq(name, b"supported") => HeaderName::Supported,
-            10 if eq(name, b"user-agent") => HeaderName::UserAgent,
+            9 if eq(name, b"Supported") => HeaderName::Supported,
+            10 if eq(name, b"User-Agent") => HeaderName::UserAgent,
             11 => match f {
-                b'u' if eq(name, b"unsupported") => HeaderName::Unsupported,
-                b'r' if eq(name, b"referred-by") => HeaderName::ReferredBy,
+                b'u' if eq(name, b"Unsupported") => HeaderName::Unsupported,
+                b'r' if eq(name, b"Referred-By") => HeaderName::ReferredBy,
                 _ => HeaderName::Other,
             },
             12 => match f {
-                b'm' if eq(name, b"max-forwards") => HeaderName::MaxForwards,
-                b'r' if eq(name, b"record-route") => HeaderName::RecordRoute,
-                b'c' if eq(name, b"content-type") => HeaderName::ContentType,
-                b'a' if eq(name, b"allow-events") => HeaderName::AllowEvents,
+                b'm' if eq(name, b"Max-Forwards") => HeaderName::MaxForwards,
+                b'r' if eq(name, b"Record-Route") => HeaderName::RecordRoute,
+                b'c' if eq(name, b"Content-Type") => HeaderName::ContentType,
+                b'a' if eq(name, b"Allow-Events") => HeaderName::AllowEvents,
                 _ => HeaderName::Other,
             },
-            13 if eq(name, b"proxy-require") => HeaderName::ProxyRequire,
-            14 if eq(name, b"content-length") => HeaderName::ContentLength,
-            15 if eq(name, b"session-expires") => HeaderName::SessionExpires,
-            16 if eq(name, b"content-encoding") => HeaderName::ContentEncoding,
+            13 if eq(name, b"Proxy-Require") => HeaderName::ProxyRequire,
+            14 if eq(name, b"Content-Length") => HeaderName::ContentLength,
+            15 if eq(name, b"Session-Expires") => HeaderName::SessionExpires,
+            16 if eq(name, b"Content-Encoding") => HeaderName::ContentEncoding,
             _ => HeaderName::Other,
         }
     }

@@ -239,3 +239,53 @@ fn absent_headers_are_none() {
     assert_eq!(msg.routes().count(), 0);
     assert_eq!(msg.content_length(), None);
 }
+
+#[test]
+fn compact_message_accessors() {
+    let b = b"BYE sip:b@x SIP/2.0\r\nv: SIP/2.0/UDP a;branch=z9hG4bK1,\r\n SIP/2.0/TCP b:5070\r\n\
+f: <sip:a@x>;tag=1\r\nt: <sip:b@x>;tag=2\r\ni: cid\r\nCSeq: 2 BYE\r\nm: <sip:a@1.2.3.4>\r\n\
+k: timer\r\nl: 0\r\nc: text/plain\r\ne: gzip\r\ns: hi\r\no: dialog\r\nu: presence\r\n\
+r: <sip:c@x>\r\nb: <sip:d@x>\r\nx: 1800;refresher=uac\r\ny: sig\r\n\r\n";
+    let msg = parse(b).unwrap();
+    let vias: Vec<Via> = msg.vias().collect();
+    assert_eq!(vias.len(), 2);
+    assert_eq!(
+        (vias[1].transport, vias[1].host, vias[1].port),
+        (&b"TCP"[..], &b"b"[..], Some(5070))
+    );
+    assert_eq!(msg.from().unwrap().tag(), Some(&b"1"[..]));
+    assert_eq!(msg.to().unwrap().tag(), Some(&b"2"[..]));
+    assert_eq!(msg.call_id(), Some(&b"cid"[..]));
+    assert_eq!(msg.contacts().next().unwrap().uri, b"sip:a@1.2.3.4");
+    assert_eq!(
+        msg.option_tags(HeaderName::Supported).next(),
+        Some(&b"timer"[..])
+    );
+    assert_eq!(msg.content_length(), Some(0));
+    let by = |h| msg.header_value(h).unwrap();
+    assert_eq!(by(HeaderName::ContentType), b"text/plain");
+    assert_eq!(by(HeaderName::ContentEncoding), b"gzip");
+    assert_eq!(by(HeaderName::Subject), b"hi");
+    assert_eq!(by(HeaderName::Event), b"dialog");
+    assert_eq!(by(HeaderName::AllowEvents), b"presence");
+    assert_eq!(by(HeaderName::ReferTo), b"<sip:c@x>");
+    assert_eq!(by(HeaderName::ReferredBy), b"<sip:d@x>");
+    assert_eq!(by(HeaderName::SessionExpires), b"1800;refresher=uac");
+    assert_eq!(by(HeaderName::Identity), b"sig");
+    assert_eq!(
+        msg.find_header(b"Session-Expires"),
+        Some(&b"1800;refresher=uac"[..])
+    );
+    assert_eq!(crate::wire::validate_request(&msg), Ok(()));
+}
+
+#[test]
+fn lf_only_stream_framing() {
+    let b = b"OPTIONS sip:x SIP/2.0\nVia: SIP/2.0/TCP h\nl: 2\n\nokNEXT";
+    assert_eq!(
+        crate::wire::frame_stream(b),
+        Ok(crate::wire::Frame::Complete(b.len() - 4))
+    );
+    let m = crate::wire::parse_stream_message(b, b.len() - 4).unwrap();
+    assert_eq!(m.body(), b"ok");
+}
