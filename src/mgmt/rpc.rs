@@ -308,3 +308,39 @@ fn write_error(out: &mut Vec<u8>, id: &Value, e: &RpcError) {
     });
     write_value(out, &obj);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn params_read_positional_and_named_alike() {
+        let pos = json!([7, "8", "x", null]);
+        let Value::Object(named) = json!({"h_entry": 7, "h_id": "8", "name": "x"}) else {
+            unreachable!("object literal")
+        };
+        let p = Params::positional(pos.as_array().map(Vec::as_slice).unwrap_or(&[]));
+        let n = Params::named(&named);
+        for (params, name_idx) in [(p, 2), (n, 2)] {
+            assert_eq!(params.u32(0, "h_entry"), Ok(7));
+            assert_eq!(params.u64(1, "h_id"), Ok(8), "numeric strings accepted");
+            assert_eq!(params.str(name_idx, "name").as_deref(), Ok("x"));
+            assert_eq!(
+                params.opt_str(3, "missing"),
+                Ok(None),
+                "null counts as absent"
+            );
+        }
+        let err = p.u64(2, "h_id").map_err(|e| e.message);
+        assert_eq!(err, Err("h_id: expected an unsigned integer".to_owned()));
+        let big = json!([4_294_967_296u64]);
+        let b = Params::positional(big.as_array().map(Vec::as_slice).unwrap_or(&[]));
+        assert_eq!(b.u32(0, "h_id").map_err(|e| e.code), Err(INVALID_PARAMS));
+        assert!(p.at_most(&["a", "b"]).is_err() && p.at_most(&["a", "b", "c", "d"]).is_ok());
+        assert!(
+            n.at_most(&["h_entry", "h_id"]).is_err(),
+            "unknown named parameter"
+        );
+    }
+}
