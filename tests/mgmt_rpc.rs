@@ -1090,3 +1090,60 @@ fn ctl_prints_json_and_tables_and_reports_errors() {
         format!("error: cannot reach sipedge management at {closed}: connection refused\n")
     );
 }
+
+#[test]
+fn streamed_list_replies_equal_buffered_ones() {
+    use sipedge::mgmt::rpc::{Reply, handle_jsonrpc, handle_jsonrpc_reply};
+    use std::io::Read;
+    let fake: Arc<dyn MgmtBackend> = Fake::new(2100);
+    for (method, params) in [
+        ("dlg.list", json!([])),
+        ("dlg.list_ctx", json!([5, 1500])),
+        (
+            "dlg.list_match",
+            json!(["furi", "re", "alice1[0-9]*@", 500]),
+        ),
+        ("dlg.list_match", json!(["callid", "eq", "none"])),
+        ("dlg.briefing", json!(["cS"])),
+    ] {
+        let body = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": "q"});
+        let body = body.to_string();
+        let full = handle_jsonrpc(body.as_bytes(), fake.as_ref());
+        let Reply::Stream(mut stream) = handle_jsonrpc_reply(body.as_bytes(), &fake) else {
+            panic!("{method} should stream");
+        };
+        let mut streamed = Vec::new();
+        let mut chunk = [0u8; 7];
+        loop {
+            let n = stream.read(&mut chunk).unwrap();
+            if n == 0 {
+                break;
+            }
+            streamed.extend_from_slice(&chunk[..n]);
+        }
+        assert_eq!(
+            String::from_utf8(streamed).unwrap(),
+            String::from_utf8(full).unwrap()
+        );
+    }
+    // Bad params and notifications are not streamed.
+    let bad = br#"{"jsonrpc":"2.0","method":"dlg.list","params":["x"],"id":1}"#;
+    assert!(matches!(handle_jsonrpc_reply(bad, &fake), Reply::Full(_)));
+    let note = br#"{"jsonrpc":"2.0","method":"dlg.list"}"#;
+    assert!(matches!(handle_jsonrpc_reply(note, &fake), Reply::Full(b) if b.is_empty()));
+
+    // Over HTTP the list goes out chunked.
+    let h = mgmt_http::spawn("127.0.0.1:0".parse().unwrap(), None, fake).unwrap();
+    let url = format!("http://{}/jsonrpc", h.local_addr());
+    let mut resp = agent()
+        .post(&url)
+        .send(br#"{"jsonrpc":"2.0","method":"dlg.list","id":1}"#.as_slice())
+        .unwrap();
+    let te = resp
+        .headers()
+        .get("transfer-encoding")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(te.as_deref(), Some("chunked"));
+    let v: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(v["result"].as_array().unwrap().len(), 2100);
+}

@@ -15,6 +15,7 @@ pub mod ctl;
 pub mod methods;
 pub mod metrics;
 pub mod model;
+pub mod pager;
 pub mod rpc;
 pub mod statistics;
 pub mod table;
