@@ -8,7 +8,10 @@
 //! ## Invariants
 //! - Every packet-path operation (`inc`, `add`, `inc_parse_error`, `inc_reply`, `record`) is
 //!   O(1), allocation-free and cannot panic: indices out of range fold into an "other" slot.
-//! - Counters are monotonic (Prometheus counters); only [`WorkerStats::reset`] lowers them.
+//! - Each `WorkerStats` has exactly one writer, its worker: increments are relaxed
+//!   load + store, not locked RMW (measured in `benches/stats.rs`). Management only reads.
+//! - Counters are monotonic (Prometheus counters); [`WorkerStats::reset`] only moves a
+//!   management-side baseline, so it cannot lose or race with increments.
 //! - A worker flushes its histograms at most once per [`FLUSH_INTERVAL_MS`]. Flushing swaps in an
 //!   emptied set recycled by the hub, so steady state allocates nothing; if no recycled set is
 //!   available one set is allocated, i.e. at most one allocation per flush.
@@ -177,18 +180,21 @@ pub const fn reply_slot(code: u16) -> usize {
     }
 }
 
-struct Cells {
-    counters: [AtomicU64; Counter::COUNT],
-    parse_errors: [AtomicU64; PARSE_ERROR_SLOTS],
-    replies: [AtomicU64; REPLY_SLOTS],
-}
+const PARSE_BASE: usize = Counter::COUNT;
+const REPLY_BASE: usize = PARSE_BASE + PARSE_ERROR_SLOTS;
+const CELLS: usize = REPLY_BASE + REPLY_SLOTS;
 
-/// One worker's counters. Shared as `Arc<WorkerStats>` between the worker (writer) and
-/// management (reader). The whole block is cache-padded so workers never false-share.
+/// One worker's counters. Shared as `Arc<WorkerStats>` between the worker (the only writer)
+/// and management (reader). The cells are cache-padded so workers never false-share.
+///
+/// Single writer: increments are a relaxed load + store (no locked read-modify-write), so
+/// they must only be made by the owning worker thread. Management never writes the cells:
+/// [`WorkerStats::reset`] records a baseline that snapshots subtract.
 pub struct WorkerStats {
     worker: usize,
     parse_error_names: &'static [&'static str],
-    cells: CachePadded<Cells>,
+    cells: CachePadded<[AtomicU64; CELLS]>,
+    baseline: [AtomicU64; CELLS],
 }
 
 impl std::fmt::Debug for WorkerStats {
@@ -227,11 +233,8 @@ impl WorkerStats {
         WorkerStats {
             worker,
             parse_error_names: parse_error_names.get(..keep).unwrap_or(&[]),
-            cells: CachePadded::new(Cells {
-                counters: std::array::from_fn(|_| AtomicU64::new(0)),
-                parse_errors: std::array::from_fn(|_| AtomicU64::new(0)),
-                replies: std::array::from_fn(|_| AtomicU64::new(0)),
-            }),
+            cells: CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))),
+            baseline: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 
@@ -240,30 +243,45 @@ impl WorkerStats {
         self.worker
     }
 
-    /// Increment a counter by one.
     #[inline]
-    pub fn inc(&self, c: Counter) {
-        self.add(c, 1);
-    }
-
-    /// Add `n` to a counter.
-    #[inline]
-    pub fn add(&self, c: Counter, n: u64) {
-        if let Some(cell) = self.cells.counters.get(c as usize) {
-            cell.fetch_add(n, Ordering::Relaxed);
+    fn bump(&self, idx: usize, n: u64) {
+        if let Some(cell) = self.cells.get(idx) {
+            // Single writer (the owning worker): no locked RMW needed.
+            cell.store(
+                cell.load(Ordering::Relaxed).wrapping_add(n),
+                Ordering::Relaxed,
+            );
         }
     }
 
-    /// Current value of a counter.
+    fn value(&self, idx: usize) -> u64 {
+        let raw = self.cells.get(idx).map_or(0, |a| a.load(Ordering::Relaxed));
+        let base = self
+            .baseline
+            .get(idx)
+            .map_or(0, |a| a.load(Ordering::Relaxed));
+        raw.wrapping_sub(base)
+    }
+
+    /// Increment a counter by one. Owning worker only.
+    #[inline]
+    pub fn inc(&self, c: Counter) {
+        self.bump(c as usize, 1);
+    }
+
+    /// Add `n` to a counter. Owning worker only.
+    #[inline]
+    pub fn add(&self, c: Counter, n: u64) {
+        self.bump(c as usize, n);
+    }
+
+    /// Current value of a counter (since the last reset).
     pub fn get(&self, c: Counter) -> u64 {
-        self.cells
-            .counters
-            .get(c as usize)
-            .map_or(0, |a| a.load(Ordering::Relaxed))
+        self.value(c as usize)
     }
 
     /// Count a parse error of kind `kind` (an index into the names given to [`Self::new`]);
-    /// unknown kinds count as "other".
+    /// unknown kinds count as "other". Owning worker only.
     #[inline]
     pub fn inc_parse_error(&self, kind: usize) {
         let slot = if kind < self.parse_error_names.len() {
@@ -271,48 +289,37 @@ impl WorkerStats {
         } else {
             PARSE_ERROR_SLOTS - 1
         };
-        if let Some(cell) = self.cells.parse_errors.get(slot) {
-            cell.fetch_add(1, Ordering::Relaxed);
-        }
+        self.bump(PARSE_BASE + slot, 1);
     }
 
-    /// Count a reply we generated locally with status `code`.
+    /// Count a reply we generated locally with status `code`. Owning worker only.
     #[inline]
     pub fn inc_reply(&self, code: u16) {
-        if let Some(cell) = self.cells.replies.get(reply_slot(code)) {
-            cell.fetch_add(1, Ordering::Relaxed);
-        }
+        self.bump(REPLY_BASE + reply_slot(code), 1);
     }
 
     /// Take a plain copy of all values (management side; allocates).
     pub fn snapshot(&self) -> WorkerSnapshot {
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut parse_errors: Vec<(&'static str, u64)> = self
             .parse_error_names
             .iter()
-            .zip(self.cells.parse_errors.iter())
-            .map(|(n, a)| (*n, load(a)))
+            .enumerate()
+            .map(|(i, n)| (*n, self.value(PARSE_BASE + i)))
             .collect();
-        let other = self.cells.parse_errors.last().map_or(0, load);
-        parse_errors.push(("other", other));
+        parse_errors.push(("other", self.value(PARSE_BASE + PARSE_ERROR_SLOTS - 1)));
         WorkerSnapshot {
             worker: self.worker,
-            counters: std::array::from_fn(|i| self.cells.counters.get(i).map_or(0, load)),
+            counters: std::array::from_fn(|i| self.value(i)),
             parse_errors,
-            replies: std::array::from_fn(|i| self.cells.replies.get(i).map_or(0, load)),
+            replies: std::array::from_fn(|i| self.value(REPLY_BASE + i)),
         }
     }
 
-    /// Zero every counter (`stats.reset_statistics`).
+    /// Zero every counter as seen by [`Self::get`]/[`Self::snapshot`]
+    /// (`stats.reset_statistics`). Management side; never races with the writer.
     pub fn reset(&self) {
-        let cells = &*self.cells;
-        for a in cells
-            .counters
-            .iter()
-            .chain(cells.parse_errors.iter())
-            .chain(cells.replies.iter())
-        {
-            a.store(0, Ordering::Relaxed);
+        for (cell, base) in self.cells.iter().zip(self.baseline.iter()) {
+            base.store(cell.load(Ordering::Relaxed), Ordering::Relaxed);
         }
     }
 }
@@ -618,6 +625,9 @@ mod tests {
         assert_eq!(total.parse_errors[1], ("bad_header", 2));
         w.reset();
         assert_eq!(w.get(Counter::BytesIn), 0);
+        w.inc_reply(486);
+        let s = w.snapshot();
+        assert_eq!((s.replies[reply_slot(486)], s.parse_errors[1].1), (1, 0));
     }
 
     #[test]

@@ -7,343 +7,23 @@
 // Real-socket test: it may read the wall clock (shutdown latency) and unwrap freely.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sipedge::io::mgmt_http::{self, MgmtHandle};
+use sipedge::mgmt::MgmtBackend;
 use sipedge::mgmt::ctl::{self, CtlArgs, Format};
-use sipedge::mgmt::model::NameValue;
-use sipedge::mgmt::{
-    ActiveStats, BackendError, DialogInfo, DialogSelector, DialogStats, LegInfo, MgmtBackend,
-};
-use sipedge::stats::{Counter, LatencyHub, LatencyMetric, LatencySnapshot, WorkerStats};
 
-struct Fake {
-    dialogs: Vec<DialogInfo>,
-    page_calls: AtomicUsize,
-    max_page: AtomicUsize,
-    ended: Mutex<Vec<String>>,
-    timeouts: Mutex<Vec<(u32, u32, u32)>>,
-    resets: AtomicUsize,
-    loglevel: Mutex<String>,
-    workers: Vec<Arc<WorkerStats>>,
-    hub: LatencyHub,
-}
+#[path = "mgmt_rpc/fake.rs"]
+mod fake;
+#[path = "mgmt_rpc/prom.rs"]
+mod prom;
 
-static KINDS: &[&str] = &["bad_start_line", "bad_header"];
-
-fn leg(tag: String) -> LegInfo {
-    LegInfo {
-        tag,
-        contact: "sip:x@192.0.2.1:5060".into(),
-        cseq: "1".into(),
-        route_set: String::new(),
-        socket: "udp:127.0.0.1:5060".into(),
-    }
-}
-
-fn dialog(i: u32, ctx: bool) -> DialogInfo {
-    let early = i % 2 == 1;
-    DialogInfo {
-        h_entry: i % 16,
-        h_id: i,
-        call_id: format!("call-{i}"),
-        from_uri: format!("sip:alice{i}@a.example"),
-        to_uri: "sip:bob@b.example".into(),
-        req_uri: "sip:bob@10.0.0.1".into(),
-        state: if early { 2 } else { 4 },
-        start_ts: 1000 + u64::from(i),
-        init_ts: 999 + u64::from(i),
-        timeout: 5000,
-        lifetime: 3600,
-        caller: leg(format!("ft{i}")),
-        callee: leg(if early {
-            String::new()
-        } else {
-            format!("tt{i}")
-        }),
-        early_legs: if early {
-            vec![leg("e1".into()), leg("e2".into())]
-        } else {
-            Vec::new()
-        },
-        profiles: ctx.then(|| {
-            vec![NameValue {
-                name: "caller".into(),
-                value: format!("sip:alice{i}@a.example"),
-            }]
-        }),
-        variables: ctx.then(|| {
-            vec![NameValue {
-                name: "k".into(),
-                value: "v".into(),
-            }]
-        }),
-        ..DialogInfo::default()
-    }
-}
-
-impl Fake {
-    fn new(n: u32) -> Arc<Self> {
-        let workers: Vec<_> = (0..2)
-            .map(|w| Arc::new(WorkerStats::new(w, KINDS)))
-            .collect();
-        workers[0].add(Counter::PacketsInUdp, 10);
-        workers[1].add(Counter::PacketsInUdp, 5);
-        workers[1].inc(Counter::PacketsOutTcp);
-        workers[0].inc_parse_error(1);
-        workers[1].inc_reply(486);
-        let hub = LatencyHub::new(8);
-        let mut rec = hub.recorder(0);
-        for us in [10, 20, 30, 40, 5000] {
-            rec.record(LatencyMetric::Packet, us);
-        }
-        assert!(rec.flush());
-        Arc::new(Fake {
-            dialogs: (0..n).map(|i| dialog(i, false)).collect(),
-            page_calls: AtomicUsize::new(0),
-            max_page: AtomicUsize::new(0),
-            ended: Mutex::new(Vec::new()),
-            timeouts: Mutex::new(Vec::new()),
-            resets: AtomicUsize::new(0),
-            loglevel: Mutex::new("info".into()),
-            workers,
-            hub,
-        })
-    }
-
-    fn with_ctx(&self, d: &DialogInfo, ctx: bool) -> DialogInfo {
-        dialog(d.h_id, ctx)
-    }
-
-    fn find(&self, h_entry: u32, h_id: u32) -> Result<&DialogInfo, BackendError> {
-        self.dialogs
-            .iter()
-            .find(|d| d.h_entry == h_entry && d.h_id == h_id)
-            .ok_or(BackendError::DialogNotFound)
-    }
-
-    fn by_tags(&self, callid: &str, ftag: &str, ttag: &str) -> Result<&DialogInfo, BackendError> {
-        self.dialogs
-            .iter()
-            .find(|d| d.call_id == callid && d.caller.tag == ftag && d.callee.tag == ttag)
-            .ok_or(BackendError::DialogNotFound)
-    }
-
-    fn in_profile(
-        &self,
-        profile: &str,
-        value: Option<&str>,
-    ) -> Result<Vec<&DialogInfo>, BackendError> {
-        if profile != "caller" {
-            return Err(BackendError::ProfileNotFound(profile.into()));
-        }
-        Ok(self
-            .dialogs
-            .iter()
-            .filter(|d| value.is_none_or(|v| d.from_uri == v))
-            .collect())
-    }
-}
-
-impl MgmtBackend for Fake {
-    fn dialog_page(&self, start: usize, count: usize, ctx: bool) -> Vec<DialogInfo> {
-        self.page_calls.fetch_add(1, Ordering::Relaxed);
-        self.max_page.fetch_max(count, Ordering::Relaxed);
-        self.dialogs
-            .iter()
-            .skip(start)
-            .take(count)
-            .map(|d| self.with_ctx(d, ctx))
-            .collect()
-    }
-    fn dialog_count(&self) -> usize {
-        self.dialogs.len()
-    }
-    fn dialogs_by_callid(
-        &self,
-        callid: &str,
-        from_tag: Option<&str>,
-        ctx: bool,
-    ) -> Vec<DialogInfo> {
-        self.dialogs
-            .iter()
-            .filter(|d| d.call_id == callid && from_tag.is_none_or(|t| d.caller.tag == t))
-            .map(|d| self.with_ctx(d, ctx))
-            .collect()
-    }
-    fn terminate(&self, sel: DialogSelector<'_>, extra: Option<&str>) -> Result<(), BackendError> {
-        let d = match sel {
-            DialogSelector::ByTags { callid, ftag, ttag } => self.by_tags(callid, ftag, ttag)?,
-            DialogSelector::ById { h_entry, h_id } => self.find(h_entry, h_id)?,
-        };
-        let note = format!("{}|{}", d.call_id, extra.unwrap_or(""));
-        self.ended.lock().unwrap().push(note);
-        Ok(())
-    }
-    fn is_alive(&self, callid: &str, ftag: &str, ttag: &str) -> Result<bool, BackendError> {
-        self.by_tags(callid, ftag, ttag).map(|d| d.state == 4)
-    }
-    fn set_timeout(&self, h_entry: u32, h_id: u32, secs: u32) -> Result<(), BackendError> {
-        self.find(h_entry, h_id)?;
-        self.timeouts.lock().unwrap().push((h_entry, h_id, secs));
-        Ok(())
-    }
-    fn profile_size(&self, profile: &str, value: Option<&str>) -> Result<u64, BackendError> {
-        Ok(self.in_profile(profile, value)?.len() as u64)
-    }
-    fn profile_dialogs(&self, p: &str, v: Option<&str>) -> Result<Vec<DialogInfo>, BackendError> {
-        Ok(self
-            .in_profile(p, v)?
-            .into_iter()
-            .map(|d| self.with_ctx(d, true))
-            .collect())
-    }
-    fn profile_end_dlgs(&self, p: &str, v: Option<&str>) -> Result<usize, BackendError> {
-        Ok(self.in_profile(p, v)?.len())
-    }
-    fn profile_top_values(&self, top_n: usize) -> Vec<(String, Option<String>, u64)> {
-        let mut v: Vec<_> = self
-            .dialogs
-            .iter()
-            .take(top_n)
-            .map(|d| ("caller".to_owned(), Some(d.from_uri.clone()), 1))
-            .collect();
-        v.push(("trunk \"x\"".to_owned(), None, 7));
-        v
-    }
-    fn dialog_stats(&self) -> DialogStats {
-        DialogStats {
-            active_dialogs: self.dialogs.len() as u64,
-            early_dialogs: 1,
-            processed_dialogs: 42,
-            expired_dialogs: 3,
-            failed_dialogs: 2,
-        }
-    }
-    fn stats_active(&self) -> ActiveStats {
-        let early = self.dialogs.iter().filter(|d| d.state == 2).count() as u64;
-        let ongoing = self.dialogs.len() as u64 - early;
-        ActiveStats {
-            starting: 0,
-            connecting: early,
-            answering: 0,
-            ongoing,
-            all: early + ongoing,
-        }
-    }
-    fn reset_stats(&self) {
-        self.resets.fetch_add(1, Ordering::Relaxed);
-    }
-    fn workers(&self) -> Vec<Arc<WorkerStats>> {
-        self.workers.clone()
-    }
-    fn latency(&self) -> LatencySnapshot {
-        self.hub.snapshot()
-    }
-    fn reload(&self) -> Result<String, String> {
-        Ok("Config reloaded".into())
-    }
-    fn log_level(&self) -> String {
-        self.loglevel.lock().unwrap().clone()
-    }
-    fn set_log_level(&self, level: &str) -> Result<(), String> {
-        if !["error", "warn", "info", "debug", "trace"].contains(&level) {
-            return Err("expected one of error, warn, info, debug, trace".into());
-        }
-        *self.loglevel.lock().unwrap() = level.into();
-        Ok(())
-    }
-    fn version(&self) -> String {
-        "sipedge 0.1.0".into()
-    }
-    fn uptime_secs(&self) -> u64 {
-        77
-    }
-}
-
-fn start(n: u32, token: Option<&str>) -> (MgmtHandle, Arc<Fake>) {
-    let fake = Fake::new(n);
-    let h = mgmt_http::spawn(
-        "127.0.0.1:0".parse().unwrap(),
-        token.map(str::to_owned),
-        fake.clone(),
-    )
-    .unwrap();
-    (h, fake)
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(20)))
-        .build()
-        .into()
-}
-
-fn http(
-    h: &MgmtHandle,
-    method: &str,
-    path: &str,
-    body: &[u8],
-    token: Option<&str>,
-) -> (u16, String) {
-    let url = format!("http://{}{}", h.local_addr(), path);
-    let a = agent();
-    let resp = if method == "GET" {
-        let mut r = a.get(&url);
-        if let Some(t) = token {
-            r = r.header("Authorization", format!("Bearer {t}"));
-        }
-        r.call()
-    } else {
-        let mut r = a.post(&url);
-        if let Some(t) = token {
-            r = r.header("Authorization", format!("Bearer {t}"));
-        }
-        r.send(body)
-    };
-    let mut resp = resp.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp
-        .body_mut()
-        .with_config()
-        .limit(1 << 30)
-        .read_to_string()
-        .unwrap();
-    (status, text)
-}
-
-/// One JSON-RPC call; returns the whole reply object.
-fn call(h: &MgmtHandle, method: &str, params: Value) -> Value {
-    let body = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 7});
-    let (status, text) = http(h, "POST", "/jsonrpc", body.to_string().as_bytes(), None);
-    assert_eq!(status, 200, "{text}");
-    let v: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(v["id"], 7);
-    v
-}
-
-fn ok(h: &MgmtHandle, method: &str, params: Value) -> Value {
-    let v = call(h, method, params.clone());
-    assert!(v.get("error").is_none(), "{method} {params}: {v}");
-    v["result"].clone()
-}
-
-fn err(h: &MgmtHandle, method: &str, params: Value) -> (i64, String) {
-    let v = call(h, method, params.clone());
-    assert!(
-        v.get("result").is_none(),
-        "{method} {params} should fail: {v}"
-    );
-    (
-        v["error"]["code"].as_i64().unwrap(),
-        v["error"]["message"].as_str().unwrap().to_owned(),
-    )
-}
+use fake::*;
+use prom::parse_prometheus;
 
 #[test]
 fn dlg_list_streams_pages_and_follows_kamailio_fields() {
@@ -813,130 +493,6 @@ fn http_rules_auth_size_health_and_shutdown() {
     assert!(closed, "listener still accepting after shutdown");
 }
 
-/// Strict Prometheus text (0.0.4) check: HELP/TYPE before samples, valid names, labels and
-/// values; histogram buckets cumulative with `+Inf` equal to `_count`. Returns samples.
-fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
-    let name_ok = |n: &str| {
-        !n.is_empty()
-            && n.chars().enumerate().all(|(i, c)| {
-                c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
-            })
-    };
-    let mut types: BTreeMap<String, String> = BTreeMap::new();
-    let mut samples = BTreeMap::new();
-    assert!(text.ends_with('\n'));
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            assert!(name_ok(rest.split(' ').next().unwrap()), "{line}");
-        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (n, t) = rest.split_once(' ').unwrap();
-            assert!(
-                name_ok(n) && ["counter", "gauge", "histogram", "summary", "untyped"].contains(&t),
-                "{line}"
-            );
-            assert!(
-                types.insert(n.to_owned(), t.to_owned()).is_none(),
-                "duplicate TYPE {n}"
-            );
-        } else {
-            assert!(
-                !line.starts_with('#') && !line.is_empty(),
-                "stray line {line:?}"
-            );
-            let (series, value) = line.rsplit_once(' ').unwrap();
-            let v: f64 = match value {
-                "+Inf" => f64::INFINITY,
-                "-Inf" => f64::NEG_INFINITY,
-                v => v.parse().unwrap_or_else(|_| panic!("bad value in {line}")),
-            };
-            let name = series.split('{').next().unwrap();
-            assert!(name_ok(name), "{line}");
-            if let Some(labels) = series.strip_prefix(name).filter(|l| !l.is_empty()) {
-                let inner = labels
-                    .strip_prefix('{')
-                    .and_then(|l| l.strip_suffix('}'))
-                    .expect(line);
-                // k="v" pairs, values with \" \\ \n escapes only.
-                let mut rest = inner;
-                while !rest.is_empty() {
-                    let (k, after) = rest.split_once("=\"").expect(line);
-                    assert!(name_ok(k), "label {k} in {line}");
-                    let mut end = None;
-                    let mut chars = after.char_indices();
-                    while let Some((i, c)) = chars.next() {
-                        match c {
-                            '\\' => assert!(
-                                matches!(chars.next(), Some((_, '"' | '\\' | 'n'))),
-                                "{line}"
-                            ),
-                            '"' => {
-                                end = Some(i);
-                                break;
-                            }
-                            '\n' => panic!("raw newline"),
-                            _ => {}
-                        }
-                    }
-                    let end = end.expect(line);
-                    rest = &after[end + 1..];
-                    rest = rest.strip_prefix(',').unwrap_or(rest);
-                }
-            }
-            let family = ["_bucket", "_sum", "_count"].iter().fold(name, |n, s| {
-                n.strip_suffix(s)
-                    .filter(|b| types.get(*b).is_some_and(|t| t == "histogram"))
-                    .unwrap_or(n)
-            });
-            let family = if types.contains_key(family) {
-                family
-            } else {
-                name.strip_suffix("_total").unwrap_or(name)
-            };
-            assert!(types.contains_key(family), "sample before TYPE: {line}");
-            assert!(
-                samples.insert(series.to_owned(), v).is_none(),
-                "duplicate series {series}"
-            );
-        }
-    }
-    for (fam, t) in &types {
-        if t != "histogram" {
-            continue;
-        }
-        let mut prev = 0.0;
-        let buckets: Vec<_> = samples
-            .iter()
-            .filter(|(k, _)| k.starts_with(&format!("{fam}_bucket{{")))
-            .collect();
-        assert!(!buckets.is_empty(), "{fam} has no buckets");
-        let mut sorted: Vec<(f64, f64)> = buckets
-            .iter()
-            .map(|(k, v)| {
-                let le = k.split("le=\"").nth(1).unwrap().trim_end_matches("\"}");
-                (
-                    if le == "+Inf" {
-                        f64::INFINITY
-                    } else {
-                        le.parse().unwrap()
-                    },
-                    **v,
-                )
-            })
-            .collect();
-        sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
-        for (_, v) in &sorted {
-            assert!(*v >= prev, "{fam} buckets not cumulative");
-            prev = *v;
-        }
-        assert_eq!(
-            Some(&prev),
-            samples.get(&format!("{fam}_count")),
-            "{fam} +Inf != _count"
-        );
-    }
-    samples
-}
-
 #[test]
 fn metrics_are_valid_prometheus_text_with_expected_series() {
     let (h, _) = start(3, None);
@@ -1089,4 +645,61 @@ fn ctl_prints_json_and_tables_and_reports_errors() {
         err,
         format!("error: cannot reach sipedge management at {closed}: connection refused\n")
     );
+}
+
+#[test]
+fn streamed_list_replies_equal_buffered_ones() {
+    use sipedge::mgmt::rpc::{Reply, handle_jsonrpc, handle_jsonrpc_reply};
+    use std::io::Read;
+    let fake: Arc<dyn MgmtBackend> = Fake::new(2100);
+    for (method, params) in [
+        ("dlg.list", json!([])),
+        ("dlg.list_ctx", json!([5, 1500])),
+        (
+            "dlg.list_match",
+            json!(["furi", "re", "alice1[0-9]*@", 500]),
+        ),
+        ("dlg.list_match", json!(["callid", "eq", "none"])),
+        ("dlg.briefing", json!(["cS"])),
+    ] {
+        let body = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": "q"});
+        let body = body.to_string();
+        let full = handle_jsonrpc(body.as_bytes(), fake.as_ref());
+        let Reply::Stream(mut stream) = handle_jsonrpc_reply(body.as_bytes(), &fake) else {
+            panic!("{method} should stream");
+        };
+        let mut streamed = Vec::new();
+        let mut chunk = [0u8; 7];
+        loop {
+            let n = stream.read(&mut chunk).unwrap();
+            if n == 0 {
+                break;
+            }
+            streamed.extend_from_slice(&chunk[..n]);
+        }
+        assert_eq!(
+            String::from_utf8(streamed).unwrap(),
+            String::from_utf8(full).unwrap()
+        );
+    }
+    // Bad params and notifications are not streamed.
+    let bad = br#"{"jsonrpc":"2.0","method":"dlg.list","params":["x"],"id":1}"#;
+    assert!(matches!(handle_jsonrpc_reply(bad, &fake), Reply::Full(_)));
+    let note = br#"{"jsonrpc":"2.0","method":"dlg.list"}"#;
+    assert!(matches!(handle_jsonrpc_reply(note, &fake), Reply::Full(b) if b.is_empty()));
+
+    // Over HTTP the list goes out chunked.
+    let h = mgmt_http::spawn("127.0.0.1:0".parse().unwrap(), None, fake).unwrap();
+    let url = format!("http://{}/jsonrpc", h.local_addr());
+    let mut resp = agent()
+        .post(&url)
+        .send(br#"{"jsonrpc":"2.0","method":"dlg.list","id":1}"#.as_slice())
+        .unwrap();
+    let te = resp
+        .headers()
+        .get("transfer-encoding")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(te.as_deref(), Some("chunked"));
+    let v: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(v["result"].as_array().unwrap().len(), 2100);
 }

@@ -20,10 +20,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tiny_http::{Header, Method, Request, Response, Server};
+use tiny_http::{Header, Method, Request, Response, Server, StatusCode};
 
 use crate::mgmt::backend::MgmtBackend;
-use crate::mgmt::{metrics, rpc};
+use crate::mgmt::metrics;
+use crate::mgmt::rpc::{self, Reply};
 
 /// Largest accepted request body.
 pub const MAX_BODY: usize = 1 << 20;
@@ -104,7 +105,7 @@ pub fn spawn(
         );
         let t = std::thread::Builder::new()
             .name(format!("sipedge-mgmt-{i}"))
-            .spawn(move || serve(&server, &stop, token.as_deref(), backend.as_ref()))?;
+            .spawn(move || serve(&server, &stop, token.as_deref(), &backend))?;
         threads.push(t);
     }
     Ok(MgmtHandle {
@@ -114,7 +115,7 @@ pub fn spawn(
     })
 }
 
-fn serve(server: &Server, stop: &AtomicBool, token: Option<&str>, backend: &dyn MgmtBackend) {
+fn serve(server: &Server, stop: &AtomicBool, token: Option<&str>, backend: &Arc<dyn MgmtBackend>) {
     while !stop.load(Ordering::Relaxed) {
         match server.recv_timeout(POLL) {
             Ok(Some(req)) => handle(req, token, backend),
@@ -173,7 +174,7 @@ fn authorized(req: &Request, token: Option<&str>) -> bool {
     diff == 0
 }
 
-fn handle(mut req: Request, token: Option<&str>, backend: &dyn MgmtBackend) {
+fn handle(mut req: Request, token: Option<&str>, backend: &Arc<dyn MgmtBackend>) {
     if !authorized(&req, token) {
         return text(req, 401, "unauthorized\n");
     }
@@ -194,15 +195,23 @@ fn handle(mut req: Request, token: Option<&str>, backend: &dyn MgmtBackend) {
             if body.len() > MAX_BODY {
                 return text(req, 413, "request body too large\n");
             }
-            let out = rpc::handle_jsonrpc(&body, backend);
-            if out.is_empty() {
-                reply(req, 204, "application/json", Vec::new());
-            } else {
-                reply(req, 200, "application/json", out);
+            match rpc::handle_jsonrpc_reply(&body, backend) {
+                Reply::Full(out) if out.is_empty() => reply(req, 204, "application/json", vec![]),
+                Reply::Full(out) => reply(req, 200, "application/json", out),
+                Reply::Stream(stream) => {
+                    // Unknown length: chunked transfer, one backend page in memory at a time.
+                    let headers: Vec<Header> = header("Content-Type", "application/json")
+                        .into_iter()
+                        .collect();
+                    let resp = Response::new(StatusCode(200), headers, stream, None, None);
+                    if let Err(e) = req.respond(resp) {
+                        tracing::debug!(error = %e, "management response not delivered");
+                    }
+                }
             }
         }
         (Method::Get, "/metrics") => {
-            let body = metrics::render(backend, metrics::DEFAULT_PROFILE_TOP_N);
+            let body = metrics::render(backend.as_ref(), metrics::DEFAULT_PROFILE_TOP_N);
             reply(req, 200, metrics::CONTENT_TYPE, body.into_bytes());
         }
         (Method::Get, "/health") => text(req, 200, "ok"),

@@ -159,3 +159,48 @@ pub fn run_to(args: &CtlArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     }
     0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        ctl: CtlArgs,
+    }
+
+    #[test]
+    fn parses_like_kamcmd_and_types_arguments() {
+        let cli = Cli::try_parse_from([
+            "ctl",
+            "--format",
+            "table",
+            "--token",
+            "t",
+            "dlg.end_dlg",
+            "1",
+            "s:2",
+            "x",
+        ]);
+        let Ok(Cli { ctl }) = cli else {
+            panic!("clap rejected valid arguments");
+        };
+        assert_eq!(
+            (ctl.mgmt.as_str(), ctl.format),
+            ("127.0.0.1:7060", Format::Table)
+        );
+        assert_eq!(
+            (ctl.method.as_str(), ctl.token.as_deref()),
+            ("dlg.end_dlg", Some("t"))
+        );
+        let typed: Vec<Value> = ctl.args.iter().map(|a| typed_arg(a)).collect();
+        assert_eq!(typed, vec![json!(1), json!("2"), json!("x")]);
+        assert_eq!(typed_arg("1.5"), json!(1.5));
+        assert_eq!(typed_arg("1.2.3.4"), json!("1.2.3.4"));
+        assert!(Cli::try_parse_from(["ctl", "--format", "xml", "core.version"]).is_err());
+        assert_eq!(endpoint("127.0.0.1:7060"), "http://127.0.0.1:7060/jsonrpc");
+        assert_eq!(endpoint("http://h:1/"), "http://h:1/jsonrpc");
+    }
+}

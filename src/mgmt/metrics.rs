@@ -10,7 +10,9 @@
 //!   gauges do not.
 //! - Profile sizes are capped to the backend's top-N values per profile to bound cardinality.
 //! - Latency histograms use the fixed µs bucket bounds [`LATENCY_BUCKETS_US`], derived from
-//!   the hdr histogram counts; `_sum` is the hdr mean × count (hdr keeps no exact sum).
+//!   the hdr histogram counts: an hdr bin is counted in the first bucket whose bound is at or
+//!   above the bin's lowest value (error below the hdr precision, 0.1%). `_sum` is the hdr
+//!   mean × count (hdr keeps no exact sum).
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
@@ -213,13 +215,11 @@ impl MetricsSnapshot {
                     *c += v.count_since_last_iteration();
                 }
             }
-            #[allow(clippy::cast_precision_loss)]
             let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_US
                 .iter()
                 .zip(counts)
                 .map(|(le, n)| (*le as f64, n))
                 .collect();
-            #[allow(clippy::cast_precision_loss)]
             let sum = h.mean() * h.len() as f64;
             let name = format!("sipedge_{}_latency_us", metric.name());
             let help = format!("Latency of {} in microseconds", metric.name());

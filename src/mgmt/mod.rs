@@ -16,6 +16,7 @@ pub mod engine_backend;
 pub mod methods;
 pub mod metrics;
 pub mod model;
+pub mod pager;
 pub mod rpc;
 pub mod statistics;
 pub mod table;

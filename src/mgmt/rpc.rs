@@ -13,8 +13,11 @@
 
 use serde_json::{Map, Value};
 
+use std::sync::Arc;
+
 use crate::mgmt::backend::MgmtBackend;
 use crate::mgmt::methods;
+use crate::mgmt::pager::{DialogPager, DialogStream};
 
 /// Invalid JSON was received.
 pub const PARSE_ERROR: i64 = -32700;
@@ -184,15 +187,21 @@ impl<'a> Params<'a> {
 /// Handle one HTTP request body. Returns the response body; empty when nothing must be sent
 /// (notifications only).
 pub fn handle_jsonrpc(body: &[u8], backend: &dyn MgmtBackend) -> Vec<u8> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) => handle_value(v, backend),
+        Err(e) => parse_error(&e),
+    }
+}
+
+fn parse_error(e: &serde_json::Error) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    let err = RpcError::new(PARSE_ERROR, format!("Parse error: {e}"));
+    write_error(&mut out, &Value::Null, &err);
+    out
+}
+
+fn handle_value(parsed: Value, backend: &dyn MgmtBackend) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
-    let parsed: Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
-        Err(e) => {
-            let err = RpcError::new(PARSE_ERROR, format!("Parse error: {e}"));
-            write_error(&mut out, &Value::Null, &err);
-            return out;
-        }
-    };
     match parsed {
         Value::Array(items) if items.is_empty() => {
             let err = RpcError::new(INVALID_REQUEST, "Invalid Request: empty batch");
@@ -225,72 +234,97 @@ pub fn handle_jsonrpc(body: &[u8], backend: &dyn MgmtBackend) -> Vec<u8> {
     out
 }
 
+/// A validated request: method, parameters, and id (`None` for a notification).
+type Parsed<'a> = (&'a str, Params<'a>, Option<&'a Value>);
+
+/// Validate the envelope of one request object. On failure returns the error and the id to
+/// answer with.
+fn parse_request(req: &Value) -> Result<Parsed<'_>, (RpcError, Value)> {
+    let invalid = |what: &str| RpcError::new(INVALID_REQUEST, format!("Invalid Request: {what}"));
+    let Value::Object(obj) = req else {
+        return Err((invalid("expected an object"), Value::Null));
+    };
+    let id = obj.get("id");
+    if !matches!(
+        id,
+        None | Some(Value::Null | Value::String(_) | Value::Number(_))
+    ) {
+        return Err((invalid("id must be a string, number or null"), Value::Null));
+    }
+    let reply_id = id.cloned().unwrap_or(Value::Null);
+    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Err((invalid("jsonrpc must be \"2.0\""), reply_id));
+    }
+    match (obj.get("method"), obj.get("params")) {
+        (Some(Value::String(m)), None) => Ok((m.as_str(), Params::positional(&[]), id)),
+        (Some(Value::String(m)), Some(Value::Array(a))) => {
+            Ok((m.as_str(), Params::positional(a), id))
+        }
+        (Some(Value::String(m)), Some(Value::Object(o))) => Ok((m.as_str(), Params::named(o), id)),
+        (Some(Value::String(_)), Some(_)) => {
+            Err((invalid("params must be an array or object"), reply_id))
+        }
+        _ => Err((invalid("method must be a string"), reply_id)),
+    }
+}
+
 /// Handle one request object, appending its response. Returns false if nothing was written
 /// (a notification).
 fn handle_one(req: &Value, backend: &dyn MgmtBackend, out: &mut Vec<u8>) -> bool {
-    let Value::Object(obj) = req else {
-        let err = RpcError::new(INVALID_REQUEST, "Invalid Request: expected an object");
-        write_error(out, &Value::Null, &err);
-        return true;
-    };
-    let id = obj.get("id");
-    let id_ok = matches!(
-        id,
-        None | Some(Value::Null | Value::String(_) | Value::Number(_))
-    );
-    let reply_id = match id {
-        Some(v) if id_ok => v.clone(),
-        _ => Value::Null,
-    };
-    let invalid = |what: &str| RpcError::new(INVALID_REQUEST, format!("Invalid Request: {what}"));
-    let checked = if !id_ok {
-        Err(invalid("id must be a string, number or null"))
-    } else if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-        Err(invalid("jsonrpc must be \"2.0\""))
-    } else {
-        match (obj.get("method"), obj.get("params")) {
-            (Some(Value::String(m)), None) => Ok((m.as_str(), Params::positional(&[]))),
-            (Some(Value::String(m)), Some(Value::Array(a))) => {
-                Ok((m.as_str(), Params::positional(a)))
-            }
-            (Some(Value::String(m)), Some(Value::Object(o))) => Ok((m.as_str(), Params::named(o))),
-            (Some(Value::String(_)), Some(_)) => Err(invalid("params must be an array or object")),
-            _ => Err(invalid("method must be a string")),
-        }
-    };
-    let (method, params) = match checked {
+    let (method, params, id) = match parse_request(req) {
         Ok(x) => x,
-        Err(e) => {
+        Err((e, reply_id)) => {
             // An invalid request is answered even without id (we cannot tell it is a
             // notification).
             write_error(out, &reply_id, &e);
             return true;
         }
     };
-    let is_notification = id.is_none();
     let mark = out.len();
     out.extend_from_slice(br#"{"jsonrpc":"2.0","result":"#);
-    match methods::call(method, params, backend, out) {
-        Ok(()) if is_notification => {
-            out.truncate(mark);
-            false
-        }
-        Ok(()) => {
+    let result = methods::call(method, params, backend, out);
+    match (result, id) {
+        (Ok(()), Some(id)) => {
             out.extend_from_slice(br#","id":"#);
-            write_value(out, &reply_id);
+            write_value(out, id);
             out.push(b'}');
             true
         }
-        Err(_) if is_notification => {
+        (Err(e), Some(id)) => {
+            out.truncate(mark);
+            write_error(out, id, &e);
+            true
+        }
+        (_, None) => {
             out.truncate(mark);
             false
         }
-        Err(e) => {
-            out.truncate(mark);
-            write_error(out, &reply_id, &e);
-            true
-        }
     }
+}
+
+/// A reply body: complete bytes, or a lazily produced dialog list.
+pub enum Reply {
+    /// The whole body (empty: nothing to send, answer 204).
+    Full(Vec<u8>),
+    /// A single list request (`dlg.list*`, `dlg.list_match*`, `dlg.briefing`) streamed one
+    /// backend page at a time.
+    Stream(DialogStream),
+}
+
+/// Like [`handle_jsonrpc`], but a single valid list request is returned as a stream so the
+/// listener never holds a whole 1,000,000-dialog reply in memory.
+pub fn handle_jsonrpc_reply(body: &[u8], backend: &Arc<dyn MgmtBackend>) -> Reply {
+    let req = match serde_json::from_slice::<Value>(body) {
+        Ok(v) => v,
+        Err(e) => return Reply::Full(parse_error(&e)),
+    };
+    if let Ok((method, params, Some(id))) = parse_request(&req)
+        && DialogPager::handles(method)
+        && let Ok(pager) = DialogPager::from_params(method, params)
+    {
+        return Reply::Stream(DialogStream::new(Arc::clone(backend), pager, id));
+    }
+    Reply::Full(handle_value(req, backend.as_ref()))
 }
 
 /// Append `v` as JSON (serializing a `Value` into a `Vec` cannot fail).
@@ -307,4 +341,40 @@ fn write_error(out: &mut Vec<u8>, id: &Value, e: &RpcError) {
         "id": id,
     });
     write_value(out, &obj);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn params_read_positional_and_named_alike() {
+        let pos = json!([7, "8", "x", null]);
+        let Value::Object(named) = json!({"h_entry": 7, "h_id": "8", "name": "x"}) else {
+            unreachable!("object literal")
+        };
+        let p = Params::positional(pos.as_array().map(Vec::as_slice).unwrap_or(&[]));
+        let n = Params::named(&named);
+        for (params, name_idx) in [(p, 2), (n, 2)] {
+            assert_eq!(params.u32(0, "h_entry"), Ok(7));
+            assert_eq!(params.u64(1, "h_id"), Ok(8), "numeric strings accepted");
+            assert_eq!(params.str(name_idx, "name").as_deref(), Ok("x"));
+            assert_eq!(
+                params.opt_str(3, "missing"),
+                Ok(None),
+                "null counts as absent"
+            );
+        }
+        let err = p.u64(2, "h_id").map_err(|e| e.message);
+        assert_eq!(err, Err("h_id: expected an unsigned integer".to_owned()));
+        let big = json!([4_294_967_296u64]);
+        let b = Params::positional(big.as_array().map(Vec::as_slice).unwrap_or(&[]));
+        assert_eq!(b.u32(0, "h_id").map_err(|e| e.code), Err(INVALID_PARAMS));
+        assert!(p.at_most(&["a", "b"]).is_err() && p.at_most(&["a", "b", "c", "d"]).is_ok());
+        assert!(
+            n.at_most(&["h_entry", "h_id"]).is_err(),
+            "unknown named parameter"
+        );
+    }
 }
