@@ -157,7 +157,11 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
                             &mut out,
                         );
                         if let Some(w) = out.handoff.take() {
-                            handoff(&shared, w, src, local, Transport::Udp, None, bytes);
+                            if !handoff(&shared, w, src, local, Transport::Udp, None, bytes) {
+                                if let Some(s) = &stats {
+                                    s.inc(Counter::Dropped);
+                                }
+                            }
                         }
                     }
                     flush(&mut out, &udp, &udp_for, &mut tcp, poll.registry(), now, stats.as_deref());
@@ -186,7 +190,11 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
                             &mut out,
                         );
                         if let Some(w) = out.handoff.take() {
-                            handoff(&shared, w, peer, local, Transport::Tcp, Some(conn), bytes);
+                            if !handoff(&shared, w, peer, local, Transport::Tcp, Some(conn), bytes) {
+                                if let Some(s) = &stats {
+                                    s.inc(Counter::Dropped);
+                                }
+                            }
                         }
                     });
                     flush(&mut out, &udp, &udp_for, &mut tcp, poll.registry(), now, stats.as_deref());
@@ -254,11 +262,9 @@ fn flush(
     out.clear();
 }
 
-fn handoff(shared: &Shared, w: usize, src: SocketAddr, local: usize, transport: Transport, conn: Option<u64>, bytes: &[u8]) {
+/// Queue a packet for the worker that owns its transaction. Returns false (the caller counts
+/// a drop) when that worker's queue is full.
+fn handoff(shared: &Shared, w: usize, src: SocketAddr, local: usize, transport: Transport, conn: Option<u64>, bytes: &[u8]) -> bool {
     let cmd = Command::Packet { src, local, transport, conn, bytes: bytes.to_vec() };
-    if !shared.send(w, cmd) {
-        if let Some(s) = shared.worker_stats.get(w) {
-            s.inc(Counter::Dropped);
-        }
-    }
+    shared.send(w, cmd)
 }
