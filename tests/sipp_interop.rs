@@ -12,9 +12,11 @@ mod common;
 use std::thread;
 use std::time::Duration;
 
-use common::proxy::{DialogCounters, Proxy};
+use common::mgmt::{ActiveDialogs, DialogCounters, MgmtClient};
+use common::proxy::Proxy;
 use common::sipp::{BASIC, CANCEL, CallRun, REJECT_486, SippReport, Transport, sipp_available};
-use common::{TempDir, now};
+use common::{TempDir, free_udp_port, now, spawn_guarded};
+use serde_json::{Value, json};
 
 /// Proxy flags every proxy test appends to the fixed command line.
 const PROXY_ARGS: &[&str] = &["--log", "warn"];
@@ -141,6 +143,102 @@ fn direct_mismatch_is_reported_as_failure() {
         "486 where 200 is expected is unexpected: {report:?}"
     );
     assert_eq!(report.uac_exit, Some(1));
+}
+
+// ---------------------------------------------------------------- harness self-tests
+
+/// Answers like the proxy's management API is specified to, checking each request.
+fn fake_mgmt(req: &Value) -> Value {
+    assert_eq!(req["jsonrpc"], "2.0", "not JSON-RPC 2.0: {req}");
+    let result = match req["method"].as_str() {
+        Some("dlg.stats_active") => {
+            json!({"starting": 1, "connecting": 2, "answering": 0, "ongoing": "4", "all": 7})
+        }
+        Some("stats.fetch") => json!({
+            "core:rcv_requests": 9, "dialog:active_dialogs": 3,
+            "dialog:processed_dialogs": 250, "dialog:failed_dialogs": 50
+        }),
+        Some("dlg.profile_get_size") if req["params"] == json!(["caller", "sip:a@b"]) => {
+            json!({"size": 2})
+        }
+        _ => {
+            let err = json!({"code": -32601, "message": "Method not found"});
+            return json!({"jsonrpc": "2.0", "error": err, "id": req["id"]});
+        }
+    };
+    json!({"jsonrpc": "2.0", "result": result, "id": req["id"]})
+}
+
+#[test]
+fn harness_mgmt_client_against_fake_server() {
+    let port = free_udp_port();
+    let server = match tiny_http::Server::http(("127.0.0.1", port)) {
+        Ok(s) => s,
+        Err(e) => panic!("fake mgmt server: {e}"),
+    };
+    let served = thread::spawn(move || {
+        let mut n = 0;
+        // Bounded: stops after 2 s without a request.
+        while let Ok(Some(mut rq)) = server.recv_timeout(Duration::from_secs(2)) {
+            let mut body = String::new();
+            let _ = rq.as_reader().read_to_string(&mut body);
+            let answer = match rq.url() {
+                "/health" => "ok".to_owned(),
+                "/jsonrpc" => {
+                    fake_mgmt(&serde_json::from_str(&body).unwrap_or(Value::Null)).to_string()
+                }
+                _ => String::new(),
+            };
+            let code = if answer.is_empty() { 404 } else { 200 };
+            let _ = rq.respond(tiny_http::Response::from_string(answer).with_status_code(code));
+            n += 1;
+        }
+        n
+    });
+    let m = MgmtClient::new(port);
+    assert!(m.health());
+    let active = m.active_dialogs();
+    let want = ActiveDialogs {
+        starting: 1,
+        connecting: 2,
+        answering: 0,
+        ongoing: 4,
+        all: 7,
+    };
+    assert_eq!(active, want);
+    let c = m.dialog_counters();
+    assert_eq!((c.active, c.processed, c.failed), (3, 250, 50));
+    assert_eq!(m.profile_size("caller", Some("sip:a@b")), 2);
+    let err = m.try_rpc("no.such.method", Value::Null);
+    assert!(err.as_ref().is_err_and(|e| e.contains("-32601")), "{err:?}");
+    assert!(
+        MgmtClient::new(free_udp_port())
+            .try_rpc("stats.fetch", Value::Null)
+            .is_err()
+    );
+    assert_eq!(served.join().unwrap_or(0), 5, "requests served");
+}
+
+#[test]
+fn harness_child_guard_kills_on_drop() {
+    let mut cmd = std::process::Command::new("sleep");
+    cmd.arg("30");
+    let guard = match spawn_guarded(&mut cmd, "sleep") {
+        Ok(g) => g,
+        Err(e) => panic!("spawn sleep: {e}"),
+    };
+    let proc_dir = format!("/proc/{}", guard.id());
+    assert!(std::path::Path::new(&proc_dir).exists());
+    let t0 = now();
+    drop(guard);
+    assert!(
+        !std::path::Path::new(&proc_dir).exists(),
+        "child survived its guard"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "SIGTERM should end sleep at once"
+    );
 }
 
 // ---------------------------------------------------------------- through the proxy

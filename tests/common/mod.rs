@@ -1,5 +1,6 @@
 //! Shared support for real-socket tests: free ports, scratch directories, guarded child
-//! processes, the `sipedge` proxy under test ([`proxy`]) and the SIPp runner ([`sipp`]).
+//! processes, the `sipedge` proxy under test ([`proxy`]), its management API client ([`mgmt`]) and the
+//! SIPp runner ([`sipp`]).
 //!
 //! Invariants every helper keeps, so that tests can run in parallel and never leak:
 //! - Everything binds to 127.0.0.1 only, on ports handed out by [`free_port_pair`], which
@@ -13,6 +14,7 @@
 // Each test binary that declares `mod common;` uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod mgmt;
 pub mod proxy;
 pub mod sipp;
 
