@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use common::mgmt::{ActiveDialogs, DialogCounters, MgmtClient};
 use common::proxy::Proxy;
-use common::sipp::{BASIC, CANCEL, CallRun, REJECT_486, SippReport, Transport, sipp_available};
+use common::sipp::{
+    BASIC, CANCEL, CallRun, REJECT_486, SippReport, Transport, scenario_dir, sipp_available,
+};
 use common::{TempDir, free_udp_port, now, spawn_guarded};
 use serde_json::{Value, json};
 
@@ -35,6 +37,14 @@ fn run_ok(name: &str, run: &CallRun) -> SippReport {
         report.errors
     );
     report
+}
+
+/// Path of `tests/sipp/caller-profile.toml` (profile "caller" = From user on each INVITE).
+fn caller_profile_config() -> String {
+    scenario_dir()
+        .join("caller-profile.toml")
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Polls `stats.fetch` until `active_dialogs` is 0 (dialogs may linger briefly after the
@@ -220,6 +230,13 @@ fn harness_mgmt_client_against_fake_server() {
 }
 
 #[test]
+fn harness_caller_profile_config_is_valid() {
+    let text = std::fs::read_to_string(caller_profile_config()).unwrap_or_default();
+    let parsed = sipedge::config::Config::from_toml_str(&text);
+    assert!(parsed.is_ok(), "tests/sipp/caller-profile.toml: {parsed:?}");
+}
+
+#[test]
 fn harness_child_guard_kills_on_drop() {
     let mut cmd = std::process::Command::new("sleep");
     cmd.arg("30");
@@ -316,7 +333,8 @@ fn dialogs_visible_during_hold() {
         return;
     }
     let (rate, calls, hold_ms) = (100u32, 500u32, 5000u32);
-    let proxy = Proxy::start(PROXY_ARGS);
+    let config = caller_profile_config();
+    let proxy = Proxy::start(&["--log", "warn", "--config", &config]);
     let dir = TempDir::new("hold");
     let run = CallRun::new(BASIC, calls)
         .rate(rate)
@@ -327,6 +345,9 @@ fn dialogs_visible_during_hold() {
     thread::sleep(Duration::from_secs(3));
     let elapsed_ms = t0.elapsed().as_millis() as u64;
     let active = proxy.active_dialogs();
+    // SIPp's first call has From user "caller1"; it is on hold now, the profile counts it once.
+    let caller1 = proxy.profile_size("caller", Some("caller1"));
+    let nobody = proxy.profile_size("caller", Some("nobody"));
     // No call has ended yet (hold 5 s), so every call started so far is active:
     // rate × min(elapsed, hold), minus the SIPp start-up delay.
     let expected = u64::from(rate) * elapsed_ms.min(u64::from(hold_ms)) / 1000;
@@ -338,6 +359,11 @@ fn dialogs_visible_during_hold() {
          {active:?}",
         active.all
     );
+    assert_eq!(
+        (caller1, nobody),
+        (1, 0),
+        "profile caller sizes for caller1, nobody"
+    );
     let deadline = now() + Duration::from_secs(5);
     let mut after = proxy.active_dialogs();
     while after.all != 0 && now() < deadline {
@@ -345,6 +371,8 @@ fn dialogs_visible_during_hold() {
         after = proxy.active_dialogs();
     }
     assert_eq!(after.all, 0, "dialogs left after the run: {after:?}");
+    let caller1_after = proxy.profile_size("caller", Some("caller1"));
+    assert_eq!(caller1_after, 0, "profile membership not released");
 }
 
 #[test]
