@@ -19,6 +19,17 @@ use crate::stats::Counter;
 use crate::txn::branch::{self, Branch, Kind};
 use crate::wire::{self, HeaderName, Message, Method};
 
+/// When an ended dialog leaves the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Removal {
+    /// Right away.
+    Now,
+    /// When its INVITE transaction is freed (after the ACK window of a negative final).
+    WithTxn,
+    /// After the BYE's final reply, or `end_timeout`.
+    Later,
+}
+
 /// What the policy decided for one initial request.
 #[derive(Debug, Default)]
 pub(crate) struct Decision {
@@ -51,7 +62,11 @@ impl Decision {
 
 impl Engine {
     /// Write the cookie of `id` into `buf`.
-    pub(crate) fn encode_cookie<'b>(&self, id: DialogId, buf: &'b mut [u8; COOKIE_LEN]) -> &'b [u8] {
+    pub(crate) fn encode_cookie<'b>(
+        &self,
+        id: DialogId,
+        buf: &'b mut [u8; COOKIE_LEN],
+    ) -> &'b [u8] {
         id.encode(self.shared.boot, buf);
         &buf[..]
     }
@@ -65,7 +80,14 @@ impl Engine {
     }
 
     /// Fire a dialog event.
-    pub(crate) fn fire(&self, event: DlgEvent, d: &Dialog, msg: Option<&[u8]>, code: u16, side: Option<Side>) {
+    pub(crate) fn fire(
+        &self,
+        event: DlgEvent,
+        d: &Dialog,
+        msg: Option<&[u8]>,
+        code: u16,
+        side: Option<Side>,
+    ) {
         self.shared.callbacks.fire(&EventData {
             event,
             dialog: d,
@@ -133,23 +155,30 @@ impl Engine {
         self.shared.table.insert(id, d.clone(), call_id, ftag);
         self.shared.stats.created();
         self.wheel.insert(deadline, TimerItem::Dialog(id));
-        self.fire(DlgEvent::Created, &d, Some(msg.bytes()), 0, Some(Side::Caller));
+        self.fire(
+            DlgEvent::Created,
+            &d,
+            Some(msg.bytes()),
+            0,
+            Some(Side::Caller),
+        );
         Some(d)
     }
 
-    /// The one end path. Applies statistics, profile release and callbacks once; `remove`
-    /// takes the record out of the table now (otherwise a cleanup timer does, after the
-    /// BYE's reply or `end_timeout`).
+    /// The one end path. Applies statistics, profile release and callbacks once. `remove`
+    /// says when the record leaves the table: now, when its INVITE transaction is freed (so
+    /// the ACK of a negative final still finds it), or by a cleanup timer after the BYE's reply
+    /// or `end_timeout`.
     pub(crate) fn end_dialog(
         &mut self,
         now: u64,
         d: &Arc<Dialog>,
         reason: EndReason,
         msg: Option<&[u8]>,
-        remove: bool,
+        remove: Removal,
     ) -> bool {
         let Some(prev) = d.try_end(reason, now) else {
-            if remove {
+            if remove == Removal::Now {
                 self.remove_dialog(d);
             }
             return false;
@@ -173,12 +202,14 @@ impl Engine {
             _ => None,
         };
         self.fire(event, d, msg, 0, side);
-        if remove {
-            self.remove_dialog(d);
-        } else {
-            let settings = self.shared.settings.load();
-            let at = now.saturating_add(u64::from(settings.end_timeout.clamp(1, 300)) * 1000);
-            self.wheel.insert(at, TimerItem::Cleanup(d.id));
+        match remove {
+            Removal::Now => self.remove_dialog(d),
+            Removal::WithTxn => {}
+            Removal::Later => {
+                let settings = self.shared.settings.load();
+                let at = now.saturating_add(u64::from(settings.end_timeout.clamp(1, 300)) * 1000);
+                self.wheel.insert(at, TimerItem::Cleanup(d.id));
+            }
         }
         true
     }
@@ -200,13 +231,22 @@ impl Engine {
         cookie: &[u8],
         method: Method,
     ) {
-        let Some(d) = self.decode_cookie(cookie).and_then(|id| self.shared.table.get(id)) else {
+        let Some(d) = self
+            .decode_cookie(cookie)
+            .and_then(|id| self.shared.table.get(id))
+        else {
             return;
         };
         let code = msg.code().unwrap_or(0);
         self.fire(DlgEvent::ResponseWithin, &d, Some(msg.bytes()), code, None);
         if method == Method::Bye && code >= 200 && d.state() == DlgState::Deleted {
-            self.fire(DlgEvent::TerminatedConfirmed, &d, Some(msg.bytes()), code, None);
+            self.fire(
+                DlgEvent::TerminatedConfirmed,
+                &d,
+                Some(msg.bytes()),
+                code,
+                None,
+            );
             self.remove_dialog(&d);
         }
         let _ = inb;
@@ -249,13 +289,12 @@ impl Engine {
                 self.cancel_txn(now, slot, &rs, out);
                 let has_final = self.txns.get_mut(slot).is_none_or(|t| t.up.final_code != 0);
                 if !has_final {
-                    self.end_dialog(now, d, why, None, false);
+                    self.end_dialog(now, d, why, None, Removal::WithTxn);
                     let code = settings.bye_early_code;
                     let r = settings.bye_early_reason.clone();
                     self.synthesize_final(now, slot, code, r.as_bytes(), out);
-                    self.remove_dialog(d);
                 } else {
-                    self.end_dialog(now, d, why, None, true);
+                    self.end_dialog(now, d, why, None, Removal::Now);
                 }
             }
             DlgState::ConfirmedNa | DlgState::Confirmed => {
@@ -265,7 +304,7 @@ impl Engine {
                 if matches!(side, Side::Caller | Side::All) {
                     self.send_bye(now, d, Side::Caller, reason, extra_hdrs, out);
                 }
-                self.end_dialog(now, d, why, None, false);
+                self.end_dialog(now, d, why, None, Removal::Later);
             }
         }
     }
@@ -431,14 +470,30 @@ impl Engine {
         match d.state() {
             DlgState::Deleted => {}
             DlgState::Unconfirmed | DlgState::Early => {
-                self.end_with(now, &d, Side::All, b"SIP;cause=408;text=\"early_timeout\"", b"", EndReason::Expired, out);
+                self.end_with(
+                    now,
+                    &d,
+                    Side::All,
+                    b"SIP;cause=408;text=\"early_timeout\"",
+                    b"",
+                    EndReason::Expired,
+                    out,
+                );
             }
             DlgState::ConfirmedNa | DlgState::Confirmed => {
                 let settings = self.shared.settings.load();
                 if settings.send_bye {
-                    self.end_with(now, &d, Side::All, b"SIP;cause=200;text=\"dialog timeout\"", b"", EndReason::Expired, out);
+                    self.end_with(
+                        now,
+                        &d,
+                        Side::All,
+                        b"SIP;cause=200;text=\"dialog timeout\"",
+                        b"",
+                        EndReason::Expired,
+                        out,
+                    );
                 } else {
-                    self.end_dialog(now, &d, EndReason::Expired, None, true);
+                    self.end_dialog(now, &d, EndReason::Expired, None, Removal::Now);
                 }
             }
         }

@@ -58,7 +58,7 @@ impl Engine {
             .unwrap_or_else(|| Arc::new(WorkerStats::new(worker, crate::wire::KINDS)));
         let boot = shared.boot;
         let latency = shared.latency.recorder(now_ms);
-        let seed = (shared.boot as u64) << 32 ^ (worker as u64 + 1) * 0x9E37_79B9_7F4A_7C15;
+        let seed = ((boot as u64) << 32) ^ (worker as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         Engine {
             worker,
             shared,
@@ -132,7 +132,14 @@ impl Engine {
                 extra_hdrs,
             } => {
                 if let Some(d) = self.shared.table.get(id) {
-                    self.terminate(now_ms, &d, side, reason.as_bytes(), extra_hdrs.as_bytes(), out);
+                    self.terminate(
+                        now_ms,
+                        &d,
+                        side,
+                        reason.as_bytes(),
+                        extra_hdrs.as_bytes(),
+                        out,
+                    );
                 }
             }
             Command::Rearm(id) => {

@@ -103,9 +103,33 @@ impl MgmtClient {
         let r = self.rpc("stats.fetch", Value::Null);
         let m = "stats.fetch";
         DialogCounters {
-            active: require(&r, m, &["dialog:active_dialogs", "active_dialogs"]),
-            processed: require(&r, m, &["dialog:processed_dialogs", "processed_dialogs"]),
-            failed: require(&r, m, &["dialog:failed_dialogs", "failed_dialogs"]),
+            active: require(
+                &r,
+                m,
+                &[
+                    "dialog.active_dialogs",
+                    "dialog:active_dialogs",
+                    "active_dialogs",
+                ],
+            ),
+            processed: require(
+                &r,
+                m,
+                &[
+                    "dialog.processed_dialogs",
+                    "dialog:processed_dialogs",
+                    "processed_dialogs",
+                ],
+            ),
+            failed: require(
+                &r,
+                m,
+                &[
+                    "dialog.failed_dialogs",
+                    "dialog:failed_dialogs",
+                    "failed_dialogs",
+                ],
+            ),
         }
     }
 
