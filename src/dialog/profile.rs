@@ -7,9 +7,10 @@
 //! # Invariants
 //! - A profile's `total` equals the number of live memberships in it; for profiles with
 //!   values, each value's counter in the per-profile [`ConcurrentMap`] equals its live
-//!   memberships, and a value whose counter drops to zero is removed from the map in the same
-//!   atomic step (papaya `compute`), so a concurrent `set` either sees the old entry and bumps
-//!   it or inserts a fresh one: no lost update, no leaked zero entry.
+//!   memberships. Value counters are `AtomicI64`s inside the map (bumped in place, no entry
+//!   rewrite); one that drops to zero is CAS-marked dead and removed, and a concurrent `set`
+//!   that meets a dead counter removes it and inserts a fresh one: no lost update, no leaked
+//!   zero entry (see `ConcurrentMap::counter_incr`).
 //! - A dialog holds a membership for `(profile, value)` at most once (`set` is idempotent).
 //! - [`Memberships::release_all`] releases every membership exactly once, even when called
 //!   twice or concurrently; a `set` after release fails with [`ProfileError::Released`] (the
@@ -75,7 +76,7 @@ struct ProfileState {
     name: Box<str>,
     with_value: bool,
     total: AtomicI64,
-    values: ConcurrentMap<Arc<[u8]>, i64>,
+    values: ConcurrentMap<Arc<[u8]>, AtomicI64>,
 }
 
 impl ProfileState {
@@ -90,14 +91,14 @@ impl ProfileState {
 
     fn add(&self, value: Option<&Arc<[u8]>>) {
         if let (true, Some(v)) = (self.with_value, value) {
-            self.values.increment(Arc::clone(v), 1);
+            self.values.counter_incr(&**v, || Arc::clone(v));
         }
         self.total.fetch_add(1, Ordering::AcqRel);
     }
 
     fn sub(&self, value: Option<&Arc<[u8]>>) {
         if let (true, Some(v)) = (self.with_value, value) {
-            self.values.decrement_remove_at_zero(Arc::clone(v));
+            self.values.counter_decr_remove_at_zero(&**v);
         }
         self.total.fetch_sub(1, Ordering::AcqRel);
     }
@@ -105,7 +106,7 @@ impl ProfileState {
     /// Adds one membership unless the relevant counter is already at `max`.
     fn add_bounded(&self, value: Option<&Arc<[u8]>>, max: i64) -> bool {
         if let (true, Some(v)) = (self.with_value, value) {
-            if let Bounded::Full(_) = self.values.increment_below(Arc::clone(v), max) {
+            if let Bounded::Full(_) = self.values.counter_incr_below(&**v, max, || Arc::clone(v)) {
                 return false;
             }
             self.total.fetch_add(1, Ordering::AcqRel);
@@ -210,7 +211,7 @@ impl Profiles {
     pub fn size(&self, idx: ProfileIdx, value: Option<&[u8]>) -> u64 {
         let Ok(p) = self.state(idx) else { return 0 };
         let n = match (p.with_value, value) {
-            (true, Some(v)) => p.values.count(v),
+            (true, Some(v)) => p.values.counter_get(v),
             _ => p.total.load(Ordering::Acquire),
         };
         n.max(0) as u64
