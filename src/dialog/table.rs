@@ -454,7 +454,7 @@ mod tests {
                 let m = Arc::clone(&m);
                 std::thread::spawn(move || {
                     let mut held = [0i64; 3];
-                    for i in 0..20_000u32 {
+                    for i in 0..200_000u32 {
                         let k = ((i + t) % 3) as u8;
                         m.counter_incr(&k, || k);
                         held[k as usize] += 1;
