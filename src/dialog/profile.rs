@@ -1,53 +1,675 @@
-//! TEMPORARY stand-in for dialog profiles (replaced by the real implementation).
-#![allow(missing_docs, clippy::all)]
+//! Dialog profiles (Kamailio `set_dlg_profile`, `unset_dlg_profile`, `is_in_profile`,
+//! `get_profile_size`): shared counters plus each dialog's own list of memberships.
+//!
+//! Owns: the profile registry ([`Profiles`]), the per-dialog membership list
+//! ([`Memberships`]) and every counter change.
+//!
+//! # Invariants
+//! - A profile's `total` equals the number of live memberships in it; for profiles with
+//!   values, each value's counter in the per-profile [`ConcurrentMap`] equals its live
+//!   memberships. Value counters are `AtomicI64`s inside the map (bumped in place, no entry
+//!   rewrite); one that drops to zero is CAS-marked dead and removed, and a concurrent `set`
+//!   that meets a dead counter removes it and inserts a fresh one: no lost update, no leaked
+//!   zero entry (see `ConcurrentMap::counter_incr`).
+//! - A dialog holds a membership for `(profile, value)` at most once (`set` is idempotent).
+//! - [`Memberships::release_all`] releases every membership exactly once, even when called
+//!   twice or concurrently; a `set` after release fails with [`ProfileError::Released`] (the
+//!   check and the release flag are taken under the same per-dialog lock).
+//! - Limits are atomic check-and-increment (CAS on the total, `compute` on a value), so a
+//!   limit is never over-admitted under races.
+//!
+//! # Reload
+//! Each profile's state is an `Arc<ProfileState>`, and memberships hold that `Arc`, not an
+//! index. [`Profiles::rebuild`] builds a registry for new names and carries over the `Arc` of
+//! every profile whose name and kind are unchanged, so their counts survive. A profile
+//! dropped from the config leaves the registry (new sets cannot reach it) but its state stays
+//! alive inside the memberships of the dialogs still using it, which decrement it as they
+//! end; it is freed with the last one. [`ProfileIdx`] values are per registry: re-resolve
+//! names after a rebuild.
 
-#[derive(Debug, Default)]
-pub struct Memberships;
-#[derive(Debug, Default)]
-pub struct Profiles;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::table::{Bounded, ConcurrentMap};
+
+/// Index of a profile in one [`Profiles`] registry.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct ProfileIdx(pub u16);
+
+/// Why a profile operation was refused (hot path: small and `Copy`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
+pub enum ProfileError {
+    /// The index is not in this registry.
+    #[error("unknown profile")]
+    UnknownProfile,
+    /// A profile with values was used without a value.
+    #[error("profile requires a value")]
+    ValueRequired,
+    /// A profile without values was given a value.
+    #[error("profile takes no value")]
+    ValueNotAllowed,
+    /// The dialog already released its memberships (it ended).
+    #[error("dialog already released its profiles")]
+    Released,
+    /// The limit was reached; nothing changed.
+    #[error("profile limit exceeded")]
+    LimitExceeded,
+}
+
+/// Why a profile configuration was rejected.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+pub enum ProfileConfigError {
+    /// The same name appears twice (in either list).
+    #[error("profile `{0}` is declared twice")]
+    Duplicate(String),
+    /// An empty profile name.
+    #[error("empty profile name")]
+    EmptyName,
+    /// More profiles than a [`ProfileIdx`] can address.
+    #[error("too many profiles ({0})")]
+    TooMany(usize),
+}
+
+/// Counters of one profile; shared by the registry and the memberships that use it.
 #[derive(Debug)]
-pub struct ProfileError;
+struct ProfileState {
+    name: Box<str>,
+    with_value: bool,
+    total: AtomicI64,
+    values: ConcurrentMap<Arc<[u8]>, AtomicI64>,
+}
+
+impl ProfileState {
+    fn new(name: &str, with_value: bool) -> Self {
+        Self {
+            name: name.into(),
+            with_value,
+            total: AtomicI64::new(0),
+            values: ConcurrentMap::new(),
+        }
+    }
+
+    fn add(&self, value: Option<&Arc<[u8]>>) {
+        if let (true, Some(v)) = (self.with_value, value) {
+            self.values.counter_incr(&**v, || Arc::clone(v));
+        }
+        self.total.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn sub(&self, value: Option<&Arc<[u8]>>) {
+        if let (true, Some(v)) = (self.with_value, value) {
+            self.values.counter_decr_remove_at_zero(&**v);
+        }
+        self.total.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Adds one membership unless the relevant counter is already at `max`.
+    fn add_bounded(&self, value: Option<&Arc<[u8]>>, max: i64) -> bool {
+        if let (true, Some(v)) = (self.with_value, value) {
+            if let Bounded::Full(_) = self.values.counter_incr_below(&**v, max, || Arc::clone(v)) {
+                return false;
+            }
+            self.total.fetch_add(1, Ordering::AcqRel);
+            return true;
+        }
+        let mut cur = self.total.load(Ordering::Acquire);
+        loop {
+            if cur >= max {
+                return false;
+            }
+            match self.total.compare_exchange_weak(
+                cur,
+                cur + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(seen) => cur = seen,
+            }
+        }
+    }
+}
+
+/// The profile registry built from configuration.
+#[derive(Debug, Default)]
+pub struct Profiles {
+    list: Vec<Arc<ProfileState>>,
+}
+
 impl Profiles {
-    pub fn new(_a: &[String], _b: &[String]) -> Self {
-        Profiles
+    /// A registry of `no_value` profiles (plain counters) and `with_value` profiles (a counter
+    /// per value plus a total).
+    pub fn new(no_value: &[&str], with_value: &[&str]) -> Result<Self, ProfileConfigError> {
+        Self::default().rebuild(no_value, with_value)
     }
-    pub fn rebuild(&self, _a: &[String], _b: &[String]) -> Self {
-        Profiles
+
+    /// A registry for new names that keeps the counters of every profile whose name and kind
+    /// are unchanged (see the module docs on reload).
+    pub fn rebuild(
+        &self,
+        no_value: &[&str],
+        with_value: &[&str],
+    ) -> Result<Self, ProfileConfigError> {
+        let count = no_value.len() + with_value.len();
+        if count > usize::from(u16::MAX) {
+            return Err(ProfileConfigError::TooMany(count));
+        }
+        let mut list: Vec<Arc<ProfileState>> = Vec::with_capacity(count);
+        let named = no_value
+            .iter()
+            .map(|n| (*n, false))
+            .chain(with_value.iter().map(|n| (*n, true)));
+        for (name, with_value) in named {
+            if name.is_empty() {
+                return Err(ProfileConfigError::EmptyName);
+            }
+            if list.iter().any(|p| &*p.name == name) {
+                return Err(ProfileConfigError::Duplicate(name.to_owned()));
+            }
+            let kept = self
+                .list
+                .iter()
+                .find(|p| &*p.name == name && p.with_value == with_value);
+            list.push(match kept {
+                Some(p) => Arc::clone(p),
+                None => Arc::new(ProfileState::new(name, with_value)),
+            });
+        }
+        Ok(Self { list })
     }
-    pub fn set(&self, _m: &Memberships, _p: &str, _v: Option<&[u8]>) -> Result<bool, ProfileError> {
-        Err(ProfileError)
+
+    /// The index of the profile called `name`.
+    pub fn index(&self, name: &str) -> Option<ProfileIdx> {
+        self.list
+            .iter()
+            .position(|p| &*p.name == name)
+            .map(|i| ProfileIdx(i as u16))
     }
+
+    /// Name of a profile.
+    pub fn name(&self, idx: ProfileIdx) -> Option<&str> {
+        self.state(idx).ok().map(|p| &*p.name)
+    }
+
+    /// Whether a profile keeps a counter per value.
+    pub fn has_value(&self, idx: ProfileIdx) -> Option<bool> {
+        self.state(idx).ok().map(|p| p.with_value)
+    }
+
+    /// Number of profiles.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// True when no profile is configured.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Dialogs in a profile (`value == None`, or any profile without values) or with one value
+    /// of it. O(1): one atomic load or one map lookup. 0 for unknown profiles.
+    pub fn size(&self, idx: ProfileIdx, value: Option<&[u8]>) -> u64 {
+        let Ok(p) = self.state(idx) else { return 0 };
+        let n = match (p.with_value, value) {
+            (true, Some(v)) => p.values.counter_get(v),
+            _ => p.total.load(Ordering::Acquire),
+        };
+        n.max(0) as u64
+    }
+
+    /// Number of distinct values currently counted in a profile (memory check; 0 if none).
+    pub fn value_count(&self, idx: ProfileIdx) -> usize {
+        self.state(idx).map_or(0, |p| p.values.len())
+    }
+
+    /// Adds the dialog to `(profile, value)`. `Ok(true)` if newly added, `Ok(false)` if it
+    /// already was a member (nothing changes).
+    pub fn set(
+        &self,
+        m: &Memberships,
+        idx: ProfileIdx,
+        value: Option<&[u8]>,
+    ) -> Result<bool, ProfileError> {
+        self.set_inner(m, idx, value, None)
+    }
+
+    /// Like [`set`](Self::set) but refuses with [`ProfileError::LimitExceeded`] when the
+    /// profile (no value) or the value's counter already holds `max` dialogs. The check and the
+    /// increment are one atomic step.
     pub fn try_set_with_limit(
         &self,
-        _m: &Memberships,
-        _p: &str,
-        _v: Option<&[u8]>,
-        _max: u64,
+        m: &Memberships,
+        idx: ProfileIdx,
+        value: Option<&[u8]>,
+        max: u64,
     ) -> Result<bool, ProfileError> {
-        Err(ProfileError)
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        self.set_inner(m, idx, value, Some(max))
     }
+
+    fn set_inner(
+        &self,
+        m: &Memberships,
+        idx: ProfileIdx,
+        value: Option<&[u8]>,
+        max: Option<i64>,
+    ) -> Result<bool, ProfileError> {
+        let p = self.checked(idx, value)?;
+        let mut list = m.lock();
+        if m.released.load(Ordering::Acquire) {
+            return Err(ProfileError::Released);
+        }
+        if list.iter().any(|e| e.matches(p, value)) {
+            return Ok(false);
+        }
+        let value: Option<Arc<[u8]>> = value.filter(|_| p.with_value).map(Arc::from);
+        match max {
+            Some(max) if !p.add_bounded(value.as_ref(), max) => {
+                return Err(ProfileError::LimitExceeded);
+            }
+            Some(_) => {}
+            None => p.add(value.as_ref()),
+        }
+        list.push(Membership {
+            profile: Arc::clone(p),
+            value,
+        });
+        Ok(true)
+    }
+
+    /// Removes the dialog from `(profile, value)`. `Ok(true)` if it was a member.
     pub fn unset(
         &self,
-        _m: &Memberships,
-        _p: &str,
-        _v: Option<&[u8]>,
+        m: &Memberships,
+        idx: ProfileIdx,
+        value: Option<&[u8]>,
     ) -> Result<bool, ProfileError> {
-        Err(ProfileError)
+        let p = self.checked(idx, value)?;
+        let removed = {
+            let mut list = m.lock();
+            let at = list.iter().position(|e| e.matches(p, value));
+            at.map(|i| list.swap_remove(i))
+        };
+        Ok(match removed {
+            Some(e) => {
+                e.profile.sub(e.value.as_ref());
+                true
+            }
+            None => false,
+        })
     }
-    pub fn is_in(&self, _m: &Memberships, _p: &str, _v: Option<&[u8]>) -> bool {
-        false
+
+    /// Whether the dialog is in a profile; with a value, in that value of it. A profile with
+    /// values asked without a value answers "in it with any value".
+    pub fn is_in(&self, m: &Memberships, idx: ProfileIdx, value: Option<&[u8]>) -> bool {
+        let Ok(p) = self.state(idx) else { return false };
+        let list = m.lock();
+        list.iter().any(|e| {
+            Arc::ptr_eq(&e.profile, p)
+                && match (p.with_value, value, e.value.as_deref()) {
+                    (true, Some(want), Some(have)) => want == have,
+                    _ => true,
+                }
+        })
     }
-    pub fn size(&self, _p: &str, _v: Option<&[u8]>) -> u64 {
-        0
+
+    /// Releases every membership of the dialog once (see [`Memberships::release_all`]).
+    pub fn release_all(&self, m: &Memberships) -> usize {
+        m.release_all()
     }
-    pub fn release_all(&self, _m: &Memberships) {}
-    pub fn exists(&self, _p: &str) -> bool {
-        false
+
+    /// For management and metrics: every profile's total, and for profiles with values the
+    /// `top_n` largest values, as `(profile, value, count)`. Allocates; never on the packet path.
+    pub fn top_values(&self, top_n: usize) -> Vec<(String, Option<String>, u64)> {
+        let mut out = Vec::new();
+        for p in &self.list {
+            let total = p.total.load(Ordering::Acquire).max(0) as u64;
+            out.push((p.name.to_string(), None, total));
+            if p.with_value {
+                let mut vals: Vec<(String, u64)> = Vec::new();
+                p.values.for_each(|k, v| {
+                    let n = v.load(Ordering::Acquire);
+                    if n > 0 {
+                        vals.push((String::from_utf8_lossy(k).into_owned(), n as u64));
+                    }
+                });
+                vals.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                vals.truncate(top_n);
+                out.extend(
+                    vals.into_iter()
+                        .map(|(v, n)| (p.name.to_string(), Some(v), n)),
+                );
+            }
+        }
+        out
     }
-    pub fn memberships_of(&self, _m: &Memberships) -> Vec<(String, Option<String>)> {
-        vec![]
+
+    fn state(&self, idx: ProfileIdx) -> Result<&Arc<ProfileState>, ProfileError> {
+        self.list
+            .get(usize::from(idx.0))
+            .ok_or(ProfileError::UnknownProfile)
     }
-    pub fn top_values(&self, _n: usize) -> Vec<(String, Option<String>, u64)> {
-        vec![]
+
+    fn checked(
+        &self,
+        idx: ProfileIdx,
+        value: Option<&[u8]>,
+    ) -> Result<&Arc<ProfileState>, ProfileError> {
+        let p = self.state(idx)?;
+        match (p.with_value, value.is_some()) {
+            (true, false) => Err(ProfileError::ValueRequired),
+            (false, true) => Err(ProfileError::ValueNotAllowed),
+            _ => Ok(p),
+        }
+    }
+}
+
+/// One membership: the profile state itself (so it outlives a reload) and the value.
+#[derive(Debug)]
+struct Membership {
+    profile: Arc<ProfileState>,
+    value: Option<Arc<[u8]>>,
+}
+
+impl Membership {
+    fn matches(&self, p: &Arc<ProfileState>, value: Option<&[u8]>) -> bool {
+        Arc::ptr_eq(&self.profile, p) && self.value.as_deref() == value.filter(|_| p.with_value)
+    }
+}
+
+/// The profiles one dialog belongs to. Allocated once per dialog; guarded by a tiny
+/// uncontended lock (only the dialog's own requests and its end path touch it).
+#[derive(Debug, Default)]
+pub struct Memberships {
+    list: Mutex<Vec<Membership>>,
+    released: AtomicBool,
+}
+
+impl Memberships {
+    /// No memberships yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of memberships held.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when the dialog is in no profile.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// True once [`release_all`](Self::release_all) ran.
+    pub fn is_released(&self) -> bool {
+        self.released.load(Ordering::Acquire)
+    }
+
+    /// Calls `f(profile name, value)` for each membership (management, recounts).
+    pub fn for_each(&self, mut f: impl FnMut(&str, Option<&[u8]>)) {
+        for e in self.lock().iter() {
+            f(&e.profile.name, e.value.as_deref());
+        }
+    }
+
+    /// Decrements every membership exactly once and refuses later sets. Returns how many
+    /// memberships this call released (0 on the second and later calls).
+    pub fn release_all(&self) -> usize {
+        let taken = {
+            let mut list = self.lock();
+            if self.released.swap(true, Ordering::AcqRel) {
+                return 0;
+            }
+            std::mem::take(&mut *list)
+        };
+        for e in &taken {
+            e.profile.sub(e.value.as_ref());
+        }
+        taken.len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Membership>> {
+        // A panic while holding this lock cannot leave the list half-edited (each edit is a
+        // single push/remove), so a poisoned lock is still consistent.
+        self.list.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Memberships {
+    /// A dialog dropped without an explicit release still gives its counts back.
+    fn drop(&mut self) {
+        self.release_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    fn reg() -> (Profiles, ProfileIdx, ProfileIdx) {
+        let p = Profiles::new(&["inbound"], &["caller"]).unwrap_or_default();
+        let a = p.index("inbound").unwrap_or(ProfileIdx(99));
+        let b = p.index("caller").unwrap_or(ProfileIdx(99));
+        (p, a, b)
+    }
+
+    #[test]
+    fn set_is_idempotent_and_sizes_follow() {
+        let (p, inb, caller) = reg();
+        let (d1, d2) = (Memberships::new(), Memberships::new());
+        assert_eq!(p.set(&d1, inb, None), Ok(true));
+        assert_eq!(p.set(&d1, inb, None), Ok(false));
+        assert_eq!(p.set(&d2, inb, None), Ok(true));
+        assert_eq!(p.size(inb, None), 2);
+        assert_eq!(p.set(&d1, caller, Some(b"alice")), Ok(true));
+        assert_eq!(p.set(&d1, caller, Some(b"alice")), Ok(false));
+        assert_eq!(p.set(&d1, caller, Some(b"bob")), Ok(true));
+        assert_eq!(p.set(&d2, caller, Some(b"alice")), Ok(true));
+        assert_eq!(p.size(caller, Some(b"alice")), 2);
+        assert_eq!(p.size(caller, Some(b"bob")), 1);
+        assert_eq!(p.size(caller, Some(b"carol")), 0);
+        assert_eq!(p.size(caller, None), 3);
+        assert!(p.is_in(&d1, caller, None));
+        assert!(p.is_in(&d1, caller, Some(b"bob")));
+        assert!(!p.is_in(&d2, caller, Some(b"bob")));
+        assert!(p.is_in(&d2, inb, None));
+        assert_eq!(p.unset(&d1, caller, Some(b"bob")), Ok(true));
+        assert_eq!(p.unset(&d1, caller, Some(b"bob")), Ok(false));
+        assert_eq!(
+            p.value_count(caller),
+            1,
+            "bob dropped to zero and was removed"
+        );
+        assert_eq!(p.release_all(&d1), 2);
+        assert_eq!(p.release_all(&d1), 0);
+        assert_eq!(p.set(&d1, inb, None), Err(ProfileError::Released));
+        assert_eq!(p.size(inb, None), 1);
+        drop(d2);
+        assert_eq!(p.size(inb, None), 0);
+        assert_eq!(p.size(caller, None), 0);
+        assert_eq!(p.value_count(caller), 0);
+    }
+
+    #[test]
+    fn argument_errors() {
+        let (p, inb, caller) = reg();
+        let d = Memberships::new();
+        assert_eq!(p.set(&d, caller, None), Err(ProfileError::ValueRequired));
+        assert_eq!(
+            p.set(&d, inb, Some(b"x")),
+            Err(ProfileError::ValueNotAllowed)
+        );
+        assert_eq!(
+            p.set(&d, ProfileIdx(7), None),
+            Err(ProfileError::UnknownProfile)
+        );
+        assert_eq!(p.size(ProfileIdx(7), None), 0);
+        assert!(d.is_empty());
+        assert!(matches!(
+            Profiles::new(&["a"], &["a"]),
+            Err(ProfileConfigError::Duplicate(_))
+        ));
+        assert!(matches!(
+            Profiles::new(&[""], &[]),
+            Err(ProfileConfigError::EmptyName)
+        ));
+    }
+
+    #[test]
+    fn limits_are_exact() {
+        let (p, inb, caller) = reg();
+        let ds: Vec<Memberships> = (0..5).map(|_| Memberships::new()).collect();
+        let admitted = ds
+            .iter()
+            .filter(|d| p.try_set_with_limit(d, inb, None, 3).is_ok())
+            .count();
+        assert_eq!(admitted, 3);
+        assert_eq!(p.size(inb, None), 3);
+        assert_eq!(
+            p.try_set_with_limit(&ds[0], inb, None, 3),
+            Ok(false),
+            "member already"
+        );
+        assert_eq!(
+            p.try_set_with_limit(&ds[4], caller, Some(b"v"), 1),
+            Ok(true)
+        );
+        assert_eq!(
+            p.try_set_with_limit(&ds[3], caller, Some(b"v"), 1),
+            Err(ProfileError::LimitExceeded)
+        );
+        assert_eq!(
+            p.try_set_with_limit(&ds[3], caller, Some(b"w"), 1),
+            Ok(true)
+        );
+        assert_eq!(
+            p.try_set_with_limit(&ds[2], caller, Some(b"x"), 0),
+            Err(ProfileError::LimitExceeded)
+        );
+        assert_eq!(p.value_count(caller), 2, "a refused value leaves no entry");
+        ds[0].release_all();
+        assert_eq!(p.try_set_with_limit(&ds[4], inb, None, 3), Ok(true));
+    }
+
+    #[test]
+    fn concurrent_limit_never_over_admits() {
+        let (p, inb, caller) = reg();
+        let p = Arc::new(p);
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let p = Arc::clone(&p);
+                std::thread::spawn(move || {
+                    let ds: Vec<Memberships> = (0..500).map(|_| Memberships::new()).collect();
+                    let a = ds
+                        .iter()
+                        .filter(|d| p.try_set_with_limit(d, inb, None, 100).is_ok())
+                        .count();
+                    let b = ds
+                        .iter()
+                        .filter(|d| p.try_set_with_limit(d, caller, Some(b"k"), 50).is_ok())
+                        .count();
+                    std::mem::forget(ds); // keep the counts held
+                    (a, b)
+                })
+            })
+            .collect();
+        let (mut a, mut b) = (0, 0);
+        for h in handles {
+            let (x, y) = h.join().unwrap_or((0, 0));
+            a += x;
+            b += y;
+        }
+        assert_eq!((a, b), (100, 50));
+        assert_eq!(p.size(inb, None), 100);
+        assert_eq!(p.size(caller, Some(b"k")), 50);
+    }
+
+    #[test]
+    fn rebuild_keeps_counts_and_removed_profiles_drain() {
+        let (p, inb, caller) = reg();
+        let d = Memberships::new();
+        p.set(&d, inb, None).ok();
+        p.set(&d, caller, Some(b"a")).ok();
+        let p2 = p.rebuild(&["inbound", "outbound"], &[]).unwrap_or_default();
+        let inb2 = p2.index("inbound").unwrap_or(ProfileIdx(99));
+        assert_eq!(p2.size(inb2, None), 1, "carried over");
+        assert_eq!(p2.index("caller"), None);
+        assert!(p2.is_in(&d, inb2, None));
+        assert_eq!(
+            p2.set(&d, inb2, None),
+            Ok(false),
+            "same state, same membership"
+        );
+        assert_eq!(d.release_all(), 2);
+        assert_eq!(p2.size(inb2, None), 0);
+        assert_eq!(
+            p.size(caller, None),
+            0,
+            "removed profile drained by its dialog"
+        );
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Set(usize, u8, u8),
+        Unset(usize, u8, u8),
+        End(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0usize..6, 0u8..2, 0u8..3).prop_map(|(d, p, v)| Op::Set(d, p, v)),
+            2 => (0usize..6, 0u8..2, 0u8..3).prop_map(|(d, p, v)| Op::Unset(d, p, v)),
+            1 => (0usize..6).prop_map(Op::End),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn interleavings_match_recount(threads in proptest::collection::vec(proptest::collection::vec(op(), 0..60), 2..=4)) {
+            let (p, inb, caller) = reg();
+            let dialogs: Vec<Memberships> = (0..6).map(|_| Memberships::new()).collect();
+            let vals: [&[u8]; 3] = [b"a", b"b", b"c"];
+            std::thread::scope(|s| {
+                for ops in &threads {
+                    let (p, dialogs) = (&p, &dialogs);
+                    s.spawn(move || {
+                        for op in ops {
+                            let (d, pi, v) = match *op {
+                                Op::Set(d, pi, v) | Op::Unset(d, pi, v) => (d, pi, v),
+                                Op::End(d) => { dialogs[d].release_all(); continue; }
+                            };
+                            let (idx, val) = if pi == 0 { (inb, None) } else { (caller, Some(vals[v as usize])) };
+                            if matches!(op, Op::Set(..)) {
+                                let _ = p.set(&dialogs[d], idx, val);
+                            } else {
+                                let _ = p.unset(&dialogs[d], idx, val);
+                            }
+                        }
+                    });
+                }
+            });
+            let mut recount: HashMap<(String, Option<Vec<u8>>), u64> = HashMap::new();
+            let mut totals: HashMap<String, u64> = HashMap::new();
+            for d in &dialogs {
+                d.for_each(|name, v| {
+                    *recount.entry((name.to_owned(), v.map(<[u8]>::to_vec))).or_default() += 1;
+                    *totals.entry(name.to_owned()).or_default() += 1;
+                });
+            }
+            prop_assert_eq!(p.size(inb, None), totals.get("inbound").copied().unwrap_or(0));
+            prop_assert_eq!(p.size(caller, None), totals.get("caller").copied().unwrap_or(0));
+            for v in vals {
+                let want = recount.get(&("caller".to_owned(), Some(v.to_vec()))).copied().unwrap_or(0);
+                prop_assert_eq!(p.size(caller, Some(v)), want);
+            }
+            drop(dialogs);
+            prop_assert_eq!(p.size(inb, None) + p.size(caller, None), 0);
+            prop_assert_eq!(p.value_count(caller), 0);
+        }
     }
 }

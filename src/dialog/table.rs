@@ -6,8 +6,10 @@
 //!   and returns owned values (clones of `Arc`s or `Copy` values), so no guard escapes and a
 //!   caller never holds epoch reclamation back across packets.
 //! - Values are immutable once published; what changes about a dialog lives in atomics inside
-//!   `V`. Counter updates go through papaya's `compute`, which applies a read-modify-write
-//!   atomically per key, so increments never race a remove-at-zero into a lost update.
+//!   `V`. Counters are `AtomicI64` values bumped in place; remove-at-zero first CAS-marks the
+//!   counter dead (`0 -> DEAD`), so a racing increment either wins before the mark (and the
+//!   remove is skipped) or sees the mark, removes the dead entry and inserts a fresh one:
+//!   no lost update and no zero entry left behind.
 //! - Lookups never allocate: the `(Call-ID, From-tag)` index is probed with a borrowed
 //!   [`CallKeyRef`] whose hash and equality agree with the owned [`CallKey`].
 //! - Paging (`collect_page`, `page`) walks the map in its internal order; under concurrent
@@ -15,6 +17,7 @@
 
 use std::hash::Hash;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 pub use papaya::Equivalent;
 
@@ -148,53 +151,92 @@ pub enum Bounded {
     Full(i64),
 }
 
-impl<K: Hash + Eq> ConcurrentMap<K, i64> {
-    /// Atomically adds `delta` to the counter of `key`, inserting it at `delta` if absent.
-    /// Returns the new count.
-    pub fn increment(&self, key: K, delta: i64) -> i64 {
-        let map = self.inner.pin();
-        *map.update_or_insert(key, |v| v + delta, delta)
+/// Marks a counter that reached zero and is being removed; never incremented again.
+const DEAD: i64 = i64::MIN;
+
+impl<K: Hash + Eq> ConcurrentMap<K, AtomicI64> {
+    /// Adds one to the counter of `key`, inserting it at 1 (with a key from `make_key`, the only
+    /// allocation, called again only if an insert race is lost) if absent. Returns the new count.
+    ///
+    /// Steady state is one lookup plus one CAS on the counter: no entry is rewritten, so
+    /// nothing is allocated or retired. A counter marked dead by a concurrent remove-at-zero
+    /// is removed (helping that remover) and a fresh one inserted, so no increment is lost.
+    pub fn counter_incr<Q>(&self, key: &Q, make_key: impl Fn() -> K) -> i64
+    where
+        Q: Equivalent<K> + Hash + ?Sized,
+    {
+        match self.counter_incr_below(key, i64::MAX, make_key) {
+            Bounded::Admitted(n) | Bounded::Full(n) => n,
+        }
     }
 
-    /// Atomically increments `key` only while its count is below `max` (absent counts as 0).
-    pub fn increment_below(&self, key: K, max: i64) -> Bounded {
+    /// Adds one to the counter of `key` only while it is below `max` (absent counts as 0, and
+    /// a refused key is not inserted). The check and the increment are one CAS.
+    pub fn counter_incr_below<Q>(&self, key: &Q, max: i64, make_key: impl Fn() -> K) -> Bounded
+    where
+        Q: Equivalent<K> + Hash + ?Sized,
+    {
         let map = self.inner.pin();
-        let r = map.compute(key, |entry| {
-            let cur = entry.map_or(0, |(_, v)| *v);
-            if cur < max {
-                papaya::Operation::Insert(cur + 1)
-            } else {
-                papaya::Operation::Abort(cur)
+        loop {
+            if let Some(c) = map.get(key) {
+                let mut cur = c.load(Ordering::Acquire);
+                while cur != DEAD {
+                    if cur >= max {
+                        return Bounded::Full(cur);
+                    }
+                    match c.compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire)
+                    {
+                        Ok(_) => return Bounded::Admitted(cur + 1),
+                        Err(seen) => cur = seen,
+                    }
+                }
+                // Dead: help its remover, then insert a fresh counter.
+                let _ = map.remove_if(key, |_, v| v.load(Ordering::Acquire) == DEAD);
+                continue;
             }
-        });
-        match r {
-            papaya::Compute::Inserted(_, v) => Bounded::Admitted(*v),
-            papaya::Compute::Updated { new: (_, v), .. } => Bounded::Admitted(*v),
-            papaya::Compute::Aborted(cur) => Bounded::Full(cur),
-            papaya::Compute::Removed(_, _) => Bounded::Full(max),
+            if max <= 0 {
+                return Bounded::Full(0);
+            }
+            // A lost insert race drops our key; `make_key` builds another if we retry.
+            if map.try_insert(make_key(), AtomicI64::new(1)).is_ok() {
+                return Bounded::Admitted(1);
+            }
         }
     }
 
-    /// Atomically decrements `key` and removes it when the count reaches zero. Returns the
-    /// new count, or `None` if the key was absent (nothing changed).
-    pub fn decrement_remove_at_zero(&self, key: K) -> Option<i64> {
+    /// Subtracts one from the counter of `key` and removes it when it reaches zero. Returns
+    /// the new count, or `None` if the key is absent (nothing changed).
+    pub fn counter_decr_remove_at_zero<Q>(&self, key: &Q) -> Option<i64>
+    where
+        Q: Equivalent<K> + Hash + ?Sized,
+    {
         let map = self.inner.pin();
-        let r = map.compute(key, |entry| match entry {
-            Some((_, &v)) if v <= 1 => papaya::Operation::Remove,
-            Some((_, &v)) => papaya::Operation::Insert(v - 1),
-            None => papaya::Operation::Abort(()),
-        });
-        match r {
-            papaya::Compute::Updated { new: (_, v), .. } => Some(*v),
-            papaya::Compute::Removed(_, v) => Some(*v - 1),
-            papaya::Compute::Inserted(_, v) => Some(*v),
-            papaya::Compute::Aborted(()) => None,
+        let c = map.get(key)?;
+        let mut cur = c.load(Ordering::Acquire);
+        loop {
+            if cur == DEAD || cur <= 0 {
+                return None;
+            }
+            match c.compare_exchange_weak(cur, cur - 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(seen) => cur = seen,
+            }
         }
+        if cur == 1
+            && c.compare_exchange(0, DEAD, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            let _ = map.remove_if(key, |_, v| v.load(Ordering::Acquire) == DEAD);
+        }
+        Some(cur - 1)
     }
 
-    /// The counter of `key` (0 if absent).
-    pub fn count<Q: Equivalent<K> + Hash + ?Sized>(&self, key: &Q) -> i64 {
-        self.inner.pin().get(key).copied().unwrap_or(0)
+    /// The counter of `key` (0 if absent or being removed).
+    pub fn counter_get<Q: Equivalent<K> + Hash + ?Sized>(&self, key: &Q) -> i64 {
+        match self.inner.pin().get(key) {
+            Some(c) => c.load(Ordering::Acquire).max(0),
+            None => 0,
+        }
     }
 }
 
@@ -375,20 +417,21 @@ mod tests {
 
     #[test]
     fn counters_and_bounds() {
-        let m: ConcurrentMap<Box<[u8]>, i64> = ConcurrentMap::new();
-        assert_eq!(m.increment(b"a".as_slice().into(), 1), 1);
-        assert_eq!(m.increment(b"a".as_slice().into(), 1), 2);
-        assert_eq!(m.count(b"a".as_slice()), 2);
+        let m: ConcurrentMap<Box<[u8]>, AtomicI64> = ConcurrentMap::new();
+        let key = |k: &'static [u8]| move || Box::<[u8]>::from(k);
+        assert_eq!(m.counter_incr(b"a".as_slice(), key(b"a")), 1);
+        assert_eq!(m.counter_incr(b"a".as_slice(), key(b"a")), 2);
+        assert_eq!(m.counter_get(b"a".as_slice()), 2);
         assert_eq!(
-            m.increment_below(b"a".as_slice().into(), 3),
+            m.counter_incr_below(b"a".as_slice(), 3, key(b"a")),
             Bounded::Admitted(3)
         );
         assert_eq!(
-            m.increment_below(b"a".as_slice().into(), 3),
+            m.counter_incr_below(b"a".as_slice(), 3, key(b"a")),
             Bounded::Full(3)
         );
         assert_eq!(
-            m.increment_below(b"b".as_slice().into(), 0),
+            m.counter_incr_below(b"b".as_slice(), 0, key(b"b")),
             Bounded::Full(0)
         );
         assert!(
@@ -396,34 +439,50 @@ mod tests {
             "a refused bound inserts nothing"
         );
         for want in [2, 1, 0] {
-            assert_eq!(
-                m.decrement_remove_at_zero(b"a".as_slice().into()),
-                Some(want)
-            );
+            assert_eq!(m.counter_decr_remove_at_zero(b"a".as_slice()), Some(want));
         }
-        assert_eq!(m.decrement_remove_at_zero(b"a".as_slice().into()), None);
+        assert_eq!(m.counter_decr_remove_at_zero(b"a".as_slice()), None);
+        assert_eq!(m.counter_get(b"a".as_slice()), 0);
         assert!(m.is_empty());
     }
 
     #[test]
     fn concurrent_increment_decrement_no_lost_update() {
-        let m: Arc<ConcurrentMap<u8, i64>> = Arc::new(ConcurrentMap::new());
+        let m: Arc<ConcurrentMap<u8, AtomicI64>> = Arc::new(ConcurrentMap::new());
         let threads: Vec<_> = (0..4)
-            .map(|_| {
+            .map(|t| {
                 let m = Arc::clone(&m);
                 std::thread::spawn(move || {
-                    for i in 0..20_000u32 {
-                        let k = (i % 3) as u8;
-                        m.increment(k, 1);
-                        m.decrement_remove_at_zero(k);
+                    let mut held = [0i64; 3];
+                    for i in 0..200_000u32 {
+                        let k = ((i + t) % 3) as u8;
+                        m.counter_incr(&k, || k);
+                        held[k as usize] += 1;
+                        if i % 3 != 2 {
+                            let j = ((i * 7 + t) % 3) as u8;
+                            if held[j as usize] > 0 && m.counter_decr_remove_at_zero(&j).is_some() {
+                                held[j as usize] -= 1;
+                            }
+                        }
                     }
+                    held
                 })
             })
             .collect();
+        let mut held = [0i64; 3];
         for t in threads {
-            assert!(t.join().is_ok());
+            let h = t.join().unwrap_or_default();
+            for (a, b) in held.iter_mut().zip(h) {
+                *a += b;
+            }
         }
-        assert!(m.is_empty(), "left {:?}", m.collect_page(0, 10));
+        for k in 0..3u8 {
+            assert_eq!(m.counter_get(&k), held[k as usize], "key {k}");
+            for _ in 0..held[k as usize] {
+                assert!(m.counter_decr_remove_at_zero(&k).is_some());
+            }
+        }
+        assert!(m.is_empty());
     }
 
     #[derive(Debug, Clone)]

@@ -129,37 +129,38 @@ impl Ops<'_> {
 
 impl DialogOps for Ops<'_> {
     fn is_in_profile(&self, profile: &str, value: Option<&[u8]>) -> bool {
-        self.shared
-            .profiles
-            .load()
-            .is_in(self.memberships(), profile, value)
+        let p = self.shared.profiles.load();
+        p.index(profile)
+            .is_some_and(|i| p.is_in(self.memberships(), i, value))
     }
     fn profile_size(&self, profile: &str, value: Option<&[u8]>) -> u64 {
-        self.shared.profiles.load().size(profile, value)
+        let p = self.shared.profiles.load();
+        p.index(profile).map_or(0, |i| p.size(i, value))
     }
     fn set_track(&mut self, on: bool) {
         self.decision.track = Some(on);
     }
     fn set_profile(&mut self, profile: &str, value: Option<&[u8]>) -> bool {
-        self.shared
-            .profiles
-            .load()
-            .set(self.memberships(), profile, value)
-            .is_ok()
+        let p = self.shared.profiles.load();
+        p.index(profile)
+            .is_some_and(|i| p.set(self.memberships(), i, value).is_ok())
     }
     fn set_profile_limited(&mut self, profile: &str, value: Option<&[u8]>, max: u64) -> bool {
-        self.shared
-            .profiles
-            .load()
-            .try_set_with_limit(self.memberships(), profile, value, max)
-            .is_ok()
+        let p = self.shared.profiles.load();
+        match p.index(profile) {
+            // An unknown profile cannot count calls; config validation prevents it.
+            None => true,
+            Some(i) => !matches!(
+                p.try_set_with_limit(self.memberships(), i, value, max),
+                Err(crate::dialog::profile::ProfileError::LimitExceeded)
+            ),
+        }
     }
     fn unset_profile(&mut self, profile: &str, value: Option<&[u8]>) {
-        let _ = self
-            .shared
-            .profiles
-            .load()
-            .unset(self.memberships(), profile, value);
+        let p = self.shared.profiles.load();
+        if let Some(i) = p.index(profile) {
+            let _ = p.unset(self.memberships(), i, value);
+        }
     }
     fn set_timeout(&mut self, secs: u32) {
         self.decision.timeout = Some(secs);

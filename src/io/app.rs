@@ -112,12 +112,24 @@ pub fn apply_snapshot(shared: &Shared, live: &LiveConfig) {
         Some(Arc::new(SnapshotPolicy(snap.clone())))
     };
     shared.policy.store(Arc::new(policy));
-    shared
+    let nv: Vec<&str> = snap
+        .config
         .profiles
-        .store(Arc::new(shared.profiles.load().rebuild(
-            &snap.config.profiles.no_value,
-            &snap.config.profiles.with_value,
-        )));
+        .no_value
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let wv: Vec<&str> = snap
+        .config
+        .profiles
+        .with_value
+        .iter()
+        .map(String::as_str)
+        .collect();
+    match shared.profiles.load().rebuild(&nv, &wv) {
+        Ok(p) => shared.profiles.store(Arc::new(p)),
+        Err(e) => tracing::error!(error = %e, "profiles not rebuilt; the running set stays"),
+    }
 }
 
 /// A config snapshot's rules as a [`crate::policy::Policy`].

@@ -168,7 +168,10 @@ pub fn start(cfg: &RunConfig) -> Result<Running, RunError> {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     let boot = crate::dialog::id::boot_tag(cfg.node_id, boot_time);
-    let profiles = Profiles::new(&cfg.profiles_no_value, &cfg.profiles_with_value);
+    let nv: Vec<&str> = cfg.profiles_no_value.iter().map(String::as_str).collect();
+    let wv: Vec<&str> = cfg.profiles_with_value.iter().map(String::as_str).collect();
+    let profiles =
+        Profiles::new(&nv, &wv).map_err(|e| RunError::Other(format!("profiles: {e}")))?;
     let shared = Shared::new(
         workers,
         locals,

@@ -172,16 +172,14 @@ impl EngineBackend {
             callee,
             early_legs,
             profiles: ctx.then(|| {
-                self.shared
-                    .profiles
-                    .load()
-                    .memberships_of(&d.profiles)
-                    .into_iter()
-                    .map(|(name, value)| NameValue {
-                        name,
-                        value: value.unwrap_or_default(),
+                let mut v = Vec::new();
+                d.profiles.for_each(|name, value| {
+                    v.push(NameValue {
+                        name: name.to_string(),
+                        value: value.map(text).unwrap_or_default(),
                     })
-                    .collect()
+                });
+                v
             }),
             variables: ctx.then(|| {
                 d.vars
@@ -244,13 +242,13 @@ impl EngineBackend {
         value: Option<&str>,
     ) -> Result<Vec<Arc<Dialog>>, BackendError> {
         let profiles = self.shared.profiles.load();
-        if !profiles.exists(profile) {
-            return Err(BackendError::ProfileNotFound(profile.to_string()));
-        }
+        let idx = profiles
+            .index(profile)
+            .ok_or_else(|| BackendError::ProfileNotFound(profile.to_string()))?;
         let mut v = Vec::new();
         self.shared.table.for_each(|_, d| {
             if d.state() != DlgState::Deleted
-                && profiles.is_in(&d.profiles, profile, value.map(str::as_bytes))
+                && profiles.is_in(&d.profiles, idx, value.map(str::as_bytes))
             {
                 v.push(d.clone());
             }
@@ -317,10 +315,10 @@ impl MgmtBackend for EngineBackend {
     }
     fn profile_size(&self, profile: &str, value: Option<&str>) -> Result<u64, BackendError> {
         let p = self.shared.profiles.load();
-        if !p.exists(profile) {
-            return Err(BackendError::ProfileNotFound(profile.to_string()));
-        }
-        Ok(p.size(profile, value.map(str::as_bytes)))
+        let idx = p
+            .index(profile)
+            .ok_or_else(|| BackendError::ProfileNotFound(profile.to_string()))?;
+        Ok(p.size(idx, value.map(str::as_bytes)))
     }
     fn profile_dialogs(
         &self,

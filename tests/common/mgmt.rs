@@ -140,7 +140,7 @@ impl MgmtClient {
             None => json!([profile]),
         };
         let r = self.rpc("dlg.profile_get_size", params);
-        require(&r, "dlg.profile_get_size", &["size"])
+        require(&r, "dlg.profile_get_size", &["count", "size"])
     }
 }
 
