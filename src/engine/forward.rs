@@ -99,6 +99,7 @@ impl Engine {
     }
 
     /// Send a locally generated reply to `req` back to where it came from.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn reply(
         &mut self,
         inb: &Inbound<'_>,

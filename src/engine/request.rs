@@ -47,10 +47,11 @@ impl Engine {
         patched.extend_from_slice(inb.bytes.get(..sp + 1).unwrap_or(&[]));
         patched.extend_from_slice(b"SIP/2.0");
         patched.extend_from_slice(inb.bytes.get(line.len()..).unwrap_or(&[]));
-        if let Ok(m) = wire::parse(&patched) {
-            if m.is_request() && m.method() != Some(Method::Ack) {
-                self.reply(inb, &m, 505, b"Version Not Supported", None, &[], out);
-            }
+        if let Ok(m) = wire::parse(&patched)
+            && m.is_request()
+            && m.method() != Some(Method::Ack)
+        {
+            self.reply(inb, &m, 505, b"Version Not Supported", None, &[], out);
         }
         self.scratch = patched;
     }
@@ -74,14 +75,13 @@ impl Engine {
             info.next_route = Some(r.uri);
             break;
         }
-        if let Some(ruri) = msg.request_uri() {
-            if let Ok(u) = wire::parse_uri(ruri) {
-                if self.shared.locals.is_ours(u.host, u.port) {
-                    info.ruri_ours = true;
-                    if info.cookie.is_none() {
-                        info.cookie = u.param(rr_param).flatten();
-                    }
-                }
+        if let Some(ruri) = msg.request_uri()
+            && let Ok(u) = wire::parse_uri(ruri)
+            && self.shared.locals.is_ours(u.host, u.port)
+        {
+            info.ruri_ours = true;
+            if info.cookie.is_none() {
+                info.cookie = u.param(rr_param).flatten();
             }
         }
         info
@@ -99,21 +99,21 @@ impl Engine {
             return;
         }
         // We support no extensions a proxy must understand (RFC 3261 §16.3 step 4).
-        if method != Method::Ack && method != Method::Cancel {
-            if let Some(pr) = msg.header_value(HeaderName::ProxyRequire) {
-                if !pr.is_empty() {
-                    self.reply(
-                        inb,
-                        msg,
-                        420,
-                        b"Bad Extension",
-                        None,
-                        &[(b"Unsupported", pr)],
-                        out,
-                    );
-                    return;
-                }
-            }
+        if method != Method::Ack
+            && method != Method::Cancel
+            && let Some(pr) = msg.header_value(HeaderName::ProxyRequire)
+            && !pr.is_empty()
+        {
+            self.reply(
+                inb,
+                msg,
+                420,
+                b"Bad Extension",
+                None,
+                &[(b"Unsupported", pr)],
+                out,
+            );
+            return;
         }
         let info = self.route_info(msg);
         let to_tag = msg.to().and_then(|t| t.tag());
@@ -139,14 +139,11 @@ impl Engine {
             );
             return;
         }
-        match msg.max_forwards() {
-            Some(0) => {
-                if method != Method::Ack {
-                    self.reply(inb, msg, 483, b"Too Many Hops", None, &[], out);
-                }
-                return;
+        if let Some(0) = msg.max_forwards() {
+            if method != Method::Ack {
+                self.reply(inb, msg, 483, b"Too Many Hops", None, &[], out);
             }
-            Some(_) | None => {}
+            return;
         }
         match (method, to_tag) {
             (Method::Cancel, _) => self.on_cancel(inb, msg, &info, out),
@@ -359,15 +356,16 @@ impl Engine {
                 return;
             }
             let branch = msg.top_via().and_then(|v| v.branch()).unwrap_or(&[]);
-            if let Some(t) = self.txns.get_mut(slot) {
-                if t.up.branch == branch && t.up.final_code >= 300 {
-                    t.up.acked = true;
-                    if let Some(k) = t.up.timer_g.take() {
-                        self.wheel.cancel(k);
-                    }
-                    self.stats.inc(Counter::AckAbsorbed);
-                    return;
+            if let Some(t) = self.txns.get_mut(slot)
+                && t.up.branch == branch
+                && t.up.final_code >= 300
+            {
+                t.up.acked = true;
+                if let Some(k) = t.up.timer_g.take() {
+                    self.wheel.cancel(k);
                 }
+                self.stats.inc(Counter::AckAbsorbed);
+                return;
             }
         }
         self.forward_stateless(inb, msg, Method::Ack, info, None, out);
@@ -454,14 +452,14 @@ impl Engine {
             if !self.shared.locals.is_ours(v.host, v.port) {
                 continue;
             }
-            if let Some(b) = v.branch().and_then(branch::parse) {
-                if b.kind == Kind::Dialog {
-                    if b.hash == lh {
-                        self.reply(inb, msg, 482, b"Loop Detected", None, &[], out);
-                        return;
-                    }
-                    spiral_of = self.decode_cookie(b.cookie);
+            if let Some(b) = v.branch().and_then(branch::parse)
+                && b.kind == Kind::Dialog
+            {
+                if b.hash == lh {
+                    self.reply(inb, msg, 482, b"Loop Detected", None, &[], out);
+                    return;
                 }
+                spiral_of = self.decode_cookie(b.cookie);
             }
         }
         let settings = self.shared.settings.load_full();

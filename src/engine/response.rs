@@ -133,10 +133,10 @@ impl Engine {
             to_tag: self.new_tag(),
         };
         let slot = self.txns.insert(txn);
-        if let Some(d) = &dialog {
-            if d.txn_slot.load(Acquire) == u32::MAX {
-                d.txn_slot.store(slot, Release);
-            }
+        if let Some(d) = &dialog
+            && d.txn_slot.load(Acquire) == u32::MAX
+        {
+            d.txn_slot.store(slot, Release);
         }
         self.reply(inb, msg, 100, b"Trying", None, &[], out);
         let mut started = 0;
@@ -200,7 +200,6 @@ impl Engine {
         } else {
             None
         };
-        drop(edits);
         let Some((s, e)) = range else {
             if let Some(t) = self.txns.get_mut(slot) {
                 t.cookie = cookie;
@@ -760,11 +759,11 @@ impl Engine {
         if better_final(code, t.best_code) {
             let mut best = std::mem::take(&mut t.best);
             best.clear();
-            if self.strip_via(msg, &mut best).is_some() {
-                if let Some(t) = self.txns.get_mut(slot) {
-                    t.best_code = code;
-                    t.best = best;
-                }
+            if self.strip_via(msg, &mut best).is_some()
+                && let Some(t) = self.txns.get_mut(slot)
+            {
+                t.best_code = code;
+                t.best = best;
             }
         }
         if code >= 600 {

@@ -138,38 +138,37 @@ impl Engine {
                     .txns
                     .get_mut(slot)
                     .is_some_and(|t| t.generation == generation)
+                    && let Some(t) = self.txns.remove(slot)
                 {
-                    if let Some(t) = self.txns.remove(slot) {
-                        if let Some(k) = t.up.timer_g {
+                    if let Some(k) = t.up.timer_g {
+                        self.wheel.cancel(k);
+                    }
+                    for b in &t.branches {
+                        for k in [b.timer_a, b.timer_bc].into_iter().flatten() {
                             self.wheel.cancel(k);
                         }
-                        for b in &t.branches {
-                            for k in [b.timer_a, b.timer_bc].into_iter().flatten() {
-                                self.wheel.cancel(k);
-                            }
+                    }
+                    if let Some(d) = &t.dialog {
+                        if d.state() == crate::dialog::DlgState::Deleted
+                            && d.txn_slot.load(std::sync::atomic::Ordering::Acquire) == slot
+                        {
+                            self.remove_dialog(d);
                         }
-                        if let Some(d) = &t.dialog {
-                            if d.state() == crate::dialog::DlgState::Deleted
-                                && d.txn_slot.load(std::sync::atomic::Ordering::Acquire) == slot
-                            {
-                                self.remove_dialog(d);
-                            }
-                            let _ = d.txn_slot.compare_exchange(
-                                slot,
-                                u32::MAX,
-                                std::sync::atomic::Ordering::AcqRel,
-                                std::sync::atomic::Ordering::Acquire,
-                            );
-                        }
+                        let _ = d.txn_slot.compare_exchange(
+                            slot,
+                            u32::MAX,
+                            std::sync::atomic::Ordering::AcqRel,
+                            std::sync::atomic::Ordering::Acquire,
+                        );
                     }
                 }
             }
             TimerItem::Dialog(id) => self.on_dialog_timer(now, id, out),
             TimerItem::Cleanup(id) => {
-                if let Some(d) = self.shared.table.get(id) {
-                    if d.state() == crate::dialog::DlgState::Deleted {
-                        self.remove_dialog(&d);
-                    }
+                if let Some(d) = self.shared.table.get(id)
+                    && d.state() == crate::dialog::DlgState::Deleted
+                {
+                    self.remove_dialog(&d);
                 }
             }
         }

@@ -10,8 +10,10 @@
 
 pub mod app;
 pub mod mgmt_http;
+#[allow(clippy::disallowed_methods)] // io owns the clock
 pub mod run;
 pub mod socket;
 pub mod tcp;
 pub mod udp;
+#[allow(clippy::disallowed_methods)] // io owns the clock
 pub mod worker;

@@ -153,12 +153,11 @@ pub fn start(cfg: &RunConfig) -> Result<Running, RunError> {
         }
         bound.push((t, addr));
         // Spread datagrams from any single peer over all workers.
-        if t == Transport::Udp {
-            if let Some((_, s)) = udp.first().and_then(|v| v.last()) {
-                if let Err(e) = socket::spread_randomly(s, workers as u32) {
-                    tracing::warn!(error = %e, "reuseport BPF not attached; kernel hash spreads load");
-                }
-            }
+        if t == Transport::Udp
+            && let Some((_, s)) = udp.first().and_then(|v| v.last())
+            && let Err(e) = socket::spread_randomly(s, workers as u32)
+        {
+            tracing::warn!(error = %e, "reuseport BPF not attached; kernel hash spreads load");
         }
     }
     let locals = LocalAddrs::new(&bound, cfg.advertise.as_deref());

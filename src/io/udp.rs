@@ -90,9 +90,15 @@ impl RecvBatch {
             return Err(io::Error::last_os_error());
         }
         let n = n as usize;
-        for i in 0..n {
-            self.lens[i] = hdrs[i].msg_len as usize;
-            self.addrs[i] = sockaddr_to(&self.storage[i]);
+        for ((len, addr), (h, st)) in self
+            .lens
+            .iter_mut()
+            .zip(self.addrs.iter_mut())
+            .zip(hdrs.iter().zip(self.storage.iter()))
+            .take(n)
+        {
+            *len = h.msg_len as usize;
+            *addr = sockaddr_to(st);
         }
         self.n = n;
         Ok(n)

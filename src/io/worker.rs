@@ -135,10 +135,10 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
             .map(|d| d.saturating_sub(now))
             .unwrap_or(100)
             .min(100);
-        if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(timeout))) {
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                tracing::error!(worker = index, error = %e, "poll failed");
-            }
+        if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(timeout)))
+            && e.kind() != std::io::ErrorKind::Interrupted
+        {
+            tracing::error!(worker = index, error = %e, "poll failed");
         }
         for ev in events.iter() {
             let t = ev.token().0;
@@ -178,12 +178,11 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
                             },
                             &mut out,
                         );
-                        if let Some(w) = out.handoff.take() {
-                            if !handoff(&shared, w, src, local, Transport::Udp, None, bytes) {
-                                if let Some(s) = &stats {
-                                    s.inc(Counter::Dropped);
-                                }
-                            }
+                        if let Some(w) = out.handoff.take()
+                            && !handoff(&shared, w, src, local, Transport::Udp, None, bytes)
+                            && let Some(s) = &stats
+                        {
+                            s.inc(Counter::Dropped);
                         }
                     }
                     flush(
@@ -229,13 +228,11 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
                             },
                             &mut out,
                         );
-                        if let Some(w) = out.handoff.take() {
-                            if !handoff(&shared, w, peer, local, Transport::Tcp, Some(conn), bytes)
-                            {
-                                if let Some(s) = &stats {
-                                    s.inc(Counter::Dropped);
-                                }
-                            }
+                        if let Some(w) = out.handoff.take()
+                            && !handoff(&shared, w, peer, local, Transport::Tcp, Some(conn), bytes)
+                            && let Some(s) = &stats
+                        {
+                            s.inc(Counter::Dropped);
                         }
                     });
                     flush(
@@ -248,10 +245,10 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
                         stats.as_deref(),
                     );
                 }
-            } else if t >= TCPL_BASE {
-                if let Some((local, l)) = tcpl.get(t - TCPL_BASE) {
-                    tcp.accept_all(poll.registry(), l, *local, clock.now_ms());
-                }
+            } else if t >= TCPL_BASE
+                && let Some((local, l)) = tcpl.get(t - TCPL_BASE)
+            {
+                tcp.accept_all(poll.registry(), l, *local, clock.now_ms());
             }
         }
         // Commands: hand-offs and terminations.
