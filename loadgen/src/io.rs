@@ -1,0 +1,639 @@
+//! The only part of loadgen that touches sockets, threads and the clock.
+//!
+//! Invariants:
+//! - One worker thread per `--threads`; each owns its UAC sockets (ephemeral ports on
+//!   `--local`), and in UAS mode one `SO_REUSEPORT` socket on the listen address, plus its own
+//!   [`Uac`]/[`Uas`] state machines. Nothing on the packet path is shared between workers.
+//! - Datagrams are received with `recvmmsg` and sent with `sendmmsg` in batches, from buffers
+//!   allocated once per worker.
+//! - Workers publish their stats into a per-worker mutex every 200 ms; the main thread merges
+//!   them once per second for the progress line and once at the end.
+//! - Sleeping uses `ppoll` with a nanosecond timeout and 1 µs timer slack, so the open-loop
+//!   schedule is kept to within tens of µs when the machine keeps up.
+
+#![allow(clippy::disallowed_methods)] // this module is loadgen's clock owner (see clippy.toml)
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::outbox::Outbox;
+use crate::scenario::{HoldDist, Mix, Rng, Schedule};
+use crate::stats::{Metric, Stats};
+use crate::uac::{Uac, UacConfig};
+use crate::uas::{Uas, UasConfig};
+
+/// Which roles run in this process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Originate calls.
+    Uac,
+    /// Answer calls.
+    Uas,
+    /// Both, the UAC calling its own UAS through `--target`.
+    Both,
+}
+
+/// Everything a run needs.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// Roles.
+    pub mode: Mode,
+    /// Where the UAC sends initial requests.
+    pub target: SocketAddr,
+    /// Request-URI of initial requests.
+    pub ruri: String,
+    /// UAS listen address.
+    pub listen: SocketAddr,
+    /// Local IP of UAC sockets.
+    pub local_ip: IpAddr,
+    /// Calls per second.
+    pub rate: f64,
+    /// Number of calls (u64::MAX = unlimited).
+    pub calls: u64,
+    /// Stop starting calls after this long (UAS-only: run this long).
+    pub duration: Option<Duration>,
+    /// Mean hold time, µs.
+    pub hold_us: u64,
+    /// Hold-time distribution.
+    pub hold_dist: HoldDist,
+    /// Maximum calls in progress (whole process).
+    pub max_concurrent: usize,
+    /// Worker threads.
+    pub threads: usize,
+    /// UAC sockets (whole process).
+    pub sockets: usize,
+    /// Scenario mix.
+    pub mix: Mix,
+    /// INVITE final-response timeout, µs.
+    pub invite_timeout_us: u64,
+    /// UAS: send 100 Trying.
+    pub uas_100: bool,
+    /// Print the progress line every second.
+    pub progress: bool,
+    /// Seed for scenario picks and hold times.
+    pub seed: u64,
+}
+
+/// What a run measured.
+#[derive(Debug, Default)]
+pub struct RunResult {
+    /// UAC latencies and counters.
+    pub uac: Stats,
+    /// UAS counters.
+    pub uas: Stats,
+    /// Wall time of the run, seconds.
+    pub elapsed_s: f64,
+    /// Process CPU time (user+system) during the run, seconds.
+    pub cpu_s: f64,
+    /// Offered rate, calls/s.
+    pub offered_cps: f64,
+}
+
+/// Socket setup failures.
+#[derive(Debug, thiserror::Error)]
+pub enum IoError {
+    /// Creating, configuring or binding a socket failed.
+    #[error("socket {addr}: {source}")]
+    Socket {
+        /// Address being bound.
+        addr: SocketAddr,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// Spawning a worker failed.
+    #[error("spawning worker: {0}")]
+    Spawn(std::io::Error),
+}
+
+struct Shared {
+    t0: Instant,
+    stop: Arc<AtomicBool>,
+    uac_stats: Vec<Mutex<Stats>>,
+    uas_stats: Vec<Mutex<Stats>>,
+    active: Vec<AtomicU64>,
+    uac_done: Vec<AtomicBool>,
+}
+
+/// Process CPU time (user + system) in seconds, from getrusage.
+pub fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct we own; RUSAGE_SELF is always valid.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+fn udp_socket(addr: SocketAddr, reuseport: bool) -> Result<UdpSocket, IoError> {
+    let err = |source| IoError::Socket { addr, source };
+    let s =
+        Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
+    if reuseport {
+        s.set_reuse_port(true).map_err(err)?;
+    }
+    // Large buffers absorb bursts; force variants need CAP_NET_ADMIN, so fall back quietly.
+    for size in [8 << 20, 1 << 20] {
+        if s.set_recv_buffer_size(size).is_ok() && s.recv_buffer_size().unwrap_or(0) >= size {
+            break;
+        }
+    }
+    let _ = s.set_send_buffer_size(4 << 20);
+    s.set_nonblocking(true).map_err(err)?;
+    s.bind(&addr.into()).map_err(err)?;
+    Ok(s.into())
+}
+
+const BATCH: usize = 64;
+const BUF: usize = 4096;
+
+/// Pre-allocated `recvmmsg`/`sendmmsg` state of one worker.
+struct Batch {
+    bufs: Vec<u8>,
+    addrs: Vec<libc::sockaddr_storage>,
+    iov: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+    dsts: Vec<SockAddr>,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            bufs: vec![0u8; BATCH * BUF],
+            // SAFETY: sockaddr_storage, iovec and mmsghdr are plain C structs for which
+            // all-zero bytes is a valid value.
+            addrs: vec![unsafe { std::mem::zeroed() }; BATCH],
+            iov: vec![unsafe { std::mem::zeroed() }; BATCH],
+            hdrs: vec![unsafe { std::mem::zeroed() }; BATCH],
+            dsts: Vec::with_capacity(BATCH),
+        }
+    }
+
+    /// Receives up to BATCH datagrams; returns how many (0 on WouldBlock or error).
+    fn recv(&mut self, fd: i32) -> usize {
+        let base = self.bufs.as_mut_ptr();
+        for i in 0..BATCH {
+            // SAFETY: i*BUF + BUF <= bufs.len(), so the pointer stays inside the buffer.
+            let p = unsafe { base.add(i * BUF) };
+            self.iov[i] = libc::iovec {
+                iov_base: p.cast(),
+                iov_len: BUF,
+            };
+            let h = &mut self.hdrs[i].msg_hdr;
+            h.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+            h.msg_iov = &mut self.iov[i];
+            h.msg_iovlen = 1;
+            h.msg_control = std::ptr::null_mut();
+            h.msg_controllen = 0;
+            h.msg_flags = 0;
+        }
+        // SAFETY: hdrs holds BATCH initialised headers pointing into buffers owned by self,
+        // which outlive the call.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.hdrs.as_mut_ptr(),
+                BATCH as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 { 0 } else { n as usize }
+    }
+
+    fn datagram(&self, i: usize) -> (Option<SocketAddr>, &[u8]) {
+        let len = self.hdrs.get(i).map_or(0, |h| h.msg_len as usize).min(BUF);
+        let bytes = self.bufs.get(i * BUF..i * BUF + len).unwrap_or(&[]);
+        let addr = self.addrs.get(i).and_then(storage_to_addr);
+        (addr, bytes)
+    }
+
+    /// Sends every queued datagram of socket index `sock` through `fd`.
+    fn send(&mut self, fd: i32, sock: u16, out: &Outbox) -> usize {
+        let mut sent = 0;
+        let mut items = out.items.iter().filter(|t| t.sock == sock).peekable();
+        while items.peek().is_some() {
+            self.dsts.clear();
+            let mut n = 0;
+            let base = out.buf.as_ptr();
+            for t in items.by_ref().take(BATCH) {
+                self.dsts.push(SockAddr::from(t.dst));
+                // SAFETY: start+len lies within out.buf (Outbox invariant).
+                let p = unsafe { base.add(t.start as usize) };
+                self.iov[n] = libc::iovec {
+                    iov_base: p as *mut libc::c_void,
+                    iov_len: t.len as usize,
+                };
+                n += 1;
+            }
+            for i in 0..n {
+                let h = &mut self.hdrs[i].msg_hdr;
+                h.msg_name = self.dsts[i].as_ptr() as *mut libc::c_void;
+                h.msg_namelen = self.dsts[i].len();
+                h.msg_iov = &mut self.iov[i];
+                h.msg_iovlen = 1;
+                h.msg_control = std::ptr::null_mut();
+                h.msg_controllen = 0;
+                h.msg_flags = 0;
+            }
+            let mut off = 0;
+            let mut spins = 0;
+            while off < n {
+                // SAFETY: hdrs[off..n] are initialised and point at live buffers (out.buf,
+                // self.dsts, self.iov) that are not touched until the call returns.
+                let r = unsafe {
+                    libc::sendmmsg(fd, self.hdrs.as_mut_ptr().add(off), (n - off) as u32, 0)
+                };
+                if r > 0 {
+                    off += r as usize;
+                    sent += r as usize;
+                    continue;
+                }
+                let e = std::io::Error::last_os_error().raw_os_error();
+                if e == Some(libc::EAGAIN) && spins < 1000 {
+                    spins += 1;
+                    let mut p = libc::pollfd {
+                        fd,
+                        events: libc::POLLOUT,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd.
+                    unsafe { libc::poll(&mut p, 1, 1) };
+                    continue;
+                }
+                off += 1; // drop this datagram (e.g. unreachable), keep going
+            }
+        }
+        sent
+    }
+}
+
+struct Worker {
+    id: usize,
+    socks: Vec<UdpSocket>,
+    uas_sock: Option<usize>,
+    uac: Option<(Uac, Schedule)>,
+    uas: Option<Uas>,
+    rng: Rng,
+}
+
+fn now_us(t0: Instant) -> u64 {
+    t0.elapsed().as_micros() as u64
+}
+
+impl Worker {
+    fn run(mut self, cfg: &RunConfig, sh: &Shared) {
+        // SAFETY: prctl(PR_SET_TIMERSLACK) only changes this thread's timer slack.
+        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1u64, 0u64, 0u64, 0u64) };
+        let mut batch = Batch::new();
+        let mut out = Outbox::with_capacity(BATCH * 4);
+        let fds: Vec<i32> = self.socks.iter().map(|s| s.as_raw_fd()).collect();
+        let mut pfds: Vec<libc::pollfd> = fds
+            .iter()
+            .map(|&fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let mut next_publish = 0u64;
+        let mut stopping_at: Option<u64> = None;
+        let end_us = cfg.duration.map(|d| d.as_micros() as u64);
+        loop {
+            let now = now_us(sh.t0);
+            for (i, &fd) in fds.iter().enumerate() {
+                loop {
+                    let n = batch.recv(fd);
+                    for k in 0..n {
+                        let (src, bytes) = batch.datagram(k);
+                        if Some(i) == self.uas_sock {
+                            if let (Some(uas), Some(src)) = (self.uas.as_mut(), src) {
+                                uas.handle(now, i as u16, src, bytes, &mut out);
+                            }
+                        } else if let Some((uac, _)) = self.uac.as_mut() {
+                            uac.handle(now, bytes, &mut out);
+                        }
+                    }
+                    if out.len() >= BATCH {
+                        flush(&mut batch, &fds, &mut out);
+                    }
+                    if n < BATCH {
+                        break;
+                    }
+                }
+            }
+            let stop = sh.stop.load(Ordering::Relaxed);
+            let mut wake = u64::MAX;
+            if let Some((uac, sched)) = self.uac.as_mut() {
+                if stop && stopping_at.is_none() {
+                    stopping_at = Some(now);
+                    *sched = Schedule::new(1.0, 0, 0, 0);
+                }
+                let mut started = 0;
+                while started < 256 {
+                    let Some(intended) = sched.pop_due(now) else {
+                        break;
+                    };
+                    let scen = cfg.mix.pick(self.rng.next_u64());
+                    let hold = cfg.hold_dist.draw(cfg.hold_us, &mut self.rng);
+                    if uac.start_call(now, intended, scen, hold, &mut out).is_err() {
+                        sched.unpop();
+                        break;
+                    }
+                    started += 1;
+                    if out.len() >= BATCH {
+                        flush(&mut batch, &fds, &mut out);
+                    }
+                }
+                uac.handle_timeout(now, &mut out);
+                if let Some(t) = sched.next_start() {
+                    wake = wake.min(t);
+                }
+                if let Some(t) = uac.poll_timeout() {
+                    wake = wake.min(t);
+                }
+                let drained = sched.next_start().is_none() && uac.active() == 0;
+                let gave_up = stopping_at.is_some_and(|t| now > t + 35_000_000);
+                if let Some(d) = sh.uac_done.get(self.id) {
+                    d.store(drained || gave_up, Ordering::Relaxed);
+                }
+            }
+            if let Some(uas) = self.uas.as_mut() {
+                uas.handle_timeout(now, &mut out);
+                if let Some(t) = uas.poll_timeout() {
+                    wake = wake.min(t);
+                }
+            }
+            flush(&mut batch, &fds, &mut out);
+            if now >= next_publish {
+                self.publish(sh);
+                next_publish = now + 200_000;
+            }
+            let uac_done = sh
+                .uac_done
+                .get(self.id)
+                .is_some_and(|d| d.load(Ordering::Relaxed));
+            let finished = match cfg.mode {
+                Mode::Uac => uac_done,
+                Mode::Uas | Mode::Both => {
+                    stop || end_us.is_some_and(|e| cfg.mode == Mode::Uas && now >= e)
+                }
+            };
+            if finished {
+                self.publish(sh);
+                return;
+            }
+            wake = wake.min(next_publish);
+            let now2 = now_us(sh.t0);
+            if wake > now2 {
+                let d = (wake - now2).min(50_000);
+                let ts = libc::timespec {
+                    tv_sec: (d / 1_000_000) as libc::time_t,
+                    tv_nsec: ((d % 1_000_000) * 1000) as libc::c_long,
+                };
+                // SAFETY: pfds is a valid array of pollfd of the given length; ts is valid.
+                unsafe {
+                    libc::ppoll(
+                        pfds.as_mut_ptr(),
+                        pfds.len() as libc::nfds_t,
+                        &ts,
+                        std::ptr::null(),
+                    )
+                };
+            }
+        }
+    }
+
+    fn publish(&mut self, sh: &Shared) {
+        if let Some((uac, _)) = self.uac.as_mut() {
+            if let Some(m) = sh.uac_stats.get(self.id)
+                && let Ok(mut g) = m.lock()
+            {
+                g.add(&uac.stats);
+                uac.stats.reset();
+            }
+            if let Some(a) = sh.active.get(self.id) {
+                a.store(uac.active() as u64, Ordering::Relaxed);
+            }
+        }
+        if let Some(uas) = self.uas.as_mut()
+            && let Some(m) = sh.uas_stats.get(self.id)
+            && let Ok(mut g) = m.lock()
+        {
+            g.add(&uas.stats);
+            uas.stats.reset();
+        }
+    }
+}
+
+/// Decodes an IPv4/IPv6 `sockaddr_storage` filled in by the kernel.
+fn storage_to_addr(a: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(a.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: ss_family says this storage holds a sockaddr_in, which it is large and
+            // aligned enough for.
+            let v4 = unsafe { &*(a as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr));
+            Some(SocketAddr::new(IpAddr::V4(ip), u16::from_be(v4.sin_port)))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let v6 = unsafe { &*(a as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = std::net::Ipv6Addr::from(v6.sin6_addr.s6_addr);
+            Some(SocketAddr::new(IpAddr::V6(ip), u16::from_be(v6.sin6_port)))
+        }
+        _ => None,
+    }
+}
+
+fn flush(batch: &mut Batch, fds: &[i32], out: &mut Outbox) {
+    if out.is_empty() {
+        return;
+    }
+    for (i, &fd) in fds.iter().enumerate() {
+        batch.send(fd, i as u16, out);
+    }
+    out.clear();
+}
+
+fn drain(sh: &Shared, into_uac: &mut Stats, into_uas: &mut Stats) {
+    for m in &sh.uac_stats {
+        if let Ok(mut g) = m.lock() {
+            into_uac.add(&g);
+            g.reset();
+        }
+    }
+    for m in &sh.uas_stats {
+        if let Ok(mut g) = m.lock() {
+            into_uas.add(&g);
+            g.reset();
+        }
+    }
+}
+
+/// Runs the configured roles until done (UAC: all calls finished; UAS: duration or `stop`).
+pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<RunResult, IoError> {
+    let threads = cfg.threads.max(1);
+    let with_uac = cfg.mode != Mode::Uas;
+    let with_uas = cfg.mode != Mode::Uac;
+    let sockets = cfg.sockets.max(threads);
+    let mut workers = Vec::new();
+    let run_tag = (std::process::id() << 8) ^ (Instant::now().elapsed().subsec_nanos());
+    let t_start = Instant::now();
+    let t0_us = 20_000; // let all workers get going before call 0
+    for w in 0..threads {
+        let mut socks = Vec::new();
+        if with_uac {
+            let n = sockets / threads + usize::from(w < sockets % threads);
+            for _ in 0..n {
+                socks.push(udp_socket(SocketAddr::new(cfg.local_ip, 0), false)?);
+            }
+        }
+        let uac_n = socks.len();
+        let uas_sock = if with_uas {
+            socks.push(udp_socket(cfg.listen, true)?);
+            Some(uac_n)
+        } else {
+            None
+        };
+        let local: Vec<SocketAddr> = socks
+            .iter()
+            .map(|s| s.local_addr().unwrap_or(cfg.listen))
+            .collect();
+        let uac = with_uac.then(|| {
+            let per = |total: u64| {
+                if total == u64::MAX {
+                    u64::MAX
+                } else {
+                    total / threads as u64 + u64::from((w as u64) < total % threads as u64)
+                }
+            };
+            let end = cfg
+                .duration
+                .map_or(u64::MAX, |d| t0_us + d.as_micros() as u64);
+            let sched = Schedule::new(
+                cfg.rate / threads as f64,
+                t0_us + (w as f64 * 1e6 / cfg.rate) as u64,
+                per(cfg.calls),
+                end,
+            );
+            let ucfg = UacConfig {
+                target: cfg.target,
+                ruri: cfg.ruri.clone(),
+                local: local.get(..uac_n).unwrap_or(&[]).to_vec(),
+                invite_timeout_us: cfg.invite_timeout_us,
+                max_concurrent: (cfg.max_concurrent / threads).max(1),
+                run_tag: run_tag ^ w as u32,
+            };
+            (Uac::new(ucfg), sched)
+        });
+        let uas = with_uas.then(|| {
+            Uas::new(UasConfig {
+                local: local.clone(),
+                send_100: cfg.uas_100,
+                ..UasConfig::default()
+            })
+        });
+        workers.push(Worker {
+            id: w,
+            socks,
+            uas_sock,
+            uac,
+            uas,
+            rng: Rng::new(cfg.seed.wrapping_add(w as u64 * 0x1234_5678_9abc)),
+        });
+    }
+    let sh = Arc::new(Shared {
+        t0: t_start,
+        stop: stop.clone(),
+        uac_stats: (0..threads).map(|_| Mutex::new(Stats::default())).collect(),
+        uas_stats: (0..threads).map(|_| Mutex::new(Stats::default())).collect(),
+        active: (0..threads).map(|_| AtomicU64::new(0)).collect(),
+        uac_done: (0..threads).map(|_| AtomicBool::new(false)).collect(),
+    });
+    let cpu0 = cpu_seconds();
+    let mut handles = Vec::new();
+    for wk in workers {
+        let sh = sh.clone();
+        let cfg = cfg.clone();
+        let h = std::thread::Builder::new()
+            .name(format!("loadgen-{}", wk.id))
+            .spawn(move || wk.run(&cfg, &sh))
+            .map_err(IoError::Spawn)?;
+        handles.push(h);
+    }
+    let mut res = RunResult {
+        offered_cps: if with_uac { cfg.rate } else { 0.0 },
+        ..RunResult::default()
+    };
+    let mut interval_uac = Stats::default();
+    let mut interval_uas = Stats::default();
+    let mut last = Instant::now();
+    let end = cfg
+        .duration
+        .map(|d| t_start + d + Duration::from_micros(t0_us));
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let all_uac_done = with_uac && sh.uac_done.iter().all(|d| d.load(Ordering::Relaxed));
+        if all_uac_done || (cfg.mode == Mode::Uas && end.is_some_and(|e| Instant::now() >= e)) {
+            sh.stop.store(true, Ordering::Relaxed);
+        }
+        if last.elapsed() >= Duration::from_secs(1) {
+            let dt = last.elapsed().as_secs_f64();
+            last = Instant::now();
+            drain(&sh, &mut interval_uac, &mut interval_uas);
+            let active: u64 = sh.active.iter().map(|a| a.load(Ordering::Relaxed)).sum();
+            res.uac.add(&interval_uac);
+            res.uas.add(&interval_uas);
+            if cfg.progress {
+                progress_line(t_start, dt, active, &interval_uac, &interval_uas, &res);
+            }
+            interval_uac.reset();
+            interval_uas.reset();
+        }
+        if sh.stop.load(Ordering::Relaxed) {
+            break;
+        }
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+    drain(&sh, &mut res.uac, &mut res.uas);
+    res.elapsed_s = t_start.elapsed().as_secs_f64();
+    res.cpu_s = cpu_seconds() - cpu0;
+    Ok(res)
+}
+
+fn progress_line(t0: Instant, dt: f64, active: u64, iu: &Stats, is: &Stats, tot: &RunResult) {
+    let setup = iu.hist(Metric::Setup);
+    let mut line = format!(
+        "[{:6.1}s] offered {:.0} cps, achieved {:.0} cps, active {}, completed {}, failed {}, retrans {}, setup p50 {} us p99 {} us",
+        t0.elapsed().as_secs_f64(),
+        iu.c.started as f64 / dt,
+        iu.c.ok as f64 / dt,
+        active,
+        tot.uac.c.ok,
+        tot.uac.c.failed_total() + tot.uas.c.failed_total(),
+        tot.uac.c.retrans + tot.uas.c.uas_retrans,
+        setup.value_at_quantile(0.5),
+        setup.value_at_quantile(0.99),
+    );
+    if is.c.uas_calls > 0 {
+        line.push_str(&format!(", uas {:.0} calls/s", is.c.uas_calls as f64 / dt));
+    }
+    if iu.c.behind > 0 {
+        line.push_str(&format!(
+            " WARNING: {} calls started >10 ms behind schedule (worst {} ms)",
+            iu.c.behind,
+            iu.max_behind_us / 1000
+        ));
+    }
+    eprintln!("{line}");
+}
