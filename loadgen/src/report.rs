@@ -256,7 +256,7 @@ pub fn hgrm(h: &Histogram<u64>) -> String {
         t,
         "#[Buckets = {:>12}, SubBuckets     = {:>12}]",
         h.buckets(),
-        h.distinct_values()
+        (2 * 10u64.pow(u32::from(h.sigfig()))).next_power_of_two()
     );
     t
 }
