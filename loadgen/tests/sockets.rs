@@ -1,7 +1,13 @@
 //! loadgen UAC -> loadgen UAS over real UDP sockets on 127.0.0.1, one run per scenario that
 //! needs no proxy, plus multi-thread / multi-socket runs, and the honesty check: a relay that
 //! stalls once for 200 ms must show up in the tail while p50 stays low.
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::indexing_slicing)]
+// Real-socket tests run on the wall clock (the relay stub stalls at a wall-clock time).
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::disallowed_methods
+)]
 
 mod common;
 
