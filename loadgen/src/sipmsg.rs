@@ -259,8 +259,7 @@ impl<'a> Msg<'a> {
         if buf.len() > usize::from(u16::MAX) {
             return Err(ParseError::TooLarge);
         }
-        let hdr_end = memchr::memmem::find(buf, b"\r\n\r\n").ok_or(ParseError::Incomplete)?;
-        let line1_end = memchr::memmem::find(buf, b"\r\n").ok_or(ParseError::Incomplete)?;
+        let (line1_end, mut pos) = next_line(buf, 0).ok_or(ParseError::Incomplete)?;
         let line1 = buf.get(..line1_end).ok_or(ParseError::BadStartLine)?;
         let kind = if let Some(rest) = line1.strip_prefix(b"SIP/2.0 ") {
             let code = rest
@@ -295,15 +294,14 @@ impl<'a> Msg<'a> {
             cseq_line: Span::default(),
             scenario: Span::default(),
         };
-        let mut pos = line1_end + 2;
         let mut have_cseq = false;
-        while pos < hdr_end + 2 {
-            let rel = buf
-                .get(pos..)
-                .and_then(|r| memchr::memmem::find(r, b"\r\n"))
-                .ok_or(ParseError::Incomplete)?;
-            let (ls, le) = (pos, pos + rel);
-            pos = le + 2;
+        loop {
+            let ls = pos;
+            let (le, next) = next_line(buf, pos).ok_or(ParseError::Incomplete)?;
+            pos = next;
+            if le == ls {
+                break; // empty line: end of headers
+            }
             let line = buf.get(ls..le).unwrap_or(&[]);
             let Some(colon) = memchr::memchr(b':', line) else {
                 continue;
@@ -381,6 +379,17 @@ impl<'a> Msg<'a> {
                 split_entries(line.get(colon..).unwrap_or(&[]))
             })
     }
+}
+
+/// End of the line starting at `pos` (without CR LF) and the start of the next line.
+fn next_line(buf: &[u8], pos: usize) -> Option<(usize, usize)> {
+    let nl = pos + memchr::memchr(b'\n', buf.get(pos..)?)?;
+    let end = if nl > pos && buf.get(nl - 1) == Some(&b'\r') {
+        nl - 1
+    } else {
+        nl
+    };
+    Some((end, nl + 1))
 }
 
 fn contact_uri(buf: &[u8], s: usize, e: usize) -> Span {
