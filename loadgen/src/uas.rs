@@ -300,12 +300,26 @@ impl Uas {
         match scen {
             Scenario::Reject => self.send_final(now_us, slot, m, 486, tag16, out),
             Scenario::Cancel | Scenario::Noanswer => {
-                self.reply(out, (sock, src), m, 180, tag16, true);
+                let contact = self
+                    .contact
+                    .get(usize::from(sock))
+                    .map_or("", String::as_str);
+                let o = ResponseOpts {
+                    code: 180,
+                    to_tag: tag16,
+                    contact: contact.as_bytes(),
+                    record_route: true,
+                    sdp: false,
+                };
                 if let Some(c) = self.calls.get_mut(slot as usize) {
                     c.st = St::Early;
                     c.invite.clear();
                     c.invite.extend_from_slice(m.buf);
+                    // Keep the 180 so a retransmitted INVITE gets it again.
                     c.resp.clear();
+                    sipmsg::build_response(&mut c.resp, m, &o);
+                    out.push(sock, src, &c.resp);
+                    self.stats.c.sent += 1;
                     c.deadline = now_us + self.cfg.max_call_us;
                 }
                 self.rearm(slot, true);

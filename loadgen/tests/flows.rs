@@ -447,3 +447,44 @@ fn in_dialog_requests_follow_record_route_and_contact() {
         assert!(text.contains(";tag=uas9\r\n"), "{text}");
     }
 }
+
+#[test]
+fn uas_absorbs_retransmitted_requests() {
+    let mut n = Net::new();
+    n.start(0, Scenario::Cancel, 0);
+    let inv = n.flight.remove(0);
+    n.uas.handle(1, 0, uac_addr(), &inv.bytes, &mut n.out);
+    let first: Vec<u8> = n.out.bytes(n.out.items.last().unwrap()).to_vec();
+    assert!(first.starts_with(b"SIP/2.0 180"));
+    n.out.clear();
+    // The INVITE again: the UAS repeats its 180, starts nothing new.
+    n.uas.handle(2, 0, uac_addr(), &inv.bytes, &mut n.out);
+    assert_eq!(n.out.len(), 1);
+    assert_eq!(n.out.bytes(&n.out.items[0]), &first[..]);
+    assert_eq!(n.uas.stats.c.uas_calls, 1);
+    assert_eq!(n.uas.stats.c.uas_retrans, 1);
+    assert_eq!(n.uas.active(), 1);
+}
+
+#[test]
+fn uas_answers_481_to_bye_for_unknown_call_and_times_out_without_ack() {
+    let mut n = Net::new();
+    n.start(0, Scenario::Basic, 0);
+    let inv = n.flight.remove(0);
+    // Never deliver anything back to the UAC: the UAS retransmits its 200 (Timer G) and
+    // gives up after 64*T1 counting NoAck.
+    n.drop = Box::new(|_, _| true);
+    n.uas.handle(0, 0, uac_addr(), &inv.bytes, &mut n.out);
+    n.take_out();
+    n.run(40_000_000);
+    let retrans = n.uas.stats.c.uas_retrans;
+    // 0.5, 1.5, 3.5, 7.5, 11.5, ... up to 32 s (T2 cap of 4 s): 10 retransmissions.
+    assert_eq!(retrans, 10, "{}", n.dump());
+    assert_eq!(n.uas.stats.c.failed[FailReason::NoAck as usize], 1);
+    assert_eq!(n.uas.active(), 0);
+    // A BYE for a call the UAS does not know gets 481.
+    let bye = b"BYE sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bKq\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: nope\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
+    n.out.clear();
+    n.uas.handle(1, 0, uac_addr(), bye, &mut n.out);
+    assert!(n.out.bytes(&n.out.items[0]).starts_with(b"SIP/2.0 481"));
+}
