@@ -367,4 +367,39 @@ mod tests {
         assert_eq!(s.percentiles_us["p50"], 500);
         assert_eq!(s.max_us, 1000);
     }
+
+    #[test]
+    fn plot_and_json_are_written() {
+        let mut r = RunResult::default();
+        for v in 1..=10_000u64 {
+            r.uac.record(Metric::Setup, v);
+            r.uac.record(Metric::Bye200, v / 2);
+        }
+        r.uac.c.ok = 10_000;
+        r.elapsed_s = 1.0;
+        r.cpu_s = 0.5;
+        let dir = std::env::temp_dir().join(format!("loadgen-report-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let svg = dir.join("p.svg");
+        write_plot(&svg, &r).unwrap();
+        let text = std::fs::read_to_string(&svg).unwrap();
+        assert!(text.starts_with("<svg"));
+        for label in ["setup", "bye_200", "99.990%", "latency (us)"] {
+            assert!(text.contains(label), "missing {label}");
+        }
+        assert!(
+            !text.contains("invite_100"),
+            "empty metrics are not plotted"
+        );
+        let s = summary(&r);
+        assert_eq!(s.cpu_us_per_call, 50.0);
+        assert_eq!(s.achieved_cps, 10_000.0);
+        let json = dir.join("s.json");
+        write_json(&json, &s).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(v["latency"]["setup"]["count"], 10_000);
+        assert_eq!(v["ok"], 10_000);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
