@@ -320,8 +320,8 @@ impl Worker {
                             if let (Some(uas), Some(src)) = (self.uas.as_mut(), src) {
                                 uas.handle(now, i as u16, src, bytes, &mut out);
                             }
-                        } else if let Some((uac, _)) = self.uac.as_mut() {
-                            uac.handle(now, bytes, &mut out);
+                        } else if let (Some((uac, _)), Some(src)) = (self.uac.as_mut(), src) {
+                            uac.handle(now, i as u16, src, bytes, &mut out);
                         }
                     }
                     if out.len() >= BATCH {

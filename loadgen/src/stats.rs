@@ -59,15 +59,18 @@ pub enum FailReason {
     NoAck,
     /// UAS: request for an unknown dialog (481 sent).
     UnknownDialog,
+    /// UAC: the peer (or a proxy) sent BYE during the call.
+    PeerBye,
 }
 
 /// All reasons in index order.
-pub const FAIL_REASONS: [FailReason; 5] = [
+pub const FAIL_REASONS: [FailReason; 6] = [
     FailReason::InviteTimeout,
     FailReason::NonInviteTimeout,
     FailReason::UnexpectedStatus,
     FailReason::NoAck,
     FailReason::UnknownDialog,
+    FailReason::PeerBye,
 ];
 
 impl FailReason {
@@ -79,6 +82,7 @@ impl FailReason {
             FailReason::UnexpectedStatus => "unexpected_status",
             FailReason::NoAck => "uas_no_ack",
             FailReason::UnknownDialog => "uas_unknown_dialog",
+            FailReason::PeerBye => "peer_bye",
         }
     }
 }
@@ -91,7 +95,7 @@ pub struct Counters {
     /// Calls completed as the scenario expects.
     pub ok: u64,
     /// Failed calls by [`FailReason`] index.
-    pub failed: [u64; 5],
+    pub failed: [u64; 6],
     /// UAC retransmissions (timer-driven requests and ACKs re-sent for repeated 2xx).
     pub retrans: u64,
     /// UAS retransmissions (Timer G and answers to repeated requests).
@@ -108,6 +112,8 @@ pub struct Counters {
     pub uas_calls: u64,
     /// UAS calls that ended normally (BYE, ACK of a final non-2xx, OPTIONS answered).
     pub uas_ok: u64,
+    /// BYEs the UAC received (answered 200), e.g. from a proxy's dialog timeout.
+    pub peer_byes: u64,
 }
 
 impl Counters {
@@ -129,6 +135,7 @@ impl Counters {
         self.behind += o.behind;
         self.uas_calls += o.uas_calls;
         self.uas_ok += o.uas_ok;
+        self.peer_byes += o.peer_byes;
     }
 }
 

@@ -278,16 +278,26 @@ impl Uac {
         Ok(())
     }
 
-    /// Feeds one received datagram.
-    pub fn handle(&mut self, now_us: u64, bytes: &[u8], out: &mut Outbox) {
+    /// Feeds one datagram received on socket `sock` from `src`.
+    pub fn handle(
+        &mut self,
+        now_us: u64,
+        sock: u16,
+        src: SocketAddr,
+        bytes: &[u8],
+        out: &mut Outbox,
+    ) {
         self.stats.c.recv += 1;
         let Ok(m) = Msg::parse(bytes) else {
             self.stats.c.stray += 1;
             return;
         };
-        let Kind::Response(code) = m.kind else {
-            self.stats.c.stray += 1;
-            return;
+        let code = match m.kind {
+            Kind::Response(code) => code,
+            Kind::Request(method) => {
+                self.on_request(method, sock, src, &m, out);
+                return;
+            }
         };
         let cid = m.get(m.call_id);
         let (Some(slot), Some(generation)) = (
@@ -315,6 +325,46 @@ impl Uac {
                 self.on_final(now_us, slot, code, 200, Metric::Setup)
             }
             _ => self.stats.c.stray += 1,
+        }
+    }
+
+    /// A request to the UAC: a BYE from the peer or a proxy (e.g. a dialog timeout) is
+    /// answered 200 and ends a live call as failed (`PeerBye`); OPTIONS is answered 200;
+    /// anything else is stray.
+    fn on_request(
+        &mut self,
+        method: Method,
+        sock: u16,
+        src: SocketAddr,
+        m: &Msg<'_>,
+        out: &mut Outbox,
+    ) {
+        if !matches!(method, Method::Bye | Method::Options) {
+            self.stats.c.stray += 1;
+            return;
+        }
+        let o = sipmsg::ResponseOpts {
+            code: 200,
+            to_tag: b"",
+            contact: b"",
+            record_route: false,
+            sdp: false,
+        };
+        out.push_with(sock, src, |b| sipmsg::build_response(b, m, &o));
+        self.stats.c.sent += 1;
+        if method != Method::Bye {
+            return;
+        }
+        self.stats.c.peer_byes += 1;
+        let cid = m.get(m.call_id);
+        if let (Some(slot), Some(generation)) = (
+            sipmsg::parse_hex8(cid),
+            cid.get(8..).and_then(sipmsg::parse_hex8),
+        ) && let Some(c) = self.calls.get(slot as usize)
+            && c.generation == generation
+            && c.st != St::Free
+        {
+            self.finish(slot, Some(FailReason::PeerBye));
         }
     }
 

@@ -127,7 +127,8 @@ impl Net {
                     self.uas
                         .handle(self.now, 0, uac_addr(), &p.bytes, &mut self.out);
                 } else {
-                    self.uac.handle(self.now, &p.bytes, &mut self.out);
+                    self.uac
+                        .handle(self.now, 0, uas_addr(), &p.bytes, &mut self.out);
                 }
             } else {
                 self.uac.handle_timeout(self.now, &mut self.out);
@@ -400,13 +401,13 @@ fn unexpected_final_fails_the_call() {
         sdp: false,
     };
     sipmsg::build_response(&mut r, &m, &o);
-    n.uac.handle(10, &r, &mut n.out);
+    n.uac.handle(10, 0, uas_addr(), &r, &mut n.out);
     assert_eq!(
         n.uac.stats.c.failed[FailReason::UnexpectedStatus as usize],
         1
     );
     // A late duplicate for the finished call is stray, not a second result.
-    n.uac.handle(20, &r, &mut n.out);
+    n.uac.handle(20, 0, uas_addr(), &r, &mut n.out);
     assert_eq!(n.uac.stats.c.stray, 1);
     assert_eq!(n.uac.stats.c.failed_total(), 1);
 }
@@ -430,7 +431,7 @@ fn in_dialog_requests_follow_record_route_and_contact() {
     r.extend_from_slice(
         b"\r\nCSeq: 1 INVITE\r\nContact: <sip:callee@127.0.0.9:5099>\r\nContent-Length: 0\r\n\r\n",
     );
-    n.uac.handle(300, &r, &mut n.out);
+    n.uac.handle(300, 0, uas_addr(), &r, &mut n.out);
     assert_eq!(n.out.len(), 2, "ACK and BYE");
     for t in n.out.items.clone() {
         let b = n.out.bytes(&t);
@@ -487,4 +488,23 @@ fn uas_answers_481_to_bye_for_unknown_call_and_times_out_without_ack() {
     n.out.clear();
     n.uas.handle(1, 0, uac_addr(), bye, &mut n.out);
     assert!(n.out.bytes(&n.out.items[0]).starts_with(b"SIP/2.0 481"));
+}
+
+#[test]
+fn bye_from_the_network_is_answered_and_fails_the_live_call() {
+    let mut n = Net::new();
+    n.start(0, Scenario::Basic, 60_000_000);
+    n.run(1_000_000); // call is now holding
+    assert_eq!(n.uac.active(), 1);
+    assert!(n.log.iter().any(|l| l.contains(" ACK ")), "{}", n.dump());
+    let mut bye = Vec::new();
+    bye.extend_from_slice(b"BYE sip:loadgen@127.0.0.1:6000 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bKpx\r\n");
+    // Call-ID of slot 0, generation 1, run tag 7.
+    bye.extend_from_slice(b"From: <sip:service@127.0.0.1:5090>;tag=x\r\nTo: <sip:loadgen@127.0.0.1:6000>;tag=0000000000000001\r\nCall-ID: 0000000000000001-00000007@loadgen\r\nCSeq: 9 BYE\r\nContent-Length: 0\r\n\r\n");
+    n.out.clear();
+    n.uac.handle(n.now, 0, uas_addr(), &bye, &mut n.out);
+    assert!(n.out.bytes(&n.out.items[0]).starts_with(b"SIP/2.0 200 OK"));
+    assert_eq!(n.uac.active(), 0);
+    assert_eq!(n.uac.stats.c.failed[FailReason::PeerBye as usize], 1);
+    assert_eq!(n.uac.stats.c.peer_byes, 1);
 }
