@@ -314,6 +314,9 @@ impl Worker {
                 }
                 loop {
                     let n = batch.recv(fd);
+                    // Timestamp after the receive: a datagram is never credited with an
+                    // arrival earlier than the moment we had it in hand.
+                    let now = if n > 0 { now_us(sh.t0) } else { now };
                     for k in 0..n {
                         let (src, bytes) = batch.datagram(k);
                         if Some(i) == self.uas_sock {
@@ -332,6 +335,7 @@ impl Worker {
                     }
                 }
             }
+            let now = now_us(sh.t0);
             let stop = sh.stop.load(Ordering::Relaxed);
             let mut wake = u64::MAX;
             if let Some((uac, sched)) = self.uac.as_mut() {
