@@ -484,6 +484,13 @@ pub fn push_hex8(out: &mut Vec<u8>, n: u32) {
     }
 }
 
+/// `hex8(a) hex8(b)` as a fixed array (call keys and tags without allocation).
+pub fn key16(a: u32, b: u32) -> [u8; 16] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let v = (u64::from(a) << 32) | u64::from(b);
+    std::array::from_fn(|i| HEX[((v >> ((15 - i) * 4)) & 0xf) as usize])
+}
+
 /// Parses exactly 8 hex digits.
 pub fn parse_hex8(b: &[u8]) -> Option<u32> {
     let b = b.get(..8)?;
@@ -666,6 +673,8 @@ Content-Length: 0\r\n\r\n";
         v.clear();
         push_hex8(&mut v, 0xdeadbeef);
         assert_eq!(parse_hex8(&v), Some(0xdeadbeef));
+        push_hex8(&mut v, 7);
+        assert_eq!(&key16(0xdeadbeef, 7)[..], &v[..]);
         assert_eq!(uri_addr(b"sip:1.2.3.4"), "1.2.3.4:5060".parse().ok());
         assert_eq!(uri_addr(b"sip:u@[::1]:5070;lr"), "[::1]:5070".parse().ok());
     }

@@ -284,16 +284,11 @@ impl Uas {
         c.src = src;
         c.retx_at = NEVER;
         c.retx_iv = rfc::T1;
+        // To tag: hex(slot) hex(generation), plus one byte naming the leg when forking.
         let mut tag = [0u8; 17];
-        let mut tv = Vec::new();
-        std::mem::swap(&mut tv, &mut c.resp);
-        tv.clear();
-        sipmsg::push_hex8(&mut tv, slot);
-        sipmsg::push_hex8(&mut tv, c.generation);
-        tag[..16].copy_from_slice(tv.get(..16).unwrap_or(&[0; 16]));
-        tv.clear();
-        c.resp = tv;
-        let tag16 = &tag[..16];
+        let key = sipmsg::key16(slot, c.generation);
+        tag[..16].copy_from_slice(&key);
+        let tag16 = &key[..];
         if self.cfg.send_100 || matches!(scen, Scenario::Cancel | Scenario::Noanswer) {
             self.reply(out, (sock, src), m, 100, b"", false);
         }
@@ -476,9 +471,7 @@ impl Uas {
         let inv = std::mem::take(&mut c.invite);
         let generation = c.generation;
         if let Ok(im) = Msg::parse(&inv) {
-            let mut tag = Vec::with_capacity(16);
-            sipmsg::push_hex8(&mut tag, slot);
-            sipmsg::push_hex8(&mut tag, generation);
+            let tag = sipmsg::key16(slot, generation);
             self.send_final(now_us, slot, &im, 487, &tag, out);
         }
         if let Some(c) = self.calls.get_mut(slot as usize) {
