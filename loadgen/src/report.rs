@@ -205,6 +205,15 @@ pub fn table(s: &Summary) -> String {
         "cpu: {:.3} s (user+sys, getrusage) = {:.1} us per call",
         s.cpu_s, s.cpu_us_per_call
     );
+    if s.behind_schedule > 0 {
+        let _ = writeln!(
+            t,
+            "WARNING: the generator fell behind its schedule ({} calls >10 ms late, worst {} ms); \
+             latencies include that lag, the offered rate was not sustained by this host",
+            s.behind_schedule,
+            s.max_behind_us / 1000
+        );
+    }
     t
 }
 
