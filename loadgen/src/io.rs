@@ -27,6 +27,8 @@ use crate::stats::{Metric, Stats};
 use crate::uac::{Uac, UacConfig};
 use crate::uas::{Uas, UasConfig};
 
+mod tcp;
+
 /// Which roles run in this process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
@@ -36,6 +38,15 @@ pub enum Mode {
     Uas,
     /// Both, the UAC calling its own UAS through `--target`.
     Both,
+}
+
+/// Transport of SIP messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// UDP with RFC 3261 retransmissions, recvmmsg/sendmmsg batches.
+    Udp,
+    /// TCP: one connection per UAC socket, no request retransmissions.
+    Tcp,
 }
 
 /// Everything a run needs.
@@ -77,6 +88,8 @@ pub struct RunConfig {
     pub progress: bool,
     /// Seed for scenario picks and hold times.
     pub seed: u64,
+    /// UDP or TCP.
+    pub transport: Transport,
 }
 
 /// What a run measured.
@@ -110,7 +123,8 @@ pub enum IoError {
     Spawn(std::io::Error),
 }
 
-struct Shared {
+/// State shared between the workers and the main thread.
+pub(crate) struct Shared {
     t0: Instant,
     stop: Arc<AtomicBool>,
     uac_stats: Vec<Mutex<Stats>>,
@@ -150,7 +164,7 @@ fn udp_socket(addr: SocketAddr, reuseport: bool) -> Result<UdpSocket, IoError> {
     Ok(s.into())
 }
 
-const BATCH: usize = 64;
+pub(crate) const BATCH: usize = 64;
 const BUF: usize = 4096;
 
 /// Pre-allocated `recvmmsg`/`sendmmsg` state of one worker.
@@ -275,153 +289,114 @@ impl Batch {
     }
 }
 
-struct Worker {
+/// The transport-independent half of a worker: its state machines, its share of the
+/// schedule, and stats publication.
+pub(crate) struct Core {
     id: usize,
-    socks: Vec<UdpSocket>,
-    uas_sock: Option<usize>,
     uac: Option<(Uac, Schedule)>,
     uas: Option<Uas>,
     rng: Rng,
+    next_publish: u64,
+    stopping_at: Option<u64>,
 }
 
-fn now_us(t0: Instant) -> u64 {
+pub(crate) fn now_us(t0: Instant) -> u64 {
     t0.elapsed().as_micros() as u64
 }
 
-impl Worker {
-    fn run(mut self, cfg: &RunConfig, sh: &Shared) {
-        // SAFETY: prctl(PR_SET_TIMERSLACK) only changes this thread's timer slack.
-        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1u64, 0u64, 0u64, 0u64) };
-        let mut batch = Batch::new();
-        let mut out = Outbox::with_capacity(BATCH * 4);
-        let fds: Vec<i32> = self.socks.iter().map(|s| s.as_raw_fd()).collect();
-        let mut pfds: Vec<libc::pollfd> = fds
-            .iter()
-            .map(|&fd| libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: libc::POLLIN,
-            })
-            .collect();
-        let mut next_publish = 0u64;
-        let mut stopping_at: Option<u64> = None;
-        let end_us = cfg.duration.map(|d| d.as_micros() as u64);
-        loop {
-            let now = now_us(sh.t0);
-            for (i, &fd) in fds.iter().enumerate() {
-                if pfds.get(i).is_some_and(|p| p.revents == 0) {
-                    continue;
-                }
-                loop {
-                    let n = batch.recv(fd);
-                    // Timestamp after the receive: a datagram is never credited with an
-                    // arrival earlier than the moment we had it in hand.
-                    let now = if n > 0 { now_us(sh.t0) } else { now };
-                    for k in 0..n {
-                        let (src, bytes) = batch.datagram(k);
-                        if Some(i) == self.uas_sock {
-                            if let (Some(uas), Some(src)) = (self.uas.as_mut(), src) {
-                                uas.handle(now, i as u16, src, bytes, &mut out);
-                            }
-                        } else if let (Some((uac, _)), Some(src)) = (self.uac.as_mut(), src) {
-                            uac.handle(now, i as u16, src, bytes, &mut out);
-                        }
-                    }
-                    if out.len() >= BATCH {
-                        flush(&mut batch, &fds, &mut out);
-                    }
-                    if n < BATCH {
-                        break;
-                    }
-                }
-            }
-            let now = now_us(sh.t0);
-            let stop = sh.stop.load(Ordering::Relaxed);
-            let mut wake = u64::MAX;
-            if let Some((uac, sched)) = self.uac.as_mut() {
-                if stop && stopping_at.is_none() {
-                    stopping_at = Some(now);
-                    *sched = Schedule::new(1.0, 0, 0, 0);
-                }
-                let mut started = 0;
-                while started < 256 {
-                    let Some(intended) = sched.pop_due(now) else {
-                        break;
-                    };
-                    let scen = cfg.mix.pick(self.rng.next_u64());
-                    let hold = cfg.hold_dist.draw(cfg.hold_us, &mut self.rng);
-                    if uac.start_call(now, intended, scen, hold, &mut out).is_err() {
-                        sched.unpop();
-                        break;
-                    }
-                    started += 1;
-                    if out.len() >= BATCH {
-                        flush(&mut batch, &fds, &mut out);
-                    }
-                }
-                uac.handle_timeout(now, &mut out);
-                if let Some(t) = sched.next_start() {
-                    wake = wake.min(t);
-                }
-                if let Some(t) = uac.poll_timeout() {
-                    wake = wake.min(t);
-                }
-                let drained = sched.next_start().is_none() && uac.active() == 0;
-                let gave_up = stopping_at.is_some_and(|t| now > t + 35_000_000);
-                if let Some(d) = sh.uac_done.get(self.id) {
-                    d.store(drained || gave_up, Ordering::Relaxed);
-                }
-            }
+impl Core {
+    /// Feeds one received message to the UAS (`to_uas`) or the UAC.
+    pub(crate) fn handle(
+        &mut self,
+        now: u64,
+        to_uas: bool,
+        sock: u16,
+        src: SocketAddr,
+        bytes: &[u8],
+        out: &mut Outbox,
+    ) {
+        if to_uas {
             if let Some(uas) = self.uas.as_mut() {
-                uas.handle_timeout(now, &mut out);
-                if let Some(t) = uas.poll_timeout() {
-                    wake = wake.min(t);
+                uas.handle(now, sock, src, bytes, out);
+            }
+        } else if let Some((uac, _)) = self.uac.as_mut() {
+            uac.handle(now, sock, src, bytes, out);
+        }
+    }
+
+    /// Starts due calls, runs timers and publishes stats. Returns when to wake next, or
+    /// `None` when this worker is finished.
+    pub(crate) fn tick(
+        &mut self,
+        cfg: &RunConfig,
+        sh: &Shared,
+        out: &mut Outbox,
+        flush: &mut dyn FnMut(&mut Outbox),
+    ) -> Option<u64> {
+        let now = now_us(sh.t0);
+        let stop = sh.stop.load(Ordering::Relaxed);
+        let mut wake = u64::MAX;
+        if let Some((uac, sched)) = self.uac.as_mut() {
+            if stop && self.stopping_at.is_none() {
+                self.stopping_at = Some(now);
+                *sched = Schedule::new(1.0, 0, 0, 0);
+            }
+            let mut started = 0;
+            while started < 256 {
+                let Some(intended) = sched.pop_due(now) else {
+                    break;
+                };
+                let scen = cfg.mix.pick(self.rng.next_u64());
+                let hold = cfg.hold_dist.draw(cfg.hold_us, &mut self.rng);
+                if uac.start_call(now, intended, scen, hold, out).is_err() {
+                    sched.unpop();
+                    break;
+                }
+                started += 1;
+                if out.len() >= BATCH {
+                    flush(out);
                 }
             }
-            flush(&mut batch, &fds, &mut out);
-            if now >= next_publish {
-                self.publish(sh);
-                next_publish = now + 200_000;
+            uac.handle_timeout(now, out);
+            if let Some(t) = sched.next_start() {
+                wake = wake.min(t);
             }
-            let uac_done = sh
-                .uac_done
-                .get(self.id)
-                .is_some_and(|d| d.load(Ordering::Relaxed));
-            let finished = match cfg.mode {
-                Mode::Uac => uac_done,
-                Mode::Uas | Mode::Both => {
-                    stop || end_us.is_some_and(|e| cfg.mode == Mode::Uas && now >= e)
-                }
-            };
-            if finished {
-                self.publish(sh);
-                return;
+            if let Some(t) = uac.poll_timeout() {
+                wake = wake.min(t);
             }
-            wake = wake.min(next_publish);
-            // Always poll (zero timeout when work is due): its revents tell which sockets to
-            // read, which saves an empty recvmmsg per idle socket per iteration.
-            let now2 = now_us(sh.t0);
-            let d = wake.saturating_sub(now2).min(50_000);
-            let ts = libc::timespec {
-                tv_sec: (d / 1_000_000) as libc::time_t,
-                tv_nsec: ((d % 1_000_000) * 1000) as libc::c_long,
-            };
-            // SAFETY: pfds is a valid array of pollfd of the given length; ts is valid.
-            let r = unsafe {
-                libc::ppoll(
-                    pfds.as_mut_ptr(),
-                    pfds.len() as libc::nfds_t,
-                    &ts,
-                    std::ptr::null(),
-                )
-            };
-            if r < 0 {
-                // EINTR: read everything next time round.
-                for p in &mut pfds {
-                    p.revents = libc::POLLIN;
-                }
+            let drained = sched.next_start().is_none() && uac.active() == 0;
+            let gave_up = self.stopping_at.is_some_and(|t| now > t + 35_000_000);
+            if let Some(d) = sh.uac_done.get(self.id) {
+                d.store(drained || gave_up, Ordering::Relaxed);
             }
         }
+        if let Some(uas) = self.uas.as_mut() {
+            uas.handle_timeout(now, out);
+            if let Some(t) = uas.poll_timeout() {
+                wake = wake.min(t);
+            }
+        }
+        flush(out);
+        if now >= self.next_publish {
+            self.publish(sh);
+            self.next_publish = now + 200_000;
+        }
+        let uac_done = sh
+            .uac_done
+            .get(self.id)
+            .is_some_and(|d| d.load(Ordering::Relaxed));
+        let end_us = cfg.duration.map(|d| d.as_micros() as u64);
+        let finished = match cfg.mode {
+            Mode::Uac => uac_done,
+            Mode::Uas | Mode::Both => {
+                stop || end_us.is_some_and(|e| cfg.mode == Mode::Uas && now >= e)
+            }
+        };
+        if finished {
+            self.publish(sh);
+            return None;
+        }
+        Some(wake.min(self.next_publish))
     }
 
     fn publish(&mut self, sh: &Shared) {
@@ -442,6 +417,99 @@ impl Worker {
         {
             g.add(&uas.stats);
             uas.stats.reset();
+        }
+    }
+}
+
+/// Sleeps in `ppoll` until `wake_us` (at most 50 ms) or until a descriptor is ready.
+pub(crate) fn sleep_until(sh: &Shared, wake_us: u64, pfds: &mut [libc::pollfd]) {
+    let d = wake_us.saturating_sub(now_us(sh.t0)).min(50_000);
+    let ts = libc::timespec {
+        tv_sec: (d / 1_000_000) as libc::time_t,
+        tv_nsec: ((d % 1_000_000) * 1000) as libc::c_long,
+    };
+    // SAFETY: pfds is a valid array of pollfd of the given length; ts is valid.
+    let r = unsafe {
+        libc::ppoll(
+            pfds.as_mut_ptr(),
+            pfds.len() as libc::nfds_t,
+            &ts,
+            std::ptr::null(),
+        )
+    };
+    if r < 0 {
+        // EINTR: look at every descriptor next time round.
+        for p in pfds {
+            p.revents = libc::POLLIN;
+        }
+    }
+}
+
+/// Sets 1 µs timer slack on the calling thread so short sleeps end on time.
+pub(crate) fn tight_timer_slack() {
+    // SAFETY: prctl(PR_SET_TIMERSLACK) only changes this thread's timer slack.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1u64, 0u64, 0u64, 0u64) };
+}
+
+enum AnyWorker {
+    Udp(UdpWorker),
+    Tcp(tcp::TcpWorker),
+}
+
+struct UdpWorker {
+    core: Core,
+    socks: Vec<UdpSocket>,
+    uas_sock: Option<usize>,
+}
+
+impl UdpWorker {
+    fn run(mut self, cfg: &RunConfig, sh: &Shared) {
+        tight_timer_slack();
+        let mut batch = Batch::new();
+        let mut out = Outbox::with_capacity(BATCH * 4);
+        let fds: Vec<i32> = self.socks.iter().map(|s| s.as_raw_fd()).collect();
+        let mut pfds: Vec<libc::pollfd> = fds
+            .iter()
+            .map(|&fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: libc::POLLIN,
+            })
+            .collect();
+        loop {
+            let now = now_us(sh.t0);
+            for (i, &fd) in fds.iter().enumerate() {
+                // Only sockets that poll said are readable: saves empty recvmmsg calls.
+                if pfds.get(i).is_some_and(|p| p.revents == 0) {
+                    continue;
+                }
+                loop {
+                    let n = batch.recv(fd);
+                    // Timestamp after the receive: a datagram is never credited with an
+                    // arrival earlier than the moment we had it in hand.
+                    let now = if n > 0 { now_us(sh.t0) } else { now };
+                    for k in 0..n {
+                        if let (Some(src), bytes) = batch.datagram(k) {
+                            let to_uas = Some(i) == self.uas_sock;
+                            self.core
+                                .handle(now, to_uas, i as u16, src, bytes, &mut out);
+                        }
+                    }
+                    if out.len() >= BATCH {
+                        flush(&mut batch, &fds, &mut out);
+                    }
+                    if n < BATCH {
+                        break;
+                    }
+                }
+            }
+            let Some(wake) = self
+                .core
+                .tick(cfg, sh, &mut out, &mut |o| flush(&mut batch, &fds, o))
+            else {
+                return;
+            };
+            sleep_until(sh, wake, &mut pfds);
         }
     }
 }
@@ -501,25 +569,42 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<RunResult, IoError>
     let run_tag = (std::process::id() << 8) ^ (Instant::now().elapsed().subsec_nanos());
     let t_start = Instant::now();
     let t0_us = 20_000; // let all workers get going before call 0
+    let tcp = cfg.transport == Transport::Tcp;
     for w in 0..threads {
-        let mut socks = Vec::new();
-        if with_uac {
-            let n = sockets / threads + usize::from(w < sockets % threads);
-            for _ in 0..n {
-                socks.push(udp_socket(SocketAddr::new(cfg.local_ip, 0), false)?);
-            }
-        }
-        let uac_n = socks.len();
-        let uas_sock = if with_uas {
-            socks.push(udp_socket(cfg.listen, true)?);
-            Some(uac_n)
+        let n_uac = if with_uac {
+            sockets / threads + usize::from(w < sockets % threads)
+        } else {
+            0
+        };
+        let mut udp_socks = Vec::new();
+        let mut tcp_streams = Vec::new();
+        // The listener comes first so that `both` can connect to itself.
+        let listener = if tcp && with_uas {
+            Some(tcp::listen(cfg.listen)?)
         } else {
             None
         };
-        let local: Vec<SocketAddr> = socks
-            .iter()
-            .map(|s| s.local_addr().unwrap_or(cfg.listen))
-            .collect();
+        let mut local: Vec<SocketAddr> = Vec::new();
+        for _ in 0..n_uac {
+            if tcp {
+                let st = tcp::connect(cfg.local_ip, cfg.target)?;
+                local.push(st.local_addr().unwrap_or(cfg.listen));
+                tcp_streams.push(st);
+            } else {
+                let so = udp_socket(SocketAddr::new(cfg.local_ip, 0), false)?;
+                local.push(so.local_addr().unwrap_or(cfg.listen));
+                udp_socks.push(so);
+            }
+        }
+        let uas_sock = if with_uas {
+            if !tcp {
+                udp_socks.push(udp_socket(cfg.listen, true)?);
+            }
+            local.push(cfg.listen);
+            Some(n_uac)
+        } else {
+            None
+        };
         let uac = with_uac.then(|| {
             let per = |total: u64| {
                 if total == u64::MAX {
@@ -540,27 +625,38 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<RunResult, IoError>
             let ucfg = UacConfig {
                 target: cfg.target,
                 ruri: cfg.ruri.clone(),
-                local: local.get(..uac_n).unwrap_or(&[]).to_vec(),
+                local: local.get(..n_uac).unwrap_or(&[]).to_vec(),
                 invite_timeout_us: cfg.invite_timeout_us,
                 max_concurrent: (cfg.max_concurrent / threads).max(1),
                 run_tag: run_tag ^ w as u32,
+                reliable: tcp,
             };
             (Uac::new(ucfg), sched)
         });
         let uas = with_uas.then(|| {
             Uas::new(UasConfig {
-                local: local.clone(),
+                local: if tcp { vec![cfg.listen] } else { local.clone() },
                 send_100: cfg.uas_100,
+                reliable: tcp,
                 ..UasConfig::default()
             })
         });
-        workers.push(Worker {
+        let core = Core {
             id: w,
-            socks,
-            uas_sock,
             uac,
             uas,
             rng: Rng::new(cfg.seed.wrapping_add(w as u64 * 0x1234_5678_9abc)),
+            next_publish: 0,
+            stopping_at: None,
+        };
+        workers.push(if tcp {
+            AnyWorker::Tcp(tcp::TcpWorker::new(core, tcp_streams, listener))
+        } else {
+            AnyWorker::Udp(UdpWorker {
+                core,
+                socks: udp_socks,
+                uas_sock,
+            })
         });
     }
     let sh = Arc::new(Shared {
@@ -573,12 +669,15 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<RunResult, IoError>
     });
     let cpu0 = cpu_seconds();
     let mut handles = Vec::new();
-    for wk in workers {
+    for (i, wk) in workers.into_iter().enumerate() {
         let sh = sh.clone();
         let cfg = cfg.clone();
         let h = std::thread::Builder::new()
-            .name(format!("loadgen-{}", wk.id))
-            .spawn(move || wk.run(&cfg, &sh))
+            .name(format!("loadgen-{i}"))
+            .spawn(move || match wk {
+                AnyWorker::Udp(w) => w.run(&cfg, &sh),
+                AnyWorker::Tcp(w) => w.run(&cfg, &sh),
+            })
             .map_err(IoError::Spawn)?;
         handles.push(h);
     }

@@ -9,18 +9,9 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use clap::Parser;
-use loadgen::io::{self, Mode, RunConfig};
+use loadgen::io::{self, Mode, RunConfig, Transport};
 use loadgen::report;
 use loadgen::scenario::{HoldDist, Mix};
-
-/// Transport of SIP messages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum Transport {
-    /// UDP (implemented).
-    Udp,
-    /// TCP (not implemented yet).
-    Tcp,
-}
 
 /// Open-loop SIP load generator (UAC/UAS). Latencies in µs from intended send times.
 #[derive(Parser, Debug)]
@@ -117,10 +108,6 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() {
     let cli = Cli::parse();
-    if cli.transport == Transport::Tcp {
-        eprintln!("loadgen: --transport tcp is not implemented yet; use udp");
-        std::process::exit(2);
-    }
     let listen = cli.listen.unwrap_or(cli.uas);
     let target = match (cli.target, cli.mode) {
         (Some(t), _) => t,
@@ -156,6 +143,7 @@ fn main() {
         uas_100: !cli.no_trying,
         progress: !cli.quiet,
         seed: cli.seed,
+        transport: cli.transport,
     };
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

@@ -431,6 +431,33 @@ pub fn split_entries(v: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
+/// Length of the first complete message in a stream buffer (headers + `Content-Length`
+/// body), or `None` if more bytes are needed. Leading CR/LF keep-alives form their own frame.
+pub fn frame_len(buf: &[u8]) -> Option<usize> {
+    let ws = buf
+        .iter()
+        .take_while(|b| matches!(b, b'\r' | b'\n'))
+        .count();
+    if ws > 0 {
+        return Some(ws);
+    }
+    let end = memchr::memmem::find(buf, b"\r\n\r\n")? + 4;
+    let head = buf.get(..end)?;
+    let mut cl = 0usize;
+    for line in head.split(|b| *b == b'\n') {
+        let Some(colon) = memchr::memchr(b':', line) else {
+            continue;
+        };
+        let name = line.get(..colon).unwrap_or(&[]).trim_ascii();
+        if name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l") {
+            let v = line.get(colon + 1..).unwrap_or(&[]).trim_ascii();
+            cl = std::str::from_utf8(v).ok()?.parse().ok()?;
+        }
+    }
+    let total = end + cl;
+    (total <= buf.len()).then_some(total)
+}
+
 /// Socket address of a SIP URI or name-addr with a literal IP host (port defaults to 5060).
 pub fn uri_addr(uri: &[u8]) -> Option<SocketAddr> {
     let u = match memchr::memchr(b'<', uri) {
@@ -662,6 +689,28 @@ Content-Length: 0\r\n\r\n";
         for cut in 0..INV.len() {
             let _ = Msg::parse(INV.get(..cut).unwrap_or(&[]));
         }
+    }
+
+    #[test]
+    fn frames_a_stream_by_content_length() {
+        let mut out = Vec::new();
+        let m = Msg::parse(INV).expect("valid");
+        let o = ResponseOpts {
+            code: 200,
+            to_tag: b"t",
+            contact: b"",
+            record_route: false,
+            sdp: true,
+        };
+        build_response(&mut out, &m, &o);
+        let one = out.len();
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(INV);
+        assert_eq!(frame_len(&out), Some(one));
+        assert_eq!(frame_len(&out[one..]), Some(2), "keep-alive CRLF");
+        assert_eq!(frame_len(&out[one + 2..]), Some(INV.len()));
+        assert_eq!(frame_len(&out[..one - 1]), None, "body incomplete");
+        assert_eq!(frame_len(&out[..20]), None, "headers incomplete");
     }
 
     #[test]

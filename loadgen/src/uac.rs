@@ -37,6 +37,9 @@ pub struct UacConfig {
     pub max_concurrent: usize,
     /// Distinguishes runs in Call-IDs.
     pub run_tag: u32,
+    /// Reliable transport (TCP): no request retransmissions (Timer A/E off, B/F still on),
+    /// `SIP/2.0/TCP` in Via.
+    pub reliable: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +82,11 @@ struct Call {
 }
 
 const NEVER: u64 = u64::MAX;
+
+/// When the first retransmission of a new request is due (never over a reliable transport).
+fn first_retx(reliable: bool, now_us: u64) -> u64 {
+    if reliable { NEVER } else { now_us + rfc::T1 }
+}
 
 impl Call {
     fn new(dst: SocketAddr) -> Call {
@@ -231,7 +239,7 @@ impl Uac {
         c.start_us = intended_us;
         c.req_us = intended_us;
         c.hold_us = hold_us;
-        c.retx_at = now_us + rfc::T1;
+        c.retx_at = first_retx(self.cfg.reliable, now_us);
         c.retx_iv = rfc::T1;
         c.deadline = now_us
             + if scen == Scenario::Options {
@@ -572,7 +580,7 @@ impl Uac {
                 c.cseq = 2;
                 c.st = St::ReInviting;
                 c.req_us = intended_us;
-                c.retx_at = now_us + rfc::T1;
+                c.retx_at = first_retx(self.cfg.reliable, now_us);
                 c.retx_iv = rfc::T1;
                 c.deadline = now_us + self.cfg.invite_timeout_us;
                 self.send_in_dialog(slot, Method::Invite, b'r', true, out);
@@ -589,7 +597,7 @@ impl Uac {
         c.cseq += 1;
         c.st = St::Byeing;
         c.req_us = intended_us;
-        c.retx_at = now_us + rfc::T1;
+        c.retx_at = first_retx(self.cfg.reliable, now_us);
         c.retx_iv = rfc::T1;
         c.deadline = now_us + rfc::TXN_TIMEOUT;
         c.hold_end = NEVER;
@@ -602,7 +610,7 @@ impl Uac {
             return;
         };
         c.st = St::Cancelling;
-        c.retx_at = now_us + rfc::T1;
+        c.retx_at = first_retx(self.cfg.reliable, now_us);
         c.retx_iv = rfc::T1;
         c.deadline = now_us + rfc::TXN_TIMEOUT;
         let mut last = std::mem::take(&mut c.last);
@@ -748,7 +756,11 @@ impl Uac {
         b.extend_from_slice(m);
         b.push(b' ');
         b.extend_from_slice(r.ruri);
-        b.extend_from_slice(b" SIP/2.0\r\nVia: SIP/2.0/UDP ");
+        b.extend_from_slice(if self.cfg.reliable {
+            b" SIP/2.0\r\nVia: SIP/2.0/TCP "
+        } else {
+            b" SIP/2.0\r\nVia: SIP/2.0/UDP "
+        });
         b.extend_from_slice(local);
         b.extend_from_slice(b";branch=z9hG4bK");
         sipmsg::push_hex8(b, slot);

@@ -34,6 +34,9 @@ pub struct UasConfig {
     pub linger_us: u64,
     /// How long an unanswered (`noanswer`/`cancel`) or confirmed-without-BYE call is kept, µs.
     pub max_call_us: u64,
+    /// Reliable transport (TCP): only 2xx are retransmitted until ACK (RFC 3261 §13.3.1.4),
+    /// non-2xx finals are not (Timer G is UDP-only); Contact carries `;transport=tcp`.
+    pub reliable: bool,
 }
 
 impl Default for UasConfig {
@@ -44,6 +47,7 @@ impl Default for UasConfig {
             fork_legs: 3,
             linger_us: 5_000_000,
             max_call_us: 300_000_000,
+            reliable: false,
         }
     }
 }
@@ -136,7 +140,12 @@ pub struct Uas {
 impl Uas {
     /// A UAS with no calls.
     pub fn new(cfg: UasConfig) -> Uas {
-        let contact = cfg.local.iter().map(|a| format!("sip:uas@{a}")).collect();
+        let tp = if cfg.reliable { ";transport=tcp" } else { "" };
+        let contact = cfg
+            .local
+            .iter()
+            .map(|a| format!("sip:uas@{a}{tp}"))
+            .collect();
         Uas {
             cfg,
             contact,
@@ -220,6 +229,7 @@ impl Uas {
         let contact = if rich {
             self.contact
                 .get(usize::from(sock))
+                .or_else(|| self.contact.first())
                 .map_or("", String::as_str)
         } else {
             ""
@@ -298,6 +308,7 @@ impl Uas {
                 let contact = self
                     .contact
                     .get(usize::from(sock))
+                    .or_else(|| self.contact.first())
                     .map_or("", String::as_str);
                 let o = ResponseOpts {
                     code: 180,
@@ -350,6 +361,7 @@ impl Uas {
         let contact = self
             .contact
             .get(usize::from(sock))
+            .or_else(|| self.contact.first())
             .map_or("", String::as_str);
         let rich = code < 300;
         let o = ResponseOpts {
@@ -369,7 +381,11 @@ impl Uas {
         c.st = St::Completed;
         c.final_2xx = rich;
         c.retx_iv = rfc::T1;
-        c.retx_at = now_us + rfc::T1;
+        c.retx_at = if rich || !self.cfg.reliable {
+            now_us + rfc::T1
+        } else {
+            NEVER
+        };
         c.deadline = now_us + rfc::TXN_TIMEOUT;
         self.rearm(slot, true);
     }

@@ -90,6 +90,8 @@ fn bad_flags_are_rejected() {
     assert!(err.contains("unknown scenario"), "{err}");
     let (code, _, err) = loadgen(&["both", "--hold", "5 parsecs"]);
     assert_ne!(code, 0, "{err}");
-    let (code, _, err) = loadgen(&["both", "--transport", "tcp", "--calls", "1"]);
-    assert_eq!(code, 2, "tcp is not implemented and says so: {err}");
+    let closed = common::free_port().to_string();
+    let (code, _, err) = loadgen(&["uac", "--transport", "tcp", "--target", &closed]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("refused"), "names the problem: {err}");
 }

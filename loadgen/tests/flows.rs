@@ -52,6 +52,7 @@ impl Net {
                 invite_timeout_us: 32_000_000,
                 max_concurrent: 100,
                 run_tag: 7,
+                reliable: false,
             }),
             uas: Uas::new(UasConfig {
                 local: vec![uas_addr()],

@@ -48,6 +48,7 @@ fn steady_state_calls_do_not_allocate() {
         invite_timeout_us: 32_000_000,
         max_concurrent: 1000,
         run_tag: 1,
+        reliable: false,
     });
     let mut uas = Uas::new(UasConfig {
         local: vec![uas_addr],

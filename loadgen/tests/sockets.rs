@@ -16,13 +16,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use loadgen::io::{self, Mode};
+use loadgen::io::{self, Mode, Transport};
 use loadgen::scenario::{Mix, Scenario};
 use loadgen::stats::Metric;
 
 fn run_ok(scen: &str, rate: f64, calls: u64, threads: usize, sockets: usize) {
+    run_ok_on(Transport::Udp, scen, rate, calls, threads, sockets);
+}
+
+fn run_ok_on(tp: Transport, scen: &str, rate: f64, calls: u64, threads: usize, sockets: usize) {
     let uas = common::free_port();
     let mut cfg = common::config(Mode::Both, uas, uas, rate, calls);
+    cfg.transport = tp;
     cfg.mix = scen.parse::<Mix>().unwrap();
     cfg.threads = threads;
     cfg.sockets = sockets;
@@ -44,6 +49,17 @@ fn each_direct_scenario_over_udp() {
     ] {
         run_ok(scen, 500.0, 200, 1, 1);
     }
+}
+
+#[test]
+fn each_direct_scenario_over_tcp() {
+    for scen in [
+        "basic", "reject", "cancel", "fork", "reinvite", "options", "nobye",
+    ] {
+        run_ok_on(Transport::Tcp, scen, 500.0, 200, 1, 1);
+    }
+    let mix = "basic=50,reject=10,cancel=10,fork=10,reinvite=10,options=5,nobye=5";
+    run_ok_on(Transport::Tcp, mix, 2000.0, 2000, 2, 4);
 }
 
 #[test]

@@ -40,6 +40,7 @@ pub fn config(
         uas_100: true,
         progress: false,
         seed: 1,
+        transport: loadgen::io::Transport::Udp,
     }
 }
 
