@@ -25,6 +25,9 @@ pub struct Listener {
 pub struct LocalAddrs {
     /// Listeners in configuration order; an index into this is a `LocalId`.
     pub listeners: Vec<Listener>,
+    /// `private_ports[worker][listener]`: the port of the worker's private UDP send socket
+    /// for that listener (0 = none). Our Via carries it, so responses reach that worker.
+    pub private_ports: Vec<Vec<u16>>,
 }
 
 impl LocalAddrs {
@@ -46,7 +49,10 @@ impl LocalAddrs {
                 }
             })
             .collect();
-        LocalAddrs { listeners }
+        LocalAddrs {
+            listeners,
+            private_ports: Vec::new(),
+        }
     }
 
     /// The listener with this index, falling back to the first one.
@@ -63,13 +69,27 @@ impl LocalAddrs {
             .or_else(|| self.listeners.iter().position(|l| l.transport == t))
     }
 
+    /// The private UDP port of `worker` for listener `local`, if it has one.
+    pub fn private_port(&self, worker: usize, local: usize) -> Option<u16> {
+        self.private_ports
+            .get(worker)
+            .and_then(|v| v.get(local))
+            .copied()
+            .filter(|&p| p != 0)
+    }
+
     /// Does `host` (as written in a URI or Via, IPv6 with brackets) and `port` (None = default
-    /// 5060) name one of our listeners?
+    /// 5060) name one of our listeners (or a worker's private send socket)?
     pub fn is_ours(&self, host: &[u8], port: Option<u16>) -> bool {
         let port = port.unwrap_or(5060);
         let ip = parse_ip(host);
-        self.listeners.iter().any(|l| {
-            l.addr.port() == port
+        self.listeners.iter().enumerate().any(|(i, l)| {
+            let port_ok = l.addr.port() == port
+                || self
+                    .private_ports
+                    .iter()
+                    .any(|w| w.get(i).is_some_and(|&p| p != 0 && p == port));
+            port_ok
                 && (l.host.as_bytes().eq_ignore_ascii_case(host)
                     || ip.is_some_and(|ip| ip == l.addr.ip() || l.addr.ip().is_unspecified()))
         })

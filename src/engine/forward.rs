@@ -71,7 +71,15 @@ impl Engine {
             into.extend_from_slice(b"SIP/2.0/");
             into.extend_from_slice(l.transport.via_token());
             into.push(b' ');
-            into.extend_from_slice(l.hostport.as_bytes());
+            match self.shared.locals.private_port(self.worker, local) {
+                // UDP requests leave from this worker's private socket: responses return here.
+                Some(p) if l.transport == Transport::Udp => {
+                    into.extend_from_slice(l.host.as_bytes());
+                    into.push(b':');
+                    push_u16(into, p);
+                }
+                _ => into.extend_from_slice(l.hostport.as_bytes()),
+            }
         }
         into.extend_from_slice(b";branch=");
         into.extend_from_slice(b.as_bytes());
@@ -212,4 +220,22 @@ fn received_text<'b>(
     write!(cur, "{}", inb.src.ip()).ok()?;
     let n = cur.position() as usize;
     buf.get(..n)
+}
+
+/// Decimal digits of `v`, without allocating.
+fn push_u16(into: &mut Vec<u8>, v: u16) {
+    let mut buf = [0u8; 5];
+    let mut i = buf.len();
+    let mut v = v;
+    loop {
+        i -= 1;
+        if let Some(b) = buf.get_mut(i) {
+            *b = b'0' + (v % 10) as u8;
+        }
+        v /= 10;
+        if v == 0 || i == 0 {
+            break;
+        }
+    }
+    into.extend_from_slice(buf.get(i..).unwrap_or(&[]));
 }

@@ -160,7 +160,26 @@ pub fn start(cfg: &RunConfig) -> Result<Running, RunError> {
             tracing::warn!(error = %e, "reuseport BPF not attached; kernel hash spreads load");
         }
     }
-    let locals = LocalAddrs::new(&bound, cfg.advertise.as_deref());
+    // Each worker's private send socket per UDP listener (port chosen by the kernel).
+    let mut udp_private: Vec<Vec<(usize, std::net::UdpSocket)>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut private_ports: Vec<Vec<u16>> = vec![vec![0; bound.len()]; workers];
+    for (w, socks) in udp.iter().enumerate() {
+        for (li, _) in socks {
+            let Some(&(_, addr)) = bound.get(*li) else { continue };
+            let any = SocketAddr::new(addr.ip(), 0);
+            let err = |source| RunError::Bind { transport: "udp", addr: any, source };
+            let s = socket::udp_private(any).map_err(err)?;
+            let port = s.local_addr().map_err(err)?.port();
+            if let Some(p) = private_ports.get_mut(w).and_then(|v| v.get_mut(*li)) {
+                *p = port;
+            }
+            if let Some(v) = udp_private.get_mut(w) {
+                v.push((*li, s));
+            }
+        }
+    }
+    let mut locals = LocalAddrs::new(&bound, cfg.advertise.as_deref());
+    locals.private_ports = private_ports;
     let clock = Clock::start();
     let boot_time = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -208,10 +227,11 @@ pub fn start(cfg: &RunConfig) -> Result<Running, RunError> {
         .ok_or_else(|| RunError::Other("command queues already created".into()))?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::with_capacity(workers);
-    for (i, ((poll, commands), (u, t))) in polls
+    for (i, (((poll, commands), (u, t)), up)) in polls
         .into_iter()
         .zip(receivers)
         .zip(udp.into_iter().zip(tcp))
+        .zip(udp_private)
         .enumerate()
     {
         let spec = WorkerSpec {
@@ -222,6 +242,7 @@ pub fn start(cfg: &RunConfig) -> Result<Running, RunError> {
                 None
             },
             udp: u,
+            udp_private: up,
             tcp: t,
             poll,
             commands,

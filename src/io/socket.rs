@@ -33,6 +33,19 @@ pub fn udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     Ok(s.into())
 }
 
+/// A worker's private, non-blocking UDP socket (no SO_REUSEPORT: only this worker reads it).
+pub fn udp_private(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_nonblocking(true)?;
+    let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
 /// A listening, non-blocking TCP socket with SO_REUSEPORT.
 pub fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let s = base(addr, Type::STREAM, Protocol::TCP)?;

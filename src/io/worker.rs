@@ -54,6 +54,10 @@ pub struct WorkerSpec {
     pub core: Option<core_affinity::CoreId>,
     /// UDP sockets: (listener index, socket).
     pub udp: Vec<(usize, UdpSocket)>,
+    /// This worker's private UDP sockets, one per entry of `udp` and in the same order: the
+    /// requests it sends leave from them and carry their port in our Via, so the responses come
+    /// straight back to this worker (no hand-off for the transactions it owns).
+    pub udp_private: Vec<(usize, UdpSocket)>,
     /// TCP listeners: (listener index, listener).
     pub tcp: Vec<(usize, TcpListener)>,
     /// The worker's poll (its waker is registered already).
@@ -72,14 +76,18 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
     let WorkerSpec {
         index,
         udp,
+        udp_private,
         tcp,
         mut poll,
         commands,
         tcp_limits,
         ..
     } = spec;
+    let nmain = udp.len();
+    let has_private = udp_private.len() == nmain;
     let mut udp: Vec<(usize, mio::net::UdpSocket)> = udp
         .into_iter()
+        .chain(udp_private)
         .map(|(l, s)| (l, mio::net::UdpSocket::from_std(s)))
         .collect();
     let mut tcpl: Vec<(usize, mio::net::TcpListener)> = tcp
@@ -189,6 +197,8 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
                         &mut out,
                         &udp,
                         &udp_for,
+                        nmain,
+                        has_private,
                         &mut tcp,
                         poll.registry(),
                         now,
@@ -239,6 +249,8 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
                         &mut out,
                         &udp,
                         &udp_for,
+                        nmain,
+                        has_private,
                         &mut tcp,
                         poll.registry(),
                         now,
@@ -262,6 +274,8 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
             &mut out,
             &udp,
             &udp_for,
+            nmain,
+            has_private,
             &mut tcp,
             poll.registry(),
             now,
@@ -286,6 +300,8 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
         &mut out,
         &udp,
         &udp_for,
+        nmain,
+        has_private,
         &mut tcp,
         poll.registry(),
         now,
@@ -298,6 +314,8 @@ fn flush(
     out: &mut Output,
     udp: &[(usize, mio::net::UdpSocket)],
     udp_for: &[usize],
+    nmain: usize,
+    has_private: bool,
     tcp: &mut TcpConns,
     registry: &mio::Registry,
     now: u64,
@@ -308,9 +326,13 @@ fn flush(
         return;
     }
     let mut n_udp = 0usize;
+    // Requests leave from the private socket (responses come back to this worker),
+    // responses from the shared listening socket (RFC 3581 symmetric response).
     for (i, (_, sock)) in udp.iter().enumerate() {
+        let (main, private) = if i < nmain { (i, false) } else { (i - nmain, true) };
         n_udp += send_output(sock, out, |t| {
-            udp_for.get(t.local).copied().unwrap_or(0) == i
+            let is_req = has_private && !out.bytes(t).starts_with(b"SIP/2.0 ");
+            udp_for.get(t.local).copied().unwrap_or(0) == main && is_req == private
         });
     }
     let mut n_tcp = 0usize;
