@@ -180,10 +180,7 @@ impl Engine {
             hash: lh,
         };
         let mut edits = Edits::new(msg);
-        let mut ok = true;
-        for _ in 0..info.ours {
-            ok &= edits.remove_top_route().is_ok();
-        }
+        let mut ok = info.apply(&mut edits);
         for (name, value) in decision.add_headers.iter() {
             ok &= edits.add_header(name, value).is_ok();
         }
