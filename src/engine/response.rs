@@ -568,9 +568,15 @@ impl Engine {
         let start = out.buf.len();
         if self.relay_response(inb, msg, None, out) {
             if let Some(t) = self.txns.get_mut(slot) {
-                t.up.last_provisional.clear();
-                t.up.last_provisional
-                    .extend_from_slice(out.buf.get(start..).unwrap_or(&[]));
+                let relayed = out.buf.get(start..).unwrap_or(&[]);
+                let lp = &mut t.up.last_provisional;
+                lp.clear();
+                // Room for a somewhat longer provisional later (180 then 183 with SDP), so a
+                // transaction allocates this buffer once, not per provisional.
+                if lp.capacity() < relayed.len() {
+                    lp.reserve(relayed.len().max(512) * 2);
+                }
+                lp.extend_from_slice(relayed);
             }
             if first {
                 self.latency.record(

@@ -113,11 +113,18 @@ impl Net {
 
     /// `workers` engines with these settings; a profile `caller` with values exists.
     pub fn with(settings: Settings, workers: usize) -> Net {
+        Net::build(settings, workers, true)
+    }
+
+    /// Like [`Net::with`]; `record` = false registers no observer (allocation tests).
+    pub fn build(settings: Settings, workers: usize, record: bool) -> Net {
         let locals = LocalAddrs::new(&[(Transport::Udp, sa(PROXY))], None);
         let profiles = Profiles::new(&["calls"], &["caller"]).unwrap();
         let shared = Shared::new(workers, locals, settings, profiles, 1, 0xB007);
         let rec = Arc::new(Recorder::default());
-        shared.callbacks.register(DlgEvent::ALL, rec.clone());
+        if record {
+            shared.callbacks.register(DlgEvent::ALL, rec.clone());
+        }
         let engines = (0..workers)
             .map(|w| Engine::new(shared.clone(), w, 0))
             .collect();
