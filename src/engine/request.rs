@@ -21,8 +21,22 @@ pub(crate) struct RouteInfo<'a> {
     pub cookie: Option<&'a [u8]>,
     /// URI of the next Route entry that is not ours, if any.
     pub next_route: Option<&'a [u8]>,
-    /// The R-URI was ours (strict routing from the previous hop, or addressed to us).
+    /// The R-URI was ours and addressed to us (no strict-router fixup applies).
     pub ruri_ours: bool,
+    /// RFC 3261 §16.4: the R-URI is a Record-Route URI of ours (with `lr`) and the previous
+    /// hop was a strict router; the request really goes to the URI of the *last* Route entry,
+    /// which replaces the R-URI when forwarding.
+    pub strict: Option<&'a [u8]>,
+}
+
+impl RouteInfo<'_> {
+    /// Route edits for forwarding: strict-router fixup, then our own top Route entries.
+    pub(crate) fn apply(&self, edits: &mut Edits<'_, '_>) -> bool {
+        if self.strict.is_some() && edits.strict_route_fixup().is_err() {
+            return false;
+        }
+        (0..self.ours).all(|_| edits.remove_top_route().is_ok())
+    }
 }
 
 impl Engine {
@@ -61,7 +75,18 @@ impl Engine {
         let settings = self.shared.settings.load();
         let rr_param = settings.rr_param.as_bytes();
         let mut info = RouteInfo::default();
-        for r in msg.routes() {
+        let ruri = msg.request_uri().and_then(|r| wire::parse_uri(r).ok());
+        let ruri_ours = ruri
+            .as_ref()
+            .is_some_and(|u| self.shared.locals.is_ours(u.host, u.port));
+        // Strict-router fixup (§16.4): our lr URI in the R-URI and a Route set to follow.
+        let nroutes = msg.routes().count();
+        let strict = ruri_ours && nroutes > 0 && ruri.as_ref().is_some_and(|u| u.has_lr());
+        for (i, r) in msg.routes().enumerate() {
+            if strict && i + 1 == nroutes {
+                info.strict = Some(r.uri);
+                break;
+            }
             let Ok(u) = r.parsed_uri() else {
                 break;
             };
@@ -75,11 +100,8 @@ impl Engine {
             info.next_route = Some(r.uri);
             break;
         }
-        if let Some(ruri) = msg.request_uri()
-            && let Ok(u) = wire::parse_uri(ruri)
-            && self.shared.locals.is_ours(u.host, u.port)
-        {
-            info.ruri_ours = true;
+        if let Some(u) = ruri.filter(|_| ruri_ours) {
+            info.ruri_ours = !strict;
             if info.cookie.is_none() {
                 info.cookie = u.param(rr_param).flatten();
             }
@@ -165,6 +187,7 @@ impl Engine {
     ) -> Result<Socket, HopError> {
         let (addr, transport) = match (info.next_route, msg.request_uri()) {
             (Some(r), _) => uri_target(r)?,
+            (None, _) if info.strict.is_some() => uri_target(info.strict.unwrap_or(&[]))?,
             (None, _) if info.ruri_ours => {
                 let s = self.shared.settings.load();
                 let t = s
@@ -241,11 +264,9 @@ impl Engine {
             hash: h,
         };
         let mut edits = Edits::new(msg);
-        for _ in 0..info.ours {
-            if edits.remove_top_route().is_err() {
-                self.stats.inc(Counter::Dropped);
-                return;
-            }
+        if !info.apply(&mut edits) {
+            self.stats.inc(Counter::Dropped);
+            return;
         }
         // Dialog-creating requests other than tracked INVITEs still get a Record-Route.
         let rr = if msg.to().and_then(|t| t.tag()).is_none()
@@ -448,7 +469,9 @@ impl Engine {
         let cseq_b = cseq.to_le_bytes();
         let lh = branch::hash(&[ruri, call_id, ftag, &cseq_b, info.next_route.unwrap_or(&[])]);
         let mut spiral_of = None;
-        for v in msg.vias().skip(1) {
+        // Every Via counts (§16.3 step 4), the top one too: a request sent back to us
+        // directly carries our Via on top.
+        for v in msg.vias() {
             if !self.shared.locals.is_ours(v.host, v.port) {
                 continue;
             }

@@ -47,7 +47,14 @@ impl Engine {
             return;
         }
         // Targets: a target group chosen by policy, else Route / R-URI.
-        let (mut targets, mode) = match decision.group.and_then(|g| settings.groups.get(g)) {
+        // Targets: the policy's group, else the default group for an R-URI of ours without
+        // a Route to follow, else Route / R-URI.
+        let group = decision.group.or_else(|| {
+            (info.ruri_ours && info.next_route.is_none())
+                .then_some(settings.default_group)
+                .flatten()
+        });
+        let (mut targets, mode) = match group.and_then(|g| settings.groups.get(g)) {
             Some(g) if !g.targets.is_empty() => (g.targets.clone(), g.mode),
             _ => match self.next_hop(msg, info) {
                 Ok(t) => (vec![t], ForkMode::Parallel),
@@ -180,10 +187,7 @@ impl Engine {
             hash: lh,
         };
         let mut edits = Edits::new(msg);
-        let mut ok = true;
-        for _ in 0..info.ours {
-            ok &= edits.remove_top_route().is_ok();
-        }
+        let mut ok = info.apply(&mut edits);
         for (name, value) in decision.add_headers.iter() {
             ok &= edits.add_header(name, value).is_ok();
         }
@@ -563,9 +567,15 @@ impl Engine {
         let start = out.buf.len();
         if self.relay_response(inb, msg, None, out) {
             if let Some(t) = self.txns.get_mut(slot) {
-                t.up.last_provisional.clear();
-                t.up.last_provisional
-                    .extend_from_slice(out.buf.get(start..).unwrap_or(&[]));
+                let relayed = out.buf.get(start..).unwrap_or(&[]);
+                let lp = &mut t.up.last_provisional;
+                lp.clear();
+                // Room for a somewhat longer provisional later (180 then 183 with SDP), so a
+                // transaction allocates this buffer once, not per provisional.
+                if lp.capacity() < relayed.len() {
+                    lp.reserve(relayed.len().max(512) * 2);
+                }
+                lp.extend_from_slice(relayed);
             }
             if first {
                 self.latency.record(
@@ -710,8 +720,12 @@ impl Engine {
             d.start_ms.store(now, Release);
             let noack = u64::from(settings.noack_timeout.max(1)) * 1000;
             let life = u64::from(d.lifetime_s.load(Acquire)) * 1000;
-            d.deadline_ms
-                .store(now.saturating_add(noack.min(life.max(1))), Release);
+            let deadline = now.saturating_add(noack.min(life.max(1)));
+            // The early timer may be armed later than this: arm the earlier deadline too
+            // (the lazy re-arm only handles deadlines that move later).
+            if deadline < d.deadline_ms.swap(deadline, AcqRel) {
+                self.wheel.insert(deadline, TimerItem::Dialog(d.id));
+            }
             self.fire(
                 DlgEvent::ConfirmedNa,
                 d,

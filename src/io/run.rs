@@ -161,13 +161,20 @@ pub fn start(cfg: &RunConfig) -> Result<Running, RunError> {
         }
     }
     // Each worker's private send socket per UDP listener (port chosen by the kernel).
-    let mut udp_private: Vec<Vec<(usize, std::net::UdpSocket)>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut udp_private: Vec<Vec<(usize, std::net::UdpSocket)>> =
+        (0..workers).map(|_| Vec::new()).collect();
     let mut private_ports: Vec<Vec<u16>> = vec![vec![0; bound.len()]; workers];
     for (w, socks) in udp.iter().enumerate() {
         for (li, _) in socks {
-            let Some(&(_, addr)) = bound.get(*li) else { continue };
+            let Some(&(_, addr)) = bound.get(*li) else {
+                continue;
+            };
             let any = SocketAddr::new(addr.ip(), 0);
-            let err = |source| RunError::Bind { transport: "udp", addr: any, source };
+            let err = |source| RunError::Bind {
+                transport: "udp",
+                addr: any,
+                source,
+            };
             let s = socket::udp_private(any).map_err(err)?;
             let port = s.local_addr().map_err(err)?.port();
             if let Some(p) = private_ports.get_mut(w).and_then(|v| v.get_mut(*li)) {

@@ -310,6 +310,7 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
 }
 
 /// Send everything in `out` and clear it.
+#[allow(clippy::too_many_arguments)]
 fn flush(
     out: &mut Output,
     udp: &[(usize, mio::net::UdpSocket)],
@@ -329,7 +330,11 @@ fn flush(
     // Requests leave from the private socket (responses come back to this worker),
     // responses from the shared listening socket (RFC 3581 symmetric response).
     for (i, (_, sock)) in udp.iter().enumerate() {
-        let (main, private) = if i < nmain { (i, false) } else { (i - nmain, true) };
+        let (main, private) = if i < nmain {
+            (i, false)
+        } else {
+            (i - nmain, true)
+        };
         n_udp += send_output(sock, out, |t| {
             let is_req = has_private && !out.bytes(t).starts_with(b"SIP/2.0 ");
             udp_for.get(t.local).copied().unwrap_or(0) == main && is_req == private
