@@ -203,12 +203,29 @@ impl Engine {
         t
     }
 
-    /// End every dialog owned by this worker (shutdown): BYE confirmed ones if `send_bye`.
+    /// Shutdown: end every dialog this worker owns (state `Deleted`, reason `shutdown`, stats
+    /// and profile releases applied once, callbacks fired) and drop its transactions. No BYE
+    /// is sent: the calls themselves continue without the proxy's tracking.
     pub fn shutdown(&mut self, now_ms: u64, out: &mut Output) {
+        let mut mine = Vec::new();
+        self.shared.table.for_each(|id, d| {
+            if crate::dialog::id::worker_of(*id) == self.worker {
+                mine.push(d.clone());
+            }
+        });
+        for d in mine {
+            self.end_dialog(
+                now_ms,
+                &d,
+                crate::dialog::EndReason::Shutdown,
+                None,
+                super::dialogs::Removal::Now,
+            );
+        }
         let slots: Vec<u32> = self.txns.slots().collect();
         for s in slots {
             self.txns.remove(s);
         }
-        let _ = (now_ms, out);
+        let _ = out;
     }
 }

@@ -175,8 +175,35 @@ impl Engine {
                 self.on_sequential(inb, msg, method, &info, out)
             }
             (Method::Invite, None) => self.on_invite(inb, msg, &info, out),
-            _ => self.forward_stateless(inb, msg, method, &info, None, out),
+            _ => self.on_initial_other(inb, msg, method, &info, out),
         }
+    }
+
+    /// An initial request other than INVITE (OPTIONS, REGISTER, MESSAGE, SUBSCRIBE ...): the
+    /// policy may answer it or pick a target group; then it goes statelessly.
+    fn on_initial_other(
+        &mut self,
+        inb: &Inbound<'_>,
+        msg: &Message<'_>,
+        method: Method,
+        info: &RouteInfo<'_>,
+        out: &mut Output,
+    ) {
+        let (mut decision, _) = self.evaluate_policy(inb, msg, true, None);
+        // No dialog is created for these: memberships taken by rules are released now.
+        decision.release(&self.shared);
+        if let Some((code, reason)) = decision.reply.take() {
+            let tag = self.new_tag();
+            self.reply(inb, msg, code, reason.as_bytes(), Some(&tag), &[], out);
+            return;
+        }
+        let settings = self.shared.settings.load();
+        let target = decision
+            .group
+            .and_then(|g| settings.groups.get(g))
+            .and_then(|g| g.targets.first())
+            .copied();
+        self.forward_stateless_to(inb, msg, method, info, None, target, out);
     }
 
     /// The next hop of a request after our own Route entries are removed.
@@ -241,7 +268,29 @@ impl Engine {
         cookie: Option<&[u8]>,
         out: &mut Output,
     ) {
-        let to = match self.next_hop(msg, info) {
+        self.forward_stateless_to(inb, msg, method, info, cookie, None, out);
+    }
+
+    /// [`Engine::forward_stateless`] to a given target instead of Route / R-URI.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn forward_stateless_to(
+        &mut self,
+        inb: &Inbound<'_>,
+        msg: &Message<'_>,
+        method: Method,
+        info: &RouteInfo<'_>,
+        cookie: Option<&[u8]>,
+        target: Option<Socket>,
+        out: &mut Output,
+    ) {
+        let hop = match target {
+            Some(t) => Ok(Socket {
+                local: self.listener_for(t.transport, t.addr),
+                ..t
+            }),
+            None => self.next_hop(msg, info),
+        };
+        let to = match hop {
             Ok(t) => t,
             Err(e) => return self.reply_hop_error(inb, msg, e, out),
         };
@@ -311,6 +360,34 @@ impl Engine {
             return self.forward_stateless(inb, msg, method, info, None, out);
         };
         let now = inb.now_ms;
+        // Rules for sequential requests (flags, vars, timeout, terminate, reply).
+        if self.shared.policy.load().is_some() && d.state() != DlgState::Deleted {
+            let (decision, terminate) = self.evaluate_policy(inb, msg, false, Some(&d));
+            if let Some(reason) = terminate {
+                let owner = crate::dialog::id::worker_of(d.id);
+                let reason = String::from_utf8_lossy(&reason).into_owned();
+                if owner == self.worker {
+                    self.terminate(now, &d, Side::All, reason.as_bytes(), b"", out);
+                } else {
+                    let cmd = crate::engine::Command::Terminate {
+                        id: d.id,
+                        side: Side::All,
+                        reason,
+                        extra_hdrs: String::new(),
+                    };
+                    self.shared.send(owner, cmd);
+                }
+                if method == Method::Bye {
+                    return;
+                }
+            }
+            if let Some((code, reason)) = decision.reply
+                && method != Method::Ack
+            {
+                self.reply(inb, msg, code, reason.as_bytes(), None, &[], out);
+                return;
+            }
+        }
         let cseq = msg.cseq().map(|c| c.num).unwrap_or(0);
         match side {
             Side::Callee => {
