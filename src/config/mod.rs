@@ -202,6 +202,9 @@ pub struct DialogConfig {
     pub track_all_invites: bool,
     /// Maximum tracked dialogs, 0 = unlimited.
     pub max_dialogs: u64,
+    /// INVITE transaction timeout after a provisional reply (Timer C, Kamailio `fr_inv_timer`),
+    /// in milliseconds: the branch is cancelled and 408 goes upstream.
+    pub fr_inv_timer: u64,
 }
 
 impl Default for DialogConfig {
@@ -222,6 +225,7 @@ impl Default for DialogConfig {
             bridge_controller: "sip:controller@127.0.0.1".into(),
             track_all_invites: true,
             max_dialogs: 0,
+            fr_inv_timer: 181_000,
         }
     }
 }

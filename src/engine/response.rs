@@ -18,7 +18,7 @@ use crate::dialog::{DlgEvent, DlgState, EndReason, Side, Socket};
 use crate::stats::{Counter, LatencyMetric};
 use crate::txn::branch::{self, Branch, Kind};
 use crate::txn::{
-    BranchState, BranchTxn, InviteTxn, LINGER, T1, T2, TIMER_B, TIMER_C, Upstream, better_final,
+    BranchState, BranchTxn, InviteTxn, LINGER, T1, T2, TIMER_B, Upstream, better_final,
 };
 use crate::wire::{self, Edits, Message, Method};
 
@@ -494,7 +494,7 @@ impl Engine {
                 b.state = BranchState::Proceeding;
                 cancel_keys = [b.timer_a.take(), b.timer_bc.take()];
                 b.timer_bc = Some(self.wheel.insert(
-                    now + TIMER_C,
+                    now + self.shared.settings.load().fr_inv_timer_ms,
                     TimerItem::Bc {
                         slot,
                         generation,

@@ -76,6 +76,8 @@ pub struct Settings {
     pub default_group: Option<usize>,
     /// 0 = unlimited.
     pub max_dialogs: usize,
+    /// Timer C in ms (final reply wait after a provisional).
+    pub fr_inv_timer_ms: u64,
 }
 
 impl Default for Settings {
@@ -97,6 +99,7 @@ impl Default for Settings {
             groups: Vec::new(),
             default_group: None,
             max_dialogs: 0,
+            fr_inv_timer_ms: crate::txn::TIMER_C,
         }
     }
 }
