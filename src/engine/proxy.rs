@@ -34,6 +34,9 @@ pub struct Engine {
     pub(crate) latency: LatencyRecorder,
     /// Time of the packet or timer being handled, in µs (latency only).
     pub(crate) now_us: u64,
+    /// Malformed-packet warnings: when the current one-second window started, and how many
+    /// were suppressed in it.
+    pub(crate) warn_window: (u64, u64),
     /// Dialog id generator of this worker.
     pub(crate) didgen: crate::dialog::id::DidGen,
 }
@@ -71,6 +74,7 @@ impl Engine {
             rng: seed | 1,
             rr_pos: 0,
             latency,
+            warn_window: (0, 0),
             now_us: now_ms * 1000,
             didgen: crate::dialog::id::DidGen::new(worker, boot),
         }
@@ -180,6 +184,31 @@ impl Engine {
     /// Hand this worker's histograms to management if a second has passed.
     pub fn flush_latency(&mut self, now_ms: u64) {
         self.latency.maybe_flush(now_ms);
+    }
+
+    /// Log a malformed packet, at most once per second per worker (the rest are counted in
+    /// the parse-error statistics and summarised in the next warning).
+    pub(crate) fn warn_malformed(
+        &mut self,
+        inb: &Inbound<'_>,
+        e: crate::wire::ParseError,
+        call_id: Option<&[u8]>,
+    ) {
+        let (start, suppressed) = self.warn_window;
+        if inb.now_ms < start.saturating_add(1000) && start != 0 {
+            self.warn_window.1 = suppressed + 1;
+            return;
+        }
+        self.warn_window = (inb.now_ms.max(1), 0);
+        let call_id = call_id.map(String::from_utf8_lossy);
+        tracing::warn!(
+            src = %inb.src,
+            kind = e.kind(),
+            status = e.status(),
+            call_id = call_id.as_deref().unwrap_or(""),
+            suppressed,
+            "malformed SIP message"
+        );
     }
 
     /// Next pseudo-random number (tags, branch salts). Not cryptographic.

@@ -43,6 +43,7 @@ impl Engine {
     /// A message that did not parse.
     pub(crate) fn on_parse_error(&mut self, inb: &Inbound<'_>, e: ParseError, out: &mut Output) {
         self.stats.inc_parse_error(e.kind_index());
+        self.warn_malformed(inb, e, None);
         if e != ParseError::BadVersion || inb.bytes.starts_with(b"SIP/") {
             return;
         }
@@ -115,6 +116,7 @@ impl Engine {
         let method = msg.method().unwrap_or(Method::Other);
         if let Err(e) = wire::validate_request(msg) {
             self.stats.inc_parse_error(e.kind_index());
+            self.warn_malformed(inb, e, msg.call_id());
             if method != Method::Ack {
                 self.reply(inb, msg, e.status(), e.reason().as_bytes(), None, &[], out);
             }

@@ -371,6 +371,7 @@ impl Engine {
         self.stats.inc(Counter::ResponsesIn);
         if let Err(e) = wire::validate_response(msg) {
             self.stats.inc_parse_error(e.kind_index());
+            self.warn_malformed(inb, e, msg.call_id());
             return;
         }
         let Some(top) = msg.top_via() else {
