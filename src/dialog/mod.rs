@@ -6,6 +6,7 @@
 pub mod callbacks;
 pub mod id;
 pub mod profile;
+pub mod pvars;
 pub mod record;
 pub mod state;
 pub mod stats;

@@ -21,6 +21,7 @@
 //!   of the atomic transition to `Deleted`.
 
 mod addr;
+mod api;
 mod dialogs;
 mod forward;
 mod output;

@@ -1,0 +1,63 @@
+//! dialog_ng's lookup API and pseudo-variables on a live call: `dlg_get`, `is_known_dlg`,
+//! `$DLG_count`, `$DLG_status`, `$DLG_lifetime`, `$dlg(attr)`, `$dlg_ctx(attr)`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
+mod flows;
+
+use flows::*;
+
+const DIRECT: &str = "sip:bob@10.0.0.2:5060";
+
+#[test]
+fn lookups_and_pseudo_variables_on_a_live_call() {
+    let mut net = Net::new();
+    net.advance(1_000);
+    let out = net.send(UAC, &invite("api1", "ftag1", "b1", DIRECT));
+    let fwd = one(&out, "INVITE", |s| s.is("INVITE")).clone();
+    let out = net.send(UAS1, &reply(&fwd, 200, "OK", Some("ttag1"), UAS1));
+    let ok = one(&out, "200", |s| s.code() == 200).clone();
+    assert_eq!(net.shared.dlg_count(), 1);
+    net.send(UAC, &caller_req(&ok, "ACK", 1, "a1"));
+    net.advance(3_000);
+
+    let d = net
+        .shared
+        .dlg_get(b"api1", b"ftag1", b"ttag1")
+        .expect("by tags");
+    assert!(
+        net.shared.dlg_get(b"api1", b"ttag1", b"ftag1").is_some(),
+        "either direction"
+    );
+    assert!(
+        net.shared.dlg_get(b"api1", b"ftag1", b"").is_some(),
+        "by Call-ID and From-tag"
+    );
+    assert!(net.shared.dlg_get(b"api1", b"ftag1", b"wrong").is_none());
+    assert!(net.shared.dlg_get(b"nope", b"ftag1", b"ttag1").is_none());
+
+    assert_eq!(d.status(), 4);
+    assert!(d.lifetime_secs(net.now) >= 3);
+    assert_eq!(d.attr("callid").as_deref(), Some("api1"));
+    assert_eq!(d.attr("from_tag").as_deref(), Some("ftag1"));
+    assert_eq!(d.attr("to_tag").as_deref(), Some("ttag1"));
+    assert_eq!(d.attr("state").as_deref(), Some("4"));
+    assert_eq!(d.attr("h_id"), Some(d.id.h_id.to_string()));
+    assert!(d.attr("from_contact").unwrap().contains("alice@10.0.0.1"));
+    assert!(d.attr("to_bind_addr").unwrap().contains("10.0.0.2:5060"));
+    assert_eq!(d.attr("no_such_attr"), None);
+    assert_eq!(d.ctx_attr("flags").as_deref(), Some("0"));
+
+    let bye = caller_req(&ok, "BYE", 2, "y1");
+    let m = sipedge::wire::parse(bye.as_bytes()).unwrap();
+    assert!(net.shared.is_known_dlg(&m));
+    let stray = raw_request("BYE", DIRECT, "other", "");
+    let m2 = sipedge::wire::parse(stray.as_bytes()).unwrap();
+    assert!(!net.shared.is_known_dlg(&m2));
+
+    net.send(UAC, &bye);
+    assert!(
+        net.shared.dlg_get(b"api1", b"ftag1", b"ttag1").is_none(),
+        "ended dialogs are not found"
+    );
+    assert_eq!(net.shared.dlg_count(), 0);
+}
