@@ -61,3 +61,54 @@ fn lookups_and_pseudo_variables_on_a_live_call() {
     );
     assert_eq!(net.shared.dlg_count(), 0);
 }
+
+#[test]
+fn dlg_refer_sends_refer_to_one_side_and_bye_to_the_other() {
+    let mut net = Net::new();
+    net.advance(1_000);
+    let out = net.send(UAC, &invite("ref1", "ftr", "br", DIRECT));
+    let fwd = one(&out, "INVITE", |s| s.is("INVITE")).clone();
+    let out = net.send(UAS1, &reply(&fwd, 200, "OK", Some("ttr"), UAS1));
+    let ok = one(&out, "200", |s| s.code() == 200).clone();
+    net.send(UAC, &caller_req(&ok, "ACK", 1, "ar"));
+    let d = net.shared.dlg_get(b"ref1", b"ftr", b"ttr").unwrap();
+    let id = d.id;
+    let mut out = sipedge::engine::Output::default();
+    let now = net.now;
+    net.engines[0].handle_command(
+        now,
+        now * 1000,
+        sipedge::engine::Command::Refer {
+            id,
+            side: sipedge::dialog::Side::Caller,
+            address: "sip:carol@10.0.0.9".into(),
+        },
+        &mut out,
+    );
+    let sent: Vec<(std::net::SocketAddr, String)> = out
+        .tx
+        .iter()
+        .map(|t| (t.dst, String::from_utf8_lossy(out.bytes(t)).into_owned()))
+        .collect();
+    let refer = sent
+        .iter()
+        .find(|(_, m)| m.starts_with("REFER "))
+        .expect("a REFER");
+    assert_eq!(refer.0, sa(UAC));
+    assert!(
+        refer.1.contains("Refer-To: <sip:carol@10.0.0.9>"),
+        "{}",
+        refer.1
+    );
+    assert!(refer.1.contains("Referred-By: <sip:controller@127.0.0.1>"));
+    let bye = sent
+        .iter()
+        .find(|(_, m)| m.starts_with("BYE "))
+        .expect("a BYE");
+    assert_eq!(bye.0, sa(UAS1));
+    assert_eq!(
+        net.state_of("ref1"),
+        Some(sipedge::dialog::DlgState::Deleted)
+    );
+    assert_eq!(net.stats().active_dialogs, 0);
+}

@@ -319,6 +319,22 @@ impl Engine {
         extra_hdrs: &[u8],
         out: &mut Output,
     ) {
+        self.send_within(now, d, b"BYE", to_side, reason, extra_hdrs, out);
+    }
+
+    /// Send a request within a confirmed dialog toward one side (BYE, REFER ...), built from
+    /// the stored leg state: remote target, route set, CSeq+1, tags, `dlg_extra_hdrs`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn send_within(
+        &mut self,
+        now: u64,
+        d: &Dialog,
+        method: &[u8],
+        to_side: Side,
+        reason: &[u8],
+        extra_hdrs: &[u8],
+        out: &mut Output,
+    ) {
         let Some(callee) = d.callee.get() else {
             return;
         };
@@ -390,7 +406,7 @@ impl Engine {
             extra.extend_from_slice(b"\r\n");
         }
         let req = wire::build::InDialog {
-            method: b"BYE",
+            method,
             ruri,
             route_set: &route_vec,
             via: &via,
@@ -406,7 +422,9 @@ impl Engine {
         let start = out.buf.len();
         wire::build::in_dialog_request(&req, &mut out.buf);
         out.push_from(start, dst.addr, dst.transport, dst.local, None);
-        self.stats.inc(Counter::ByeSent);
+        if method == b"BYE" {
+            self.stats.inc(Counter::ByeSent);
+        }
         let _ = now;
     }
 

@@ -27,6 +27,7 @@ mod forward;
 mod output;
 mod policy_glue;
 mod proxy;
+mod refer;
 mod request;
 mod response;
 mod shared;

@@ -146,6 +146,11 @@ impl Engine {
                     );
                 }
             }
+            Command::Refer { id, side, address } => {
+                if let Some(d) = self.shared.table.get(id) {
+                    self.refer(now_ms, &d, side, &address, out);
+                }
+            }
             Command::Rearm(id) => {
                 if let Some(d) = self.shared.table.get(id) {
                     let at = d.deadline_ms.load(std::sync::atomic::Ordering::Acquire);

@@ -78,6 +78,8 @@ pub struct Settings {
     pub max_dialogs: usize,
     /// Timer C in ms (final reply wait after a provisional).
     pub fr_inv_timer_ms: u64,
+    /// URI the proxy uses as itself in REFERs it originates (dialog_ng `bridge_controller`).
+    pub bridge_controller: String,
 }
 
 impl Default for Settings {
@@ -100,6 +102,7 @@ impl Default for Settings {
             default_group: None,
             max_dialogs: 0,
             fr_inv_timer_ms: crate::txn::TIMER_C,
+            bridge_controller: "sip:controller@127.0.0.1".into(),
         }
     }
 }
@@ -117,6 +120,16 @@ pub enum Command {
         reason: String,
         /// Extra header lines for the BYE.
         extra_hdrs: String,
+    },
+    /// Refer one side of a confirmed dialog to a new address and BYE the other
+    /// (dialog_ng `dlg_refer`).
+    Refer {
+        /// Which dialog.
+        id: DialogId,
+        /// The side that receives the REFER.
+        side: Side,
+        /// The Refer-To address (a SIP URI).
+        address: String,
     },
     /// The deadline moved earlier: re-arm the dialog timer.
     Rearm(DialogId),
