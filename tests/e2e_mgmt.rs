@@ -383,6 +383,32 @@ fn cli_errors_are_one_clear_line() {
         out.stderr
     );
 
+    let (port, mgmt) = free_port_pair();
+    let busy = match std::net::TcpListener::bind(("127.0.0.1", mgmt)) {
+        Ok(s) => s,
+        Err(e) => panic!("bind {mgmt}: {e}"),
+    };
+    let listen = format!("udp:127.0.0.1:{port}");
+    let mgmt_addr = format!("127.0.0.1:{mgmt}");
+    let args = [
+        "run",
+        "--listen",
+        &listen,
+        "--mgmt",
+        &mgmt_addr,
+        "--workers",
+        "1",
+    ];
+    let out = sipedge(&dir, "busy_mgmt", &args, ten);
+    drop(busy);
+    assert!(matches!(out.code, Some(c) if c != 0), "exit {:?}", out.code);
+    assert_one_line("management port in use", &out.stderr);
+    assert!(
+        out.stderr.contains("cannot bind") && out.stderr.contains(&mgmt_addr),
+        "{}",
+        out.stderr
+    );
+
     let broken = dir.join("broken.toml");
     let text = "[core]\nworkers = \"many\"\n";
     if let Err(e) = std::fs::write(&broken, text) {
