@@ -1,6 +1,7 @@
 //! Shared support for real-socket tests: free ports, scratch directories, guarded child
 //! processes, the `sipedge` proxy under test ([`proxy`]), its management API client ([`mgmt`]) and the
-//! SIPp runner ([`sipp`]).
+//! SIPp runner ([`sipp`]), and single SIPp UAS/UAC processes for multi-UAC acceptance tests
+//! ([`agent`]).
 //!
 //! Invariants every helper keeps, so that tests can run in parallel and never leak:
 //! - Everything binds to 127.0.0.1 only, on ports handed out by [`free_port_pair`], which
@@ -14,6 +15,7 @@
 // Each test binary that declares `mod common;` uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod mgmt;
 pub mod proxy;
 pub mod sipp;

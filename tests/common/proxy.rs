@@ -113,6 +113,16 @@ impl Proxy {
         self.child.try_wait().is_none()
     }
 
+    /// Sends a signal to the proxy process (SIGHUP reloads its config, SIGTERM stops it).
+    pub fn signal(&self, sig: libc::c_int) {
+        self.child.signal(sig);
+    }
+
+    /// Waits up to `timeout` for the proxy to exit by itself; its exit status if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        self.child.wait_timeout(timeout)
+    }
+
     /// The last 4 KB of the proxy's stdout+stderr.
     pub fn log_tail(&self) -> String {
         tail(&self.dir.join("proxy.log"), 4096)

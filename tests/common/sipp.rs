@@ -221,12 +221,12 @@ impl CallRun {
     }
 }
 
-fn file_or_null(path: &Path) -> Stdio {
+pub(super) fn file_or_null(path: &Path) -> Stdio {
     fs::File::create(path).map_or_else(|_| Stdio::null(), Stdio::from)
 }
 
 /// Waits until a SIPp has bound its port (UDP or TCP listening), at most `max`.
-fn wait_bound(port: u16, transport: Transport, max: Duration) {
+pub(super) fn wait_bound(port: u16, transport: Transport, max: Duration) {
     let deadline = super::now() + max;
     while super::now() < deadline {
         let busy = match transport {
@@ -287,7 +287,7 @@ impl Calls {
 }
 
 /// The first kilobyte of a SIPp error log (the first error is the informative one).
-fn first_error(dir: &Path, role: &str) -> String {
+pub(super) fn first_error(dir: &Path, role: &str) -> String {
     let data = fs::read(dir.join(format!("{role}_err.log"))).unwrap_or_default();
     let end = data.len().min(1200);
     String::from_utf8_lossy(data.get(..end).unwrap_or_default()).into_owned()
