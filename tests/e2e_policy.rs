@@ -308,7 +308,6 @@ fn timeout_from_policy_expires_with_bye() {
 /// forwarded. Known engine bug: `on_plain_ack` (src/engine/request.rs) finds no transaction
 /// for such an ACK and forwards it statelessly to the R-URI. Run with `--ignored`.
 #[test]
-#[ignore = "engine bug: the ACK of a policy reply is forwarded to the R-URI, not absorbed"]
 fn ack_of_policy_reply_is_absorbed() {
     if !sipp_available() {
         return;

@@ -13,6 +13,10 @@ use crate::timer::Wheel;
 use crate::txn::TxnTable;
 use crate::wire;
 
+/// Prefix of the To-tags of replies generated without a transaction.
+pub(crate) const LOCAL_TAG_PREFIX: &[u8] = b"sx";
+const LOCAL_TAG_PREFIX_BUF: &[u8; 10] = b"sx00000000";
+
 /// One worker's proxy engine.
 pub struct Engine {
     /// Index of this worker.
@@ -214,6 +218,22 @@ impl Engine {
             suppressed,
             "malformed SIP message"
         );
+    }
+
+    /// The To-tag of a reply we generate for `msg` without a transaction (policy replies,
+    /// 404/503 for unroutable requests): derived from Call-ID and From-tag, so the ACK of such a
+    /// reply is recognised and absorbed without state (like Kamailio's `sl`).
+    pub(crate) fn local_tag(&self, msg: &crate::wire::Message<'_>) -> [u8; 10] {
+        let call_id = msg.call_id().unwrap_or(&[]);
+        let ftag = msg.from().and_then(|f| f.tag()).unwrap_or(&[]);
+        let boot = self.shared.boot.to_le_bytes();
+        let mut h = crate::txn::branch::hash(&[call_id, ftag, &boot]);
+        let mut t = *LOCAL_TAG_PREFIX_BUF;
+        for c in t.iter_mut().skip(LOCAL_TAG_PREFIX.len()) {
+            *c = b"0123456789abcdef"[(h & 15) as usize];
+            h >>= 4;
+        }
+        t
     }
 
     /// Next pseudo-random number (tags, branch salts). Not cryptographic.

@@ -148,7 +148,7 @@ impl Engine {
             && info.next_route.is_none()
             && info.cookie.is_none()
         {
-            let tag = self.new_tag();
+            let tag = self.local_tag(msg);
             self.reply(
                 inb,
                 msg,
@@ -195,7 +195,7 @@ impl Engine {
         // No dialog is created for these: memberships taken by rules are released now.
         decision.release(&self.shared);
         if let Some((code, reason)) = decision.reply.take() {
-            let tag = self.new_tag();
+            let tag = self.local_tag(msg);
             self.reply(inb, msg, code, reason.as_bytes(), Some(&tag), &[], out);
             return;
         }
@@ -255,7 +255,7 @@ impl Engine {
             HopError::NeedsDns => (503, b"Service Unavailable (DNS not supported)"),
             HopError::Ours => (404, b"Not Found"),
         };
-        let tag = self.new_tag();
+        let tag = self.local_tag(msg);
         self.reply(inb, msg, code, reason, Some(&tag), &[], out);
     }
 
@@ -467,6 +467,14 @@ impl Engine {
                 self.stats.inc(Counter::AckAbsorbed);
                 return;
             }
+        }
+        // The ACK of a reply we generated without a transaction (policy reply, 404, 503).
+        if let Some(tag) = msg.to().and_then(|t| t.tag())
+            && tag.starts_with(super::proxy::LOCAL_TAG_PREFIX)
+            && tag == self.local_tag(msg)
+        {
+            self.stats.inc(Counter::AckAbsorbed);
+            return;
         }
         self.forward_stateless(inb, msg, Method::Ack, info, None, out);
     }

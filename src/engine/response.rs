@@ -41,7 +41,7 @@ impl Engine {
         let now = inb.now_ms;
         let mut decision = self.run_policy(inb, msg, true, spiral.as_deref());
         if let Some((code, reason)) = decision.reply.take() {
-            let tag = self.new_tag();
+            let tag = self.local_tag(msg);
             self.reply(inb, msg, code, reason.as_bytes(), Some(&tag), &[], out);
             decision.release(&self.shared);
             return;
@@ -76,7 +76,7 @@ impl Engine {
             && self.shared.table.len() >= settings.max_dialogs
         {
             decision.release(&self.shared);
-            let tag = self.new_tag();
+            let tag = self.local_tag(msg);
             self.reply(inb, msg, 503, b"Too Many Dialogs", Some(&tag), &[], out);
             return;
         }
