@@ -51,7 +51,11 @@ impl Decision {
 
 impl Engine {
     /// Write the cookie of `id` into `buf`.
-    pub(crate) fn encode_cookie<'b>(&self, id: DialogId, buf: &'b mut [u8; COOKIE_LEN]) -> &'b [u8] {
+    pub(crate) fn encode_cookie<'b>(
+        &self,
+        id: DialogId,
+        buf: &'b mut [u8; COOKIE_LEN],
+    ) -> &'b [u8] {
         id.encode(self.shared.boot, buf);
         &buf[..]
     }
@@ -65,7 +69,14 @@ impl Engine {
     }
 
     /// Fire a dialog event.
-    pub(crate) fn fire(&self, event: DlgEvent, d: &Dialog, msg: Option<&[u8]>, code: u16, side: Option<Side>) {
+    pub(crate) fn fire(
+        &self,
+        event: DlgEvent,
+        d: &Dialog,
+        msg: Option<&[u8]>,
+        code: u16,
+        side: Option<Side>,
+    ) {
         self.shared.callbacks.fire(&EventData {
             event,
             dialog: d,
@@ -133,7 +144,13 @@ impl Engine {
         self.shared.table.insert(id, d.clone(), call_id, ftag);
         self.shared.stats.created();
         self.wheel.insert(deadline, TimerItem::Dialog(id));
-        self.fire(DlgEvent::Created, &d, Some(msg.bytes()), 0, Some(Side::Caller));
+        self.fire(
+            DlgEvent::Created,
+            &d,
+            Some(msg.bytes()),
+            0,
+            Some(Side::Caller),
+        );
         Some(d)
     }
 
@@ -200,13 +217,22 @@ impl Engine {
         cookie: &[u8],
         method: Method,
     ) {
-        let Some(d) = self.decode_cookie(cookie).and_then(|id| self.shared.table.get(id)) else {
+        let Some(d) = self
+            .decode_cookie(cookie)
+            .and_then(|id| self.shared.table.get(id))
+        else {
             return;
         };
         let code = msg.code().unwrap_or(0);
         self.fire(DlgEvent::ResponseWithin, &d, Some(msg.bytes()), code, None);
         if method == Method::Bye && code >= 200 && d.state() == DlgState::Deleted {
-            self.fire(DlgEvent::TerminatedConfirmed, &d, Some(msg.bytes()), code, None);
+            self.fire(
+                DlgEvent::TerminatedConfirmed,
+                &d,
+                Some(msg.bytes()),
+                code,
+                None,
+            );
             self.remove_dialog(&d);
         }
         let _ = inb;
@@ -431,12 +457,28 @@ impl Engine {
         match d.state() {
             DlgState::Deleted => {}
             DlgState::Unconfirmed | DlgState::Early => {
-                self.end_with(now, &d, Side::All, b"SIP;cause=408;text=\"early_timeout\"", b"", EndReason::Expired, out);
+                self.end_with(
+                    now,
+                    &d,
+                    Side::All,
+                    b"SIP;cause=408;text=\"early_timeout\"",
+                    b"",
+                    EndReason::Expired,
+                    out,
+                );
             }
             DlgState::ConfirmedNa | DlgState::Confirmed => {
                 let settings = self.shared.settings.load();
                 if settings.send_bye {
-                    self.end_with(now, &d, Side::All, b"SIP;cause=200;text=\"dialog timeout\"", b"", EndReason::Expired, out);
+                    self.end_with(
+                        now,
+                        &d,
+                        Side::All,
+                        b"SIP;cause=200;text=\"dialog timeout\"",
+                        b"",
+                        EndReason::Expired,
+                        out,
+                    );
                 } else {
                     self.end_dialog(now, &d, EndReason::Expired, None, true);
                 }

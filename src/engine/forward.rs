@@ -145,9 +145,7 @@ impl Engine {
             .top_via()
             .and_then(|v| v.rport())
             .map(|_| inb.src.port());
-        if (recv.is_some() || rport.is_some())
-            && edits.set_received_rport(recv, rport).is_err()
-        {
+        if (recv.is_some() || rport.is_some()) && edits.set_received_rport(recv, rport).is_err() {
             return None;
         }
         if edits.decrement_max_forwards().is_err() {
@@ -200,7 +198,11 @@ pub(crate) enum RecordRoute<'a> {
 }
 
 /// The `received` value for the top Via when its sent-by differs from the packet source.
-fn received_text<'b>(inb: &Inbound<'_>, msg: &Message<'_>, buf: &'b mut [u8; 64]) -> Option<&'b [u8]> {
+fn received_text<'b>(
+    inb: &Inbound<'_>,
+    msg: &Message<'_>,
+    buf: &'b mut [u8; 64],
+) -> Option<&'b [u8]> {
     let v = msg.top_via()?;
     if v.host_ip() == Some(inb.src.ip()) {
         return None;

@@ -31,7 +31,7 @@ mod response;
 mod shared;
 mod timers;
 
-pub use addr::{LocalAddrs, Listener, Transport, parse_ip};
+pub use addr::{Listener, LocalAddrs, Transport, parse_ip};
 pub use output::{Inbound, Output, Transmit};
 pub use proxy::Engine;
 pub use shared::{Command, ForkMode, Notifier, Settings, Shared, TargetGroup};

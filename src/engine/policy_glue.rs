@@ -26,7 +26,12 @@ pub(crate) struct View<'m, 'a> {
 }
 
 impl<'m, 'a> View<'m, 'a> {
-    pub(crate) fn new(msg: &'m Message<'a>, inb: &'m Inbound<'a>, initial: bool, dialog: Option<&Dialog>) -> Self {
+    pub(crate) fn new(
+        msg: &'m Message<'a>,
+        inb: &'m Inbound<'a>,
+        initial: bool,
+        dialog: Option<&Dialog>,
+    ) -> Self {
         View {
             msg,
             inb,
@@ -124,7 +129,10 @@ impl Ops<'_> {
 
 impl DialogOps for Ops<'_> {
     fn is_in_profile(&self, profile: &str, value: Option<&[u8]>) -> bool {
-        self.shared.profiles.load().is_in(self.memberships(), profile, value)
+        self.shared
+            .profiles
+            .load()
+            .is_in(self.memberships(), profile, value)
     }
     fn profile_size(&self, profile: &str, value: Option<&[u8]>) -> u64 {
         self.shared.profiles.load().size(profile, value)
@@ -147,7 +155,11 @@ impl DialogOps for Ops<'_> {
             .is_ok()
     }
     fn unset_profile(&mut self, profile: &str, value: Option<&[u8]>) {
-        let _ = self.shared.profiles.load().unset(self.memberships(), profile, value);
+        let _ = self
+            .shared
+            .profiles
+            .load()
+            .unset(self.memberships(), profile, value);
     }
     fn set_timeout(&mut self, secs: u32) {
         self.decision.timeout = Some(secs);
@@ -184,7 +196,9 @@ impl DialogOps for Ops<'_> {
         }
     }
     fn add_header(&mut self, name: &[u8], value: &[u8]) {
-        self.decision.add_headers.push((name.to_vec(), value.to_vec()));
+        self.decision
+            .add_headers
+            .push((name.to_vec(), value.to_vec()));
     }
     fn remove_header(&mut self, name: &[u8]) {
         self.decision.remove_headers.push(name.to_vec());

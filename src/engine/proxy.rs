@@ -132,7 +132,14 @@ impl Engine {
                 extra_hdrs,
             } => {
                 if let Some(d) = self.shared.table.get(id) {
-                    self.terminate(now_ms, &d, side, reason.as_bytes(), extra_hdrs.as_bytes(), out);
+                    self.terminate(
+                        now_ms,
+                        &d,
+                        side,
+                        reason.as_bytes(),
+                        extra_hdrs.as_bytes(),
+                        out,
+                    );
                 }
             }
             Command::Rearm(id) => {

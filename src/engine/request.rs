@@ -102,7 +102,15 @@ impl Engine {
         if method != Method::Ack && method != Method::Cancel {
             if let Some(pr) = msg.header_value(HeaderName::ProxyRequire) {
                 if !pr.is_empty() {
-                    self.reply(inb, msg, 420, b"Bad Extension", None, &[(b"Unsupported", pr)], out);
+                    self.reply(
+                        inb,
+                        msg,
+                        420,
+                        b"Bad Extension",
+                        None,
+                        &[(b"Unsupported", pr)],
+                        out,
+                    );
                     return;
                 }
             }
@@ -218,9 +226,17 @@ impl Engine {
             Err(e) => return self.reply_hop_error(inb, msg, e, out),
         };
         let incoming = msg.top_via().and_then(|v| v.branch()).unwrap_or(&[]);
-        let h = branch::hash(&[incoming, msg.method_bytes(), inb.bytes.get(..0).unwrap_or(&[])]);
+        let h = branch::hash(&[
+            incoming,
+            msg.method_bytes(),
+            inb.bytes.get(..0).unwrap_or(&[]),
+        ]);
         let br = Branch {
-            kind: if cookie.is_some() { Kind::Within } else { Kind::Stateless },
+            kind: if cookie.is_some() {
+                Kind::Within
+            } else {
+                Kind::Stateless
+            },
             worker: self.worker as u16,
             cookie: cookie.unwrap_or(&[]),
             slot: 0,
@@ -280,11 +296,13 @@ impl Engine {
         let cseq = msg.cseq().map(|c| c.num).unwrap_or(0);
         match side {
             Side::Callee => {
-                d.callee_cseq.fetch_max(cseq, std::sync::atomic::Ordering::AcqRel);
+                d.callee_cseq
+                    .fetch_max(cseq, std::sync::atomic::Ordering::AcqRel);
             }
             _ => {
                 if method != Method::Ack {
-                    d.caller_cseq.fetch_max(cseq, std::sync::atomic::Ordering::AcqRel);
+                    d.caller_cseq
+                        .fetch_max(cseq, std::sync::atomic::Ordering::AcqRel);
                 }
             }
         }
@@ -293,8 +311,10 @@ impl Engine {
                 if let Some(prev) = d.advance(&[DlgState::ConfirmedNa], DlgState::Confirmed) {
                     self.shared.stats.transition(prev, DlgState::Confirmed);
                     let life = u64::from(d.lifetime_s.load(std::sync::atomic::Ordering::Relaxed));
-                    d.deadline_ms
-                        .store(now.saturating_add(life * 1000), std::sync::atomic::Ordering::Release);
+                    d.deadline_ms.store(
+                        now.saturating_add(life * 1000),
+                        std::sync::atomic::Ordering::Release,
+                    );
                     self.fire(DlgEvent::Confirmed, &d, Some(msg.bytes()), 0, Some(side));
                 }
             }
@@ -384,7 +404,11 @@ impl Engine {
         if !matches {
             return self.forward_stateless(inb, msg, Method::Cancel, info, None, out);
         }
-        let tag = self.txns.get_mut(slot).map(|t| t.to_tag).unwrap_or_default();
+        let tag = self
+            .txns
+            .get_mut(slot)
+            .map(|t| t.to_tag)
+            .unwrap_or_default();
         self.reply(inb, msg, 200, b"OK", Some(&tag), &[], out);
         self.cancel_txn(inb.now_ms, slot, b"", out);
     }

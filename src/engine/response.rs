@@ -13,11 +13,13 @@ use super::forward::{RecordRoute, is_broadcast, via_target};
 use super::request::RouteInfo;
 use super::timers::TimerItem;
 use super::{Engine, ForkMode, Inbound, Output, Settings, Transport};
-use crate::dialog::{DlgEvent, DlgState, EndReason, Side, Socket};
 use crate::dialog::record::{CalleeLeg, Dialog};
+use crate::dialog::{DlgEvent, DlgState, EndReason, Side, Socket};
 use crate::stats::{Counter, LatencyMetric};
 use crate::txn::branch::{self, Branch, Kind};
-use crate::txn::{BranchState, BranchTxn, InviteTxn, LINGER, T1, T2, TIMER_B, TIMER_C, Upstream, better_final};
+use crate::txn::{
+    BranchState, BranchTxn, InviteTxn, LINGER, T1, T2, TIMER_B, TIMER_C, Upstream, better_final,
+};
 use crate::wire::{self, Edits, Message, Method};
 
 /// Cookie used in branches of INVITEs whose dialog is not tracked.
@@ -73,7 +75,13 @@ impl Engine {
         }
         let dialog = match spiral {
             Some(d) => {
-                self.fire(DlgEvent::Spiraled, &d, Some(msg.bytes()), 0, Some(Side::Caller));
+                self.fire(
+                    DlgEvent::Spiraled,
+                    &d,
+                    Some(msg.bytes()),
+                    0,
+                    Some(Side::Caller),
+                );
                 Some(d)
             }
             None if track => self.create_dialog(inb, msg, settings, &mut decision),
@@ -200,9 +208,24 @@ impl Engine {
             return false;
         };
         let forwarded = out.buf.get(s..e).unwrap_or(&[]).to_vec();
-        let timer_a = (target.transport == Transport::Udp)
-            .then(|| self.wheel.insert(now + T1, TimerItem::A { slot, generation, leg }));
-        let timer_bc = Some(self.wheel.insert(now + TIMER_B, TimerItem::Bc { slot, generation, leg }));
+        let timer_a = (target.transport == Transport::Udp).then(|| {
+            self.wheel.insert(
+                now + T1,
+                TimerItem::A {
+                    slot,
+                    generation,
+                    leg,
+                },
+            )
+        });
+        let timer_bc = Some(self.wheel.insert(
+            now + TIMER_B,
+            TimerItem::Bc {
+                slot,
+                generation,
+                leg,
+            },
+        ));
         if let Some(t) = self.txns.get_mut(slot) {
             t.cookie = cookie;
             t.branches.push(BranchTxn {
@@ -320,7 +343,13 @@ impl Engine {
                             if !reason.is_empty() {
                                 add_reason(&mut out.buf, start, &reason);
                             }
-                            out.push_from(start, b.socket.addr, b.socket.transport, b.socket.local, None);
+                            out.push_from(
+                                start,
+                                b.socket.addr,
+                                b.socket.transport,
+                                b.socket.local,
+                                None,
+                            );
                         } else {
                             out.buf.truncate(start);
                         }
@@ -461,7 +490,14 @@ impl Engine {
             if was == BranchState::Calling {
                 b.state = BranchState::Proceeding;
                 cancel_keys = [b.timer_a.take(), b.timer_bc.take()];
-                b.timer_bc = Some(self.wheel.insert(now + TIMER_C, TimerItem::Bc { slot, generation, leg: leg as u8 }));
+                b.timer_bc = Some(self.wheel.insert(
+                    now + TIMER_C,
+                    TimerItem::Bc {
+                        slot,
+                        generation,
+                        leg: leg as u8,
+                    },
+                ));
             }
         } else if was != BranchState::Completed {
             b.state = BranchState::Completed;
@@ -473,7 +509,11 @@ impl Engine {
             self.wheel.cancel(k);
         }
         if cancel_now {
-            if let Some(b) = self.txns.get_mut(slot).and_then(|t| t.branches.get_mut(leg)) {
+            if let Some(b) = self
+                .txns
+                .get_mut(slot)
+                .and_then(|t| t.branches.get_mut(leg))
+            {
                 b.cancel_wanted = false;
             }
             self.cancel_branch(now, slot, leg, out);
@@ -512,7 +552,13 @@ impl Engine {
                 if let Some(prev) = d.advance(&[DlgState::Unconfirmed], DlgState::Early) {
                     self.shared.stats.transition(prev, DlgState::Early);
                 }
-                self.fire(DlgEvent::Early, d, Some(msg.bytes()), msg.code().unwrap_or(0), Some(Side::Callee));
+                self.fire(
+                    DlgEvent::Early,
+                    d,
+                    Some(msg.bytes()),
+                    msg.code().unwrap_or(0),
+                    Some(Side::Callee),
+                );
             }
         }
         let start = out.buf.len();
@@ -523,10 +569,19 @@ impl Engine {
                     .extend_from_slice(out.buf.get(start..).unwrap_or(&[]));
             }
             if first {
-                self.latency.record(LatencyMetric::InviteToProvisional, inb.now_us.saturating_sub(started));
+                self.latency.record(
+                    LatencyMetric::InviteToProvisional,
+                    inb.now_us.saturating_sub(started),
+                );
             }
             if let Some(d) = &dialog {
-                self.fire(DlgEvent::ResponseFwded, d, Some(msg.bytes()), msg.code().unwrap_or(0), Some(Side::Callee));
+                self.fire(
+                    DlgEvent::ResponseFwded,
+                    d,
+                    Some(msg.bytes()),
+                    msg.code().unwrap_or(0),
+                    Some(Side::Callee),
+                );
             }
         }
     }
@@ -572,14 +627,27 @@ impl Engine {
             }
         }
         if self.relay_response(inb, msg, None, out) && first_2xx {
-            self.latency.record(LatencyMetric::InviteToFinal, self.now_us.saturating_sub(started));
+            self.latency.record(
+                LatencyMetric::InviteToFinal,
+                self.now_us.saturating_sub(started),
+            );
             if let Some(d) = &dialog {
-                self.fire(DlgEvent::ResponseFwded, d, Some(msg.bytes()), msg.code().unwrap_or(200), Some(Side::Callee));
+                self.fire(
+                    DlgEvent::ResponseFwded,
+                    d,
+                    Some(msg.bytes()),
+                    msg.code().unwrap_or(200),
+                    Some(Side::Callee),
+                );
             }
         }
         if first_2xx {
             // RFC 3261 §16.7 step 10: cancel every other pending branch.
-            let n = self.txns.get_mut(slot).map(|t| t.branches.len()).unwrap_or(0);
+            let n = self
+                .txns
+                .get_mut(slot)
+                .map(|t| t.branches.len())
+                .unwrap_or(0);
             for other in (0..n).filter(|&o| o != leg) {
                 self.cancel_branch(now, slot, other, out);
             }
@@ -588,7 +656,10 @@ impl Engine {
                 t.pending_targets.clear();
                 let generation = t.generation;
                 if t.linger.is_none() {
-                    t.linger = Some(self.wheel.insert(now + LINGER, TimerItem::Linger { slot, generation }));
+                    t.linger = Some(
+                        self.wheel
+                            .insert(now + LINGER, TimerItem::Linger { slot, generation }),
+                    );
                 }
             }
         }
@@ -619,7 +690,10 @@ impl Engine {
         }
         let mut routes = Vec::new();
         for e in above.iter().rev() {
-            routes.extend(e.iter().map(|&c| if c == b'\r' || c == b'\n' { b' ' } else { c }));
+            routes.extend(
+                e.iter()
+                    .map(|&c| if c == b'\r' || c == b'\n' { b' ' } else { c }),
+            );
             routes.push(b'\n');
         }
         let _ = d.callee.set(CalleeLeg {
@@ -629,13 +703,23 @@ impl Engine {
             routes: routes.into_boxed_slice(),
             socket: socket.unwrap_or(d.caller_socket),
         });
-        if let Some(prev) = d.advance(&[DlgState::Unconfirmed, DlgState::Early], DlgState::ConfirmedNa) {
+        if let Some(prev) = d.advance(
+            &[DlgState::Unconfirmed, DlgState::Early],
+            DlgState::ConfirmedNa,
+        ) {
             self.shared.stats.transition(prev, DlgState::ConfirmedNa);
             d.start_ms.store(now, Release);
             let noack = u64::from(settings.noack_timeout.max(1)) * 1000;
             let life = u64::from(d.lifetime_s.load(Acquire)) * 1000;
-            d.deadline_ms.store(now.saturating_add(noack.min(life.max(1))), Release);
-            self.fire(DlgEvent::ConfirmedNa, d, Some(msg.bytes()), msg.code().unwrap_or(200), Some(Side::Callee));
+            d.deadline_ms
+                .store(now.saturating_add(noack.min(life.max(1))), Release);
+            self.fire(
+                DlgEvent::ConfirmedNa,
+                d,
+                Some(msg.bytes()),
+                msg.code().unwrap_or(200),
+                Some(Side::Callee),
+            );
         }
     }
 
@@ -721,7 +805,14 @@ impl Engine {
     }
 
     /// Build our own final response from the stored INVITE and send it upstream.
-    pub(crate) fn synthesize_final(&mut self, now: u64, slot: u32, code: u16, reason: &[u8], out: &mut Output) {
+    pub(crate) fn synthesize_final(
+        &mut self,
+        now: u64,
+        slot: u32,
+        code: u16,
+        reason: &[u8],
+        out: &mut Output,
+    ) {
         let Some(t) = self.txns.get_mut(slot) else {
             return;
         };
@@ -739,7 +830,14 @@ impl Engine {
     }
 
     /// Send the final non-2xx response upstream, arm Timer G/H, end the dialog.
-    fn send_final_upstream(&mut self, now: u64, slot: u32, code: u16, bytes: Vec<u8>, out: &mut Output) {
+    fn send_final_upstream(
+        &mut self,
+        now: u64,
+        slot: u32,
+        code: u16,
+        bytes: Vec<u8>,
+        out: &mut Output,
+    ) {
         let Some(t) = self.txns.get_mut(slot) else {
             return;
         };
@@ -750,24 +848,47 @@ impl Engine {
         let dialog = t.dialog.clone();
         t.up.final_code = code;
         t.up.final_response = bytes;
-        out.push_bytes(&t.up.final_response, up.addr, up.transport, up.local, up.conn);
+        out.push_bytes(
+            &t.up.final_response,
+            up.addr,
+            up.transport,
+            up.local,
+            up.conn,
+        );
         if up.transport == Transport::Udp {
             t.up.g_interval = T1;
-            t.up.timer_g = Some(self.wheel.insert(now + T1, TimerItem::G { slot, generation }));
+            t.up.timer_g = Some(
+                self.wheel
+                    .insert(now + T1, TimerItem::G { slot, generation }),
+            );
         }
         if t.linger.is_none() {
-            t.linger = Some(self.wheel.insert(now + TIMER_B, TimerItem::Linger { slot, generation }));
+            t.linger = Some(
+                self.wheel
+                    .insert(now + TIMER_B, TimerItem::Linger { slot, generation }),
+            );
         }
-        self.latency.record(LatencyMetric::InviteToFinal, self.now_us.saturating_sub(started));
+        self.latency.record(
+            LatencyMetric::InviteToFinal,
+            self.now_us.saturating_sub(started),
+        );
         if let Some(d) = dialog {
-            let reason = if cancelled { EndReason::Cancelled } else { EndReason::Failed };
+            let reason = if cancelled {
+                EndReason::Cancelled
+            } else {
+                EndReason::Failed
+            };
             self.end_dialog(now, &d, reason, None, true);
         }
     }
 
     /// Timer G: retransmit the non-2xx final upstream until the ACK.
     pub(crate) fn on_timer_g(&mut self, now: u64, slot: u32, generation: u32, out: &mut Output) {
-        let Some(t) = self.txns.get_mut(slot).filter(|t| t.generation == generation) else {
+        let Some(t) = self
+            .txns
+            .get_mut(slot)
+            .filter(|t| t.generation == generation)
+        else {
             return;
         };
         t.up.timer_g = None;
@@ -775,10 +896,19 @@ impl Engine {
             return;
         }
         let up = t.up.socket;
-        out.push_bytes(&t.up.final_response, up.addr, up.transport, up.local, up.conn);
+        out.push_bytes(
+            &t.up.final_response,
+            up.addr,
+            up.transport,
+            up.local,
+            up.conn,
+        );
         t.up.g_interval = (t.up.g_interval * 2).min(T2);
         let next = t.up.g_interval;
-        t.up.timer_g = Some(self.wheel.insert(now + next, TimerItem::G { slot, generation }));
+        t.up.timer_g = Some(
+            self.wheel
+                .insert(now + next, TimerItem::G { slot, generation }),
+        );
         self.stats.inc(Counter::RetransSent);
     }
 }

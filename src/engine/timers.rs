@@ -53,8 +53,16 @@ impl Engine {
     /// One timer fired.
     pub(crate) fn on_timer(&mut self, now: u64, item: TimerItem, out: &mut Output) {
         match item {
-            TimerItem::A { slot, generation, leg } => {
-                let Some(t) = self.txns.get_mut(slot).filter(|t| t.generation == generation) else {
+            TimerItem::A {
+                slot,
+                generation,
+                leg,
+            } => {
+                let Some(t) = self
+                    .txns
+                    .get_mut(slot)
+                    .filter(|t| t.generation == generation)
+                else {
                     return;
                 };
                 let Some(b) = t.branches.get_mut(usize::from(leg)) else {
@@ -68,7 +76,14 @@ impl Engine {
                 out.push_bytes(&b.forwarded, sock.addr, sock.transport, sock.local, None);
                 b.a_interval = (b.a_interval * 2).min(T2);
                 let next = now + b.a_interval;
-                let key = self.wheel.insert(next, TimerItem::A { slot, generation, leg });
+                let key = self.wheel.insert(
+                    next,
+                    TimerItem::A {
+                        slot,
+                        generation,
+                        leg,
+                    },
+                );
                 if let Some(b) = self
                     .txns
                     .get_mut(slot)
@@ -78,8 +93,16 @@ impl Engine {
                 }
                 self.stats.inc(Counter::RetransSent);
             }
-            TimerItem::Bc { slot, generation, leg } => {
-                let Some(t) = self.txns.get_mut(slot).filter(|t| t.generation == generation) else {
+            TimerItem::Bc {
+                slot,
+                generation,
+                leg,
+            } => {
+                let Some(t) = self
+                    .txns
+                    .get_mut(slot)
+                    .filter(|t| t.generation == generation)
+                else {
                     return;
                 };
                 let Some(b) = t.branches.get_mut(usize::from(leg)) else {
@@ -111,7 +134,11 @@ impl Engine {
             }
             TimerItem::G { slot, generation } => self.on_timer_g(now, slot, generation, out),
             TimerItem::Linger { slot, generation } => {
-                if self.txns.get_mut(slot).is_some_and(|t| t.generation == generation) {
+                if self
+                    .txns
+                    .get_mut(slot)
+                    .is_some_and(|t| t.generation == generation)
+                {
                     if let Some(t) = self.txns.remove(slot) {
                         if let Some(k) = t.up.timer_g {
                             self.wheel.cancel(k);

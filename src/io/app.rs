@@ -80,7 +80,12 @@ pub fn settings_from(c: &Config) -> Settings {
 /// The supervisor's config from the file config.
 pub fn run_config_from(c: &Config) -> RunConfig {
     RunConfig {
-        listen: c.core.listen.iter().map(|l| (l.transport, l.addr)).collect(),
+        listen: c
+            .core
+            .listen
+            .iter()
+            .map(|l| (l.transport, l.addr))
+            .collect(),
         workers: c.core.workers,
         advertise: c.core.advertise.clone(),
         settings: settings_from(c),
@@ -107,12 +112,12 @@ pub fn apply_snapshot(shared: &Shared, live: &LiveConfig) {
         Some(Arc::new(SnapshotPolicy(snap.clone())))
     };
     shared.policy.store(Arc::new(policy));
-    shared.profiles.store(Arc::new(
-        shared
-            .profiles
-            .load()
-            .rebuild(&snap.config.profiles.no_value, &snap.config.profiles.with_value),
-    ));
+    shared
+        .profiles
+        .store(Arc::new(shared.profiles.load().rebuild(
+            &snap.config.profiles.no_value,
+            &snap.config.profiles.with_value,
+        )));
 }
 
 /// A config snapshot's rules as a [`crate::policy::Policy`].
@@ -147,7 +152,8 @@ fn init_logging(level: LogLevel, format: LogFormat) -> crate::mgmt::engine_backe
 pub fn run(o: &Overrides) -> Result<(), AppError> {
     let (mut config, path): (Config, Option<PathBuf>) = match &o.config {
         Some(p) => (
-            check_config_file(p).map_err(|e| AppError::Config(e.to_string().trim_end().to_string()))?,
+            check_config_file(p)
+                .map_err(|e| AppError::Config(e.to_string().trim_end().to_string()))?,
             Some(p.clone()),
         ),
         None => (Config::default(), None),

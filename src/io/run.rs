@@ -118,12 +118,18 @@ pub fn start(cfg: &RunConfig) -> Result<Running, RunError> {
     .min(crate::dialog::id::MAX_WORKERS);
     // Bind: the first socket of each address fixes the port (for port 0).
     let mut bound: Vec<(Transport, SocketAddr)> = Vec::new();
-    let mut udp: Vec<Vec<(usize, std::net::UdpSocket)>> = (0..workers).map(|_| Vec::new()).collect();
-    let mut tcp: Vec<Vec<(usize, std::net::TcpListener)>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut udp: Vec<Vec<(usize, std::net::UdpSocket)>> =
+        (0..workers).map(|_| Vec::new()).collect();
+    let mut tcp: Vec<Vec<(usize, std::net::TcpListener)>> =
+        (0..workers).map(|_| Vec::new()).collect();
     for (li, &(t, addr)) in cfg.listen.iter().enumerate() {
         let mut addr = addr;
         for w in 0..workers {
-            let err = |source| RunError::Bind { transport: t.name(), addr, source };
+            let err = |source| RunError::Bind {
+                transport: t.name(),
+                addr,
+                source,
+            };
             match t {
                 Transport::Udp => {
                     let s = socket::udp(addr).map_err(err)?;
@@ -163,7 +169,14 @@ pub fn start(cfg: &RunConfig) -> Result<Running, RunError> {
         .unwrap_or(0);
     let boot = crate::dialog::id::boot_tag(cfg.node_id, boot_time);
     let profiles = Profiles::new(&cfg.profiles_no_value, &cfg.profiles_with_value);
-    let shared = Shared::new(workers, locals, cfg.settings.clone(), profiles, cfg.node_id, boot);
+    let shared = Shared::new(
+        workers,
+        locals,
+        cfg.settings.clone(),
+        profiles,
+        cfg.node_id,
+        boot,
+    );
     let unix_now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -201,7 +214,11 @@ pub fn start(cfg: &RunConfig) -> Result<Running, RunError> {
     {
         let spec = WorkerSpec {
             index: i,
-            core: if cfg.pin { cores.get(i % cores.len().max(1)).copied() } else { None },
+            core: if cfg.pin {
+                cores.get(i % cores.len().max(1)).copied()
+            } else {
+                None
+            },
             udp: u,
             tcp: t,
             poll,
@@ -216,5 +233,12 @@ pub fn start(cfg: &RunConfig) -> Result<Running, RunError> {
             .map_err(|e| RunError::Other(format!("cannot start worker: {e}")))?;
         threads.push(h);
     }
-    Ok(Running { shared, bound, clock, stop, wakers, threads })
+    Ok(Running {
+        shared,
+        bound,
+        clock,
+        stop,
+        wakers,
+        threads,
+    })
 }

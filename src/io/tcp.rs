@@ -114,7 +114,14 @@ impl TcpConns {
         }
     }
 
-    fn add(&mut self, registry: &Registry, mut stream: TcpStream, peer: SocketAddr, local: usize, now: u64) -> io::Result<usize> {
+    fn add(
+        &mut self,
+        registry: &Registry,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        local: usize,
+        now: u64,
+    ) -> io::Result<usize> {
         let n = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
         if self.by_peer.len() >= self.limits.max_conns || n >= self.limits.max_per_peer {
             return Err(io::Error::other("tcp connection limit"));
@@ -131,7 +138,11 @@ impl TcpConns {
         if let Some(g) = self.gens.get_mut(slot) {
             *g = generation;
         }
-        registry.register(&mut stream, Token(CONN_BASE + slot), Interest::READABLE | Interest::WRITABLE)?;
+        registry.register(
+            &mut stream,
+            Token(CONN_BASE + slot),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
         let _ = stream.set_nodelay(true);
         if let Some(s) = self.slots.get_mut(slot) {
             *s = Some(Conn {
@@ -151,7 +162,13 @@ impl TcpConns {
     }
 
     /// Accept every pending connection on `listener` (listener index `local`).
-    pub fn accept_all(&mut self, registry: &Registry, listener: &TcpListener, local: usize, now: u64) {
+    pub fn accept_all(
+        &mut self,
+        registry: &Registry,
+        listener: &TcpListener,
+        local: usize,
+        now: u64,
+    ) {
         loop {
             match listener.accept() {
                 Ok((stream, peer)) => {
@@ -264,8 +281,19 @@ impl TcpConns {
 
     /// Queue `bytes` for `conn` (if still open) or for the peer `dst` (reusing or opening a
     /// connection). False when it cannot be sent.
-    pub fn send(&mut self, registry: &Registry, conn: Option<u64>, dst: SocketAddr, local: usize, bytes: &[u8], now: u64) -> bool {
-        let slot = match conn.and_then(|id| self.slot_of(id)).or_else(|| self.by_peer.get(&dst).copied()) {
+    pub fn send(
+        &mut self,
+        registry: &Registry,
+        conn: Option<u64>,
+        dst: SocketAddr,
+        local: usize,
+        bytes: &[u8],
+        now: u64,
+    ) -> bool {
+        let slot = match conn
+            .and_then(|id| self.slot_of(id))
+            .or_else(|| self.by_peer.get(&dst).copied())
+        {
             Some(s) => s,
             None => {
                 let Ok(stream) = TcpStream::connect(dst) else {
@@ -330,7 +358,11 @@ impl TcpConns {
             .slots
             .iter()
             .enumerate()
-            .filter_map(|(i, c)| c.as_ref().filter(|c| now.saturating_sub(c.last_ms) > idle).map(|_| i))
+            .filter_map(|(i, c)| {
+                c.as_ref()
+                    .filter(|c| now.saturating_sub(c.last_ms) > idle)
+                    .map(|_| i)
+            })
             .collect();
         for s in stale {
             self.close(registry, s);

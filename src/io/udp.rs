@@ -133,7 +133,8 @@ fn sockaddr_from(a: &SocketAddr, s: &mut libc::sockaddr_storage) -> libc::sockle
     match a {
         SocketAddr::V4(v4) => {
             // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
-            let sin: &mut libc::sockaddr_in = unsafe { &mut *(s as *mut _ as *mut libc::sockaddr_in) };
+            let sin: &mut libc::sockaddr_in =
+                unsafe { &mut *(s as *mut _ as *mut libc::sockaddr_in) };
             sin.sin_family = libc::AF_INET as libc::sa_family_t;
             sin.sin_port = v4.port().to_be();
             sin.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
@@ -141,7 +142,8 @@ fn sockaddr_from(a: &SocketAddr, s: &mut libc::sockaddr_storage) -> libc::sockle
         }
         SocketAddr::V6(v6) => {
             // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in6.
-            let sin6: &mut libc::sockaddr_in6 = unsafe { &mut *(s as *mut _ as *mut libc::sockaddr_in6) };
+            let sin6: &mut libc::sockaddr_in6 =
+                unsafe { &mut *(s as *mut _ as *mut libc::sockaddr_in6) };
             sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
             sin6.sin6_port = v6.port().to_be();
             sin6.sin6_addr.s6_addr = v6.ip().octets();

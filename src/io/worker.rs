@@ -28,7 +28,9 @@ pub struct Clock {
 impl Clock {
     /// A clock starting now.
     pub fn start() -> Clock {
-        Clock { base: Instant::now() }
+        Clock {
+            base: Instant::now(),
+        }
     }
     /// Microseconds since start.
     pub fn now_us(&self) -> u64 {
@@ -85,12 +87,20 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
         .map(|(l, s)| (l, mio::net::TcpListener::from_std(s)))
         .collect();
     for (i, (_, s)) in udp.iter_mut().enumerate() {
-        if poll.registry().register(s, Token(UDP_BASE + i), Interest::READABLE).is_err() {
+        if poll
+            .registry()
+            .register(s, Token(UDP_BASE + i), Interest::READABLE)
+            .is_err()
+        {
             tracing::error!(worker = index, "cannot register UDP socket");
         }
     }
     for (i, (_, s)) in tcpl.iter_mut().enumerate() {
-        if poll.registry().register(s, Token(TCPL_BASE + i), Interest::READABLE).is_err() {
+        if poll
+            .registry()
+            .register(s, Token(TCPL_BASE + i), Interest::READABLE)
+            .is_err()
+        {
             tracing::error!(worker = index, "cannot register TCP listener");
         }
     }
@@ -136,7 +146,9 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
                 continue;
             } else if (UDP_BASE..TCPL_BASE).contains(&t) {
                 let i = t - UDP_BASE;
-                let Some((local, sock)) = udp.get(i) else { continue };
+                let Some((local, sock)) = udp.get(i) else {
+                    continue;
+                };
                 let local = *local;
                 // Drain until WouldBlock, flushing after each batch.
                 for _ in 0..64 {
@@ -148,19 +160,37 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
                     let now_us = clock.now_us();
                     let now = now_us / 1000;
                     for k in 0..batch.len() {
-                        let Some((src, bytes)) = batch.get(k) else { continue };
+                        let Some((src, bytes)) = batch.get(k) else {
+                            continue;
+                        };
                         if let Some(s) = &stats {
                             s.inc(Counter::PacketsInUdp);
                         }
                         engine.handle_datagram(
-                            Inbound { now_ms: now, now_us, src, local, transport: Transport::Udp, conn: None, bytes },
+                            Inbound {
+                                now_ms: now,
+                                now_us,
+                                src,
+                                local,
+                                transport: Transport::Udp,
+                                conn: None,
+                                bytes,
+                            },
                             &mut out,
                         );
                         if let Some(w) = out.handoff.take() {
                             handoff(&shared, w, src, local, Transport::Udp, None, bytes);
                         }
                     }
-                    flush(&mut out, &udp, &udp_for, &mut tcp, poll.registry(), now, stats.as_deref());
+                    flush(
+                        &mut out,
+                        &udp,
+                        &udp_for,
+                        &mut tcp,
+                        poll.registry(),
+                        now,
+                        stats.as_deref(),
+                    );
                     // Every packet of the batch waited from receive until this send.
                     let us = t0.elapsed().as_micros() as u64;
                     for _ in 0..batch.len() {
@@ -171,7 +201,9 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
                     }
                 }
             } else if t >= super::tcp::CONN_BASE {
-                let Some(slot) = tcp.slot_for_token(ev.token()) else { continue };
+                let Some(slot) = tcp.slot_for_token(ev.token()) else {
+                    continue;
+                };
                 let now = clock.now_ms();
                 if ev.is_writable() {
                     tcp.flush(poll.registry(), slot);
@@ -182,14 +214,30 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
                             s.inc(Counter::PacketsInTcp);
                         }
                         engine.handle_datagram(
-                            Inbound { now_ms: now, now_us: clock.now_us(), src: peer, local, transport: Transport::Tcp, conn: Some(conn), bytes },
+                            Inbound {
+                                now_ms: now,
+                                now_us: clock.now_us(),
+                                src: peer,
+                                local,
+                                transport: Transport::Tcp,
+                                conn: Some(conn),
+                                bytes,
+                            },
                             &mut out,
                         );
                         if let Some(w) = out.handoff.take() {
                             handoff(&shared, w, peer, local, Transport::Tcp, Some(conn), bytes);
                         }
                     });
-                    flush(&mut out, &udp, &udp_for, &mut tcp, poll.registry(), now, stats.as_deref());
+                    flush(
+                        &mut out,
+                        &udp,
+                        &udp_for,
+                        &mut tcp,
+                        poll.registry(),
+                        now,
+                        stats.as_deref(),
+                    );
                 }
             } else if t >= TCPL_BASE {
                 if let Some((local, l)) = tcpl.get(t - TCPL_BASE) {
@@ -204,7 +252,15 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
             engine.handle_command(now, clock.now_us(), cmd, &mut out);
         }
         engine.handle_timeout(now, &mut out);
-        flush(&mut out, &udp, &udp_for, &mut tcp, poll.registry(), now, stats.as_deref());
+        flush(
+            &mut out,
+            &udp,
+            &udp_for,
+            &mut tcp,
+            poll.registry(),
+            now,
+            stats.as_deref(),
+        );
         if now.saturating_sub(last_sweep) >= 1000 {
             last_sweep = now;
             tcp.sweep_idle(poll.registry(), now);
@@ -220,7 +276,15 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
     }
     let now = clock.now_ms();
     engine.shutdown(now, &mut out);
-    flush(&mut out, &udp, &udp_for, &mut tcp, poll.registry(), now, stats.as_deref());
+    flush(
+        &mut out,
+        &udp,
+        &udp_for,
+        &mut tcp,
+        poll.registry(),
+        now,
+        stats.as_deref(),
+    );
 }
 
 /// Send everything in `out` and clear it.
@@ -239,7 +303,9 @@ fn flush(
     }
     let mut n_udp = 0usize;
     for (i, (_, sock)) in udp.iter().enumerate() {
-        n_udp += send_output(sock, out, |t| udp_for.get(t.local).copied().unwrap_or(0) == i);
+        n_udp += send_output(sock, out, |t| {
+            udp_for.get(t.local).copied().unwrap_or(0) == i
+        });
     }
     let mut n_tcp = 0usize;
     for t in out.tx.iter().filter(|t| t.transport == Transport::Tcp) {
@@ -254,8 +320,22 @@ fn flush(
     out.clear();
 }
 
-fn handoff(shared: &Shared, w: usize, src: SocketAddr, local: usize, transport: Transport, conn: Option<u64>, bytes: &[u8]) {
-    let cmd = Command::Packet { src, local, transport, conn, bytes: bytes.to_vec() };
+fn handoff(
+    shared: &Shared,
+    w: usize,
+    src: SocketAddr,
+    local: usize,
+    transport: Transport,
+    conn: Option<u64>,
+    bytes: &[u8],
+) {
+    let cmd = Command::Packet {
+        src,
+        local,
+        transport,
+        conn,
+        bytes: bytes.to_vec(),
+    };
     if !shared.send(w, cmd) {
         if let Some(s) = shared.worker_stats.get(w) {
             s.inc(Counter::Dropped);

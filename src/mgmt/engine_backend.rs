@@ -92,7 +92,10 @@ impl EngineBackend {
         crate::io::app::apply_snapshot(&self.shared, &self.live);
         let mut s = format!("generation {} with {} rules", r.generation, r.rules);
         if !r.restart_required.is_empty() {
-            s.push_str(&format!("; restart required for: {}", r.restart_required.join(", ")));
+            s.push_str(&format!(
+                "; restart required for: {}",
+                r.restart_required.join(", ")
+            ));
         }
         Ok(s)
     }
@@ -174,7 +177,10 @@ impl EngineBackend {
                     .load()
                     .memberships_of(&d.profiles)
                     .into_iter()
-                    .map(|(name, value)| NameValue { name, value: value.unwrap_or_default() })
+                    .map(|(name, value)| NameValue {
+                        name,
+                        value: value.unwrap_or_default(),
+                    })
                     .collect()
             }),
             variables: ctx.then(|| {
@@ -183,7 +189,10 @@ impl EngineBackend {
                     .as_deref()
                     .map(|v| {
                         v.iter()
-                            .map(|(k, v)| NameValue { name: text(k), value: text(v) })
+                            .map(|(k, v)| NameValue {
+                                name: text(k),
+                                value: text(v),
+                            })
                             .collect()
                     })
                     .unwrap_or_default()
@@ -193,12 +202,16 @@ impl EngineBackend {
 
     fn find(&self, sel: DialogSelector<'_>) -> Option<Arc<Dialog>> {
         match sel {
-            DialogSelector::ById { h_entry, h_id } => self.shared.table.get(DialogId { h_entry, h_id }),
+            DialogSelector::ById { h_entry, h_id } => {
+                self.shared.table.get(DialogId { h_entry, h_id })
+            }
             DialogSelector::ByTags { callid, ftag, ttag } => {
                 let mut found = None;
                 for id in self.shared.table.find_by_callid(callid.as_bytes()) {
                     if let Some(d) = self.shared.table.get(id) {
-                        let ok = d.match_tags(callid.as_bytes(), ftag.as_bytes(), ttag.as_bytes()).is_some()
+                        let ok = d
+                            .match_tags(callid.as_bytes(), ftag.as_bytes(), ttag.as_bytes())
+                            .is_some()
                             || (ttag.is_empty() && d.strs.get(Field::FromTag) == ftag.as_bytes());
                         if ok {
                             found = Some(d);
@@ -225,14 +238,20 @@ impl EngineBackend {
         }
     }
 
-    fn in_profile(&self, profile: &str, value: Option<&str>) -> Result<Vec<Arc<Dialog>>, BackendError> {
+    fn in_profile(
+        &self,
+        profile: &str,
+        value: Option<&str>,
+    ) -> Result<Vec<Arc<Dialog>>, BackendError> {
         let profiles = self.shared.profiles.load();
         if !profiles.exists(profile) {
             return Err(BackendError::ProfileNotFound(profile.to_string()));
         }
         let mut v = Vec::new();
         self.shared.table.for_each(|_, d| {
-            if d.state() != DlgState::Deleted && profiles.is_in(&d.profiles, profile, value.map(str::as_bytes)) {
+            if d.state() != DlgState::Deleted
+                && profiles.is_in(&d.profiles, profile, value.map(str::as_bytes))
+            {
                 v.push(d.clone());
             }
         });
@@ -252,7 +271,12 @@ impl MgmtBackend for EngineBackend {
     fn dialog_count(&self) -> usize {
         self.shared.table.len()
     }
-    fn dialogs_by_callid(&self, callid: &str, from_tag: Option<&str>, ctx: bool) -> Vec<DialogInfo> {
+    fn dialogs_by_callid(
+        &self,
+        callid: &str,
+        from_tag: Option<&str>,
+        ctx: bool,
+    ) -> Vec<DialogInfo> {
         self.shared
             .table
             .find_by_callid(callid.as_bytes())
@@ -262,7 +286,11 @@ impl MgmtBackend for EngineBackend {
             .map(|d| self.info(&d, ctx))
             .collect()
     }
-    fn terminate(&self, sel: DialogSelector<'_>, extra_hdrs: Option<&str>) -> Result<(), BackendError> {
+    fn terminate(
+        &self,
+        sel: DialogSelector<'_>,
+        extra_hdrs: Option<&str>,
+    ) -> Result<(), BackendError> {
         let d = self.find(sel).ok_or(BackendError::DialogNotFound)?;
         if d.state() == DlgState::Deleted {
             return Err(BackendError::InvalidState("dialog already ended".into()));
@@ -277,7 +305,11 @@ impl MgmtBackend for EngineBackend {
     }
     fn set_timeout(&self, h_entry: u32, h_id: u32, secs: u32) -> Result<(), BackendError> {
         let id = DialogId { h_entry, h_id };
-        let d = self.shared.table.get(id).ok_or(BackendError::DialogNotFound)?;
+        let d = self
+            .shared
+            .table
+            .get(id)
+            .ok_or(BackendError::DialogNotFound)?;
         d.set_timeout(self.clock.now_ms(), secs);
         // The deadline may have moved earlier: the owner re-arms.
         let _ = self.shared.send(worker_of(id), Command::Rearm(id));
@@ -290,7 +322,11 @@ impl MgmtBackend for EngineBackend {
         }
         Ok(p.size(profile, value.map(str::as_bytes)))
     }
-    fn profile_dialogs(&self, profile: &str, value: Option<&str>) -> Result<Vec<DialogInfo>, BackendError> {
+    fn profile_dialogs(
+        &self,
+        profile: &str,
+        value: Option<&str>,
+    ) -> Result<Vec<DialogInfo>, BackendError> {
         Ok(self
             .in_profile(profile, value)?
             .iter()
@@ -356,7 +392,9 @@ impl MgmtBackend for EngineBackend {
     fn set_log_level(&self, level: &str) -> Result<(), String> {
         let l = level.to_ascii_lowercase();
         if !matches!(l.as_str(), "trace" | "debug" | "info" | "warn" | "error") {
-            return Err(format!("level `{level}`: expected trace, debug, info, warn or error"));
+            return Err(format!(
+                "level `{level}`: expected trace, debug, info, warn or error"
+            ));
         }
         if let Some(h) = &self.log.handle {
             h.reload(tracing_subscriber::EnvFilter::new(&l))

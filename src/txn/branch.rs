@@ -190,7 +190,11 @@ mod tests {
             let b = Branch {
                 kind,
                 worker: 3,
-                cookie: if kind == Kind::Stateless { b"" } else { b"00a1b2c3d4" },
+                cookie: if kind == Kind::Stateless {
+                    b""
+                } else {
+                    b"00a1b2c3d4"
+                },
                 slot: if kind == Kind::Dialog { 77 } else { 0 },
                 leg: if kind == Kind::Dialog { 2 } else { 0 },
                 hash: 0xdead_beef,
