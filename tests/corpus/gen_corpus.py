@@ -276,6 +276,58 @@ add("valid-params-without-values.sip", invite(invite_headers(
 add("valid-max-forwards-one.sip", invite(invite_headers(mf="Max-Forwards: 1"), body=b""))
 add("valid-trailing-crlf-after-body.sip", invite(body=b"", trailer=b"\r\n\r\n"))
 
+# ---------------------------------------------------------------- one call, as SIPp/Kamailio send it
+# (used by benches/parse.rs and tests/alloc_parse.rs too)
+SIPP_SDP = (
+    b"v=0\r\n"
+    b"o=user1 53655765 2353687637 IN IP4 10.0.0.10\r\n"
+    b"s=-\r\n"
+    b"c=IN IP4 10.0.0.10\r\n"
+    b"t=0 0\r\n"
+    b"m=audio 6000 RTP/AVP 0\r\n"
+    b"a=rtpmap:0 PCMU/8000\r\n"
+)
+UAS_SDP = SIPP_SDP.replace(b"10.0.0.10", b"10.0.0.20").replace(b"user1", b"user2").replace(b"6000", b"6002")
+CALL = "Call-ID: 1-4211@10.0.0.10"
+add("valid-flow-1-invite-sdp.sip", msg("INVITE sip:service@10.0.0.20:5060 SIP/2.0", [
+    "Via: SIP/2.0/UDP 10.0.0.10:5061;branch=z9hG4bK-4211-1-0",
+    "From: sipp <sip:sipp@10.0.0.10:5061>;tag=4211SIPpTag001",
+    "To: service <sip:service@10.0.0.20:5060>",
+    CALL,
+    "CSeq: 1 INVITE",
+    "Contact: sip:sipp@10.0.0.10:5061",
+    "Max-Forwards: 70",
+    "Subject: Performance Test",
+    "Content-Type: application/sdp",
+], SIPP_SDP, cl="Content-Length:   %d" % len(SIPP_SDP)))
+RESP = [
+    "Via: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKd4a1.6b1c2e34000000000000000000000000.0",
+    "Via: SIP/2.0/UDP 10.0.0.10:5061;received=10.0.0.10;rport=5061;branch=z9hG4bK-4211-1-0",
+    "Record-Route: <sip:10.0.0.1;lr;did=7a3.2f1>",
+    "From: sipp <sip:sipp@10.0.0.10:5061>;tag=4211SIPpTag001",
+    "To: service <sip:service@10.0.0.20:5060>;tag=4230SIPpTag011",
+    CALL,
+    "CSeq: 1 INVITE",
+    "Contact: <sip:10.0.0.20:5060;transport=UDP>",
+]
+add("valid-flow-2-180-ringing.sip", msg("SIP/2.0 180 Ringing", RESP))
+add("valid-flow-3-200-ok-sdp.sip", msg("SIP/2.0 200 OK", RESP + ["Content-Type: application/sdp"], UAS_SDP))
+INDLG = [
+    "Via: SIP/2.0/UDP 10.0.0.10:5061;branch=z9hG4bK-4211-1-%d",
+    "Route: <sip:10.0.0.1;lr;did=7a3.2f1>",
+    "From: sipp <sip:sipp@10.0.0.10:5061>;tag=4211SIPpTag001",
+    "To: service <sip:service@10.0.0.20:5060>;tag=4230SIPpTag011",
+    CALL,
+    "CSeq: %s",
+    "Contact: sip:sipp@10.0.0.10:5061",
+    "Max-Forwards: 70",
+    "Subject: Performance Test",
+]
+def indlg(n, cseq):
+    return [h % n if "%d" in h else (h % cseq if "%s" in h else h) for h in INDLG]
+add("valid-flow-4-ack.sip", msg("ACK sip:10.0.0.20:5060;transport=UDP SIP/2.0", indlg(5, "1 ACK"), cl="Content-Length: 0"))
+add("valid-flow-5-bye.sip", msg("BYE sip:10.0.0.20:5060;transport=UDP SIP/2.0", indlg(7, "2 BYE"), cl="Content-Length: 0"))
+
 # ---------------------------------------------------------------- invalid
 def dup(extra, name):
     """A valid INVITE with `extra` inserted just before Contact."""
