@@ -382,3 +382,32 @@ fn golden_values_of_selected_messages() {
     let m = parse(&d).unwrap();
     assert_eq!((m.code(), m.reason()), (Some(487), Some(&b""[..])));
 }
+
+/// Pins a known capacity edge found by the `parse_edit` fuzzer: a valid request with exactly
+/// `MAX_HEADERS` header lines is accepted and edited, but the forwarded message (Via and
+/// Record-Route added) has more lines than `parse` keeps, so the next sipedge hop answers 513.
+/// If the wire layer starts refusing such edits (or raises the limit), update this test.
+#[test]
+fn edits_can_push_a_full_message_past_max_headers() {
+    use sipedge::wire::MAX_HEADERS;
+    let mut s = String::from(
+        "OPTIONS sip:b@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:a@example.com>;tag=1\r\nTo: <sip:b@example.com>\r\n\
+         Call-ID: full\r\nCSeq: 1 OPTIONS\r\n",
+    );
+    for i in 6..MAX_HEADERS {
+        s.push_str(&format!("X-N{i}: {i}\r\n"));
+    }
+    s.push_str("\r\n");
+    let m = parse(s.as_bytes()).unwrap();
+    assert_eq!(m.headers().len(), MAX_HEADERS);
+    validate_request(&m).unwrap();
+    let mut e = Edits::new(&m);
+    e.insert_via(OUR_VIA).unwrap();
+    e.insert_record_route(OUR_RR).unwrap();
+    e.decrement_max_forwards().unwrap();
+    let mut out = Vec::new();
+    e.write(&mut out).unwrap();
+    assert_eq!(parse(&out).err(), Some(ParseError::TooManyHeaders));
+    assert_eq!(ParseError::TooManyHeaders.status(), 513);
+}

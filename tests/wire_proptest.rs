@@ -16,8 +16,8 @@ use std::sync::OnceLock;
 
 use proptest::prelude::*;
 use sipedge::wire::{
-    Edits, Frame, HeaderName, Message, frame_stream, parse, parse_stream_message, parse_uri,
-    validate_request, validate_response,
+    Edits, Frame, HeaderName, MAX_HEAD_BYTES, MAX_HEADERS, Message, ParseError, frame_stream,
+    parse, parse_stream_message, parse_uri, validate_request, validate_response,
 };
 
 // ------------------------------------------------------------------------------- helpers
@@ -146,9 +146,15 @@ fn check_parse_edit(data: &[u8]) -> Result<(), TestCaseError> {
     let mut out = Vec::new();
     let ok = proxy_edit(&m, &mut out);
     if valid && ok {
-        let f = parse(&out);
-        prop_assert!(f.is_ok(), "edited output does not re-parse: {:?}", f.err());
-        let f = f.unwrap();
+        // Up to 3 added lines may push a message at the capacity limits over them (513).
+        let near_limit = m.headers().len() + 3 > MAX_HEADERS || m.len() + 512 > MAX_HEAD_BYTES;
+        let f = match parse(&out) {
+            Ok(f) => f,
+            Err(ParseError::TooManyHeaders | ParseError::HeadersTooLarge) if near_limit => {
+                return Ok(());
+            }
+            Err(e) => return Err(TestCaseError::fail(format!("edited output: {e:?}"))),
+        };
         if f.is_request() || m.vias().nth(1).is_some() {
             prop_assert!(validates(&f), "edited output does not validate");
         }

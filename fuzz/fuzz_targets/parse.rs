@@ -29,7 +29,14 @@ fn touch(m: &Message) {
         let _ = (na.tag(), na.parsed_uri());
     }
     for v in m.vias() {
-        let _ = (v.branch(), v.received(), v.rport(), v.maddr(), v.ttl(), v.host_ip());
+        let _ = (
+            v.branch(),
+            v.received(),
+            v.rport(),
+            v.maddr(),
+            v.ttl(),
+            v.host_ip(),
+        );
     }
     for na in m.routes().chain(m.record_routes()).chain(m.contacts()) {
         let _ = (na.tag(), na.is_star(), na.parsed_uri().map(|u| u.has_lr()));
