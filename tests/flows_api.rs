@@ -112,3 +112,59 @@ fn dlg_refer_sends_refer_to_one_side_and_bye_to_the_other() {
     );
     assert_eq!(net.stats().active_dialogs, 0);
 }
+
+#[test]
+fn dlg_bridge_invites_refers_and_hangs_up() {
+    let mut net = Net::new();
+    net.advance(1_000);
+    let now = net.now;
+    let mut out = sipedge::engine::Output::default();
+    net.engines[0].handle_command(
+        now,
+        now * 1000,
+        sipedge::engine::Command::Bridge {
+            from: "sip:alice@10.0.0.1:5060".into(),
+            to: "sip:bob@10.0.0.2:5060".into(),
+            op: None,
+        },
+        &mut out,
+    );
+    assert_eq!(out.tx.len(), 1);
+    let inv_text = String::from_utf8_lossy(out.bytes(&out.tx[0])).into_owned();
+    assert_eq!(out.tx[0].dst, sa(UAC));
+    assert!(
+        inv_text.starts_with("INVITE sip:alice@10.0.0.1:5060 SIP/2.0"),
+        "{inv_text}"
+    );
+    assert!(inv_text.contains("a=inactive"), "on-hold SDP");
+    assert!(inv_text.contains("From: <sip:controller@127.0.0.1>;tag="));
+    assert_eq!(net.engines[0].bridges_active(), 1);
+    let inv = Sent {
+        dst: sa(UAC),
+        text: inv_text,
+    };
+    // Alice answers: ACK + REFER to Bob.
+    let out = net.send(UAC, &reply(&inv, 200, "OK", Some("al"), UAC));
+    let ack = one(&out, "ACK", |s| s.is("ACK"));
+    assert!(ack.hdr("To").contains("tag=al"));
+    let refer = one(&out, "REFER", |s| s.is("REFER")).clone();
+    assert!(refer.hdr("Refer-To").contains("sip:bob@10.0.0.2:5060"));
+    assert_eq!(refer.cseq_num(), 2);
+    // Alice's NOTIFY about the transfer gets 200 from the proxy.
+    let notify = format!(
+        "NOTIFY {} SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKn1\r\nMax-Forwards: 70\r\n\
+         From: <sip:alice@10.0.0.1:5060>;tag=al\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 NOTIFY\r\n\
+         Event: refer\r\nContent-Length: 0\r\n\r\n",
+        uri_of(&refer.hdr("Contact")),
+        refer.hdr("From"),
+        refer.hdr("Call-ID")
+    );
+    let out = net.send(UAC, &notify);
+    assert_eq!(one(&out, "200 NOTIFY", |s| s.code() == 200).dst, sa(UAC));
+    // 202 for the REFER: the proxy hangs up; 200 for the BYE ends the bridge call.
+    let out = net.send(UAC, &reply(&refer, 202, "Accepted", None, UAC));
+    let bye = one(&out, "BYE", |s| s.is("BYE")).clone();
+    assert_eq!(bye.cseq_num(), 3);
+    net.send(UAC, &reply(&bye, 200, "OK", None, UAC));
+    assert_eq!(net.engines[0].bridges_active(), 0);
+}

@@ -375,6 +375,23 @@ fn core_methods_and_method_table() {
         let code = v["error"]["code"].as_i64();
         assert_ne!(code, Some(-32601), "{m} is listed but not dispatched");
     }
+    // dlg.bridge_dlg validates its URIs before reaching the backend (the fake refuses).
+    let (code, msg) = err(&h, "dlg.bridge_dlg", json!(["alice", "sip:bob@10.0.0.2"]));
+    assert_eq!(code, -32602);
+    assert!(msg.contains("from"), "{msg}");
+    let (code, msg) = err(
+        &h,
+        "dlg.bridge_dlg",
+        json!(["sip:a@10.0.0.1", "sip:b@10.0.0.2", "x"]),
+    );
+    assert_eq!(code, -32602);
+    assert!(msg.contains("op"), "{msg}");
+    let (code, _) = err(
+        &h,
+        "dlg.bridge_dlg",
+        json!(["sip:a@10.0.0.1", "sip:b@10.0.0.2"]),
+    );
+    assert_eq!(code, 409, "the fake backend has no bridging");
     assert_eq!(
         err(&h, "dlg.frobnicate", json!([])),
         (-32601, "Method not found: dlg.frobnicate".into())

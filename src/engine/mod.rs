@@ -22,6 +22,7 @@
 
 mod addr;
 mod api;
+mod bridge;
 mod dialogs;
 mod forward;
 mod output;
@@ -34,6 +35,7 @@ mod shared;
 mod timers;
 
 pub use addr::{Listener, LocalAddrs, Transport, parse_ip};
+pub use bridge::{BRIDGE_TIMEOUT, BridgeCall, BridgeError, BridgeState};
 pub use output::{Inbound, Output, Transmit};
 pub use proxy::Engine;
 pub use shared::{Command, ForkMode, Notifier, Settings, Shared, TargetGroup};

@@ -41,6 +41,10 @@ pub struct Engine {
     /// Malformed-packet warnings: when the current one-second window started, and how many
     /// were suppressed in it.
     pub(crate) warn_window: (u64, u64),
+    /// Calls this worker originates for `dlg_bridge`.
+    pub(crate) bridges: Vec<Option<super::bridge::BridgeCall>>,
+    /// Generation counter of bridge slots.
+    pub(crate) bridge_gen: u32,
     /// Dialog id generator of this worker.
     pub(crate) didgen: crate::dialog::id::DidGen,
 }
@@ -80,6 +84,8 @@ impl Engine {
             latency,
             warn_window: (0, 0),
             now_us: now_ms * 1000,
+            bridges: Vec::new(),
+            bridge_gen: 0,
             didgen: crate::dialog::id::DidGen::new(worker, boot),
         }
     }
@@ -153,6 +159,11 @@ impl Engine {
             Command::Refer { id, side, address } => {
                 if let Some(d) = self.shared.table.get(id) {
                     self.refer(now_ms, &d, side, &address, out);
+                }
+            }
+            Command::Bridge { from, to, op } => {
+                if let Err(e) = self.start_bridge(now_ms, &from, &to, op.as_deref(), out) {
+                    tracing::warn!(error = %e, "dlg_bridge not started");
                 }
             }
             Command::Rearm(id) => {

@@ -140,6 +140,10 @@ impl Engine {
             return;
         }
         let info = self.route_info(msg);
+        // Requests to the Contact of a call the proxy originated (dlg_bridge).
+        if info.ruri_ours && info.next_route.is_none() && self.on_bridge_request(inb, msg, out) {
+            return;
+        }
         let to_tag = msg.to().and_then(|t| t.tag());
         // OPTIONS to the proxy itself: keep-alive probes.
         if method == Method::Options

@@ -407,6 +407,13 @@ impl Engine {
                 let worker = usize::from(b.worker);
                 self.relay_response(inb, msg, Some(worker), out);
             }
+            (Kind::Bridge, _) => {
+                if usize::from(b.worker) != self.worker {
+                    out.handoff = Some(usize::from(b.worker));
+                } else {
+                    self.on_bridge_response(msg, b.slot, out);
+                }
+            }
         }
     }
 

@@ -131,6 +131,16 @@ pub enum Command {
         /// The Refer-To address (a SIP URI).
         address: String,
     },
+    /// Bridge two parties (dialog_ng `dlg_bridge`): call `from` (through `op`), then refer it to
+    /// `to`.
+    Bridge {
+        /// First party (SIP URI with an IP host).
+        from: String,
+        /// Second party (Refer-To).
+        to: String,
+        /// Outbound proxy for the first call.
+        op: Option<String>,
+    },
     /// The deadline moved earlier: re-arm the dialog timer.
     Rearm(DialogId),
     /// A packet received by another worker that belongs to this worker's transaction.

@@ -47,6 +47,13 @@ pub enum TimerItem {
     Dialog(DialogId),
     /// Remove an ended dialog that never saw its BYE's final reply.
     Cleanup(DialogId),
+    /// A `dlg_bridge` call gives up.
+    Bridge {
+        /// Bridge slot.
+        slot: u32,
+        /// Slot generation.
+        generation: u32,
+    },
 }
 
 impl Engine {
@@ -164,6 +171,7 @@ impl Engine {
                 }
             }
             TimerItem::Dialog(id) => self.on_dialog_timer(now, id, out),
+            TimerItem::Bridge { slot, generation } => self.on_bridge_timeout(slot, generation),
             TimerItem::Cleanup(id) => {
                 if let Some(d) = self.shared.table.get(id)
                     && d.state() == crate::dialog::DlgState::Deleted

@@ -69,4 +69,12 @@ pub trait MgmtBackend: Send + Sync {
     fn version(&self) -> String;
     /// Seconds since start.
     fn uptime_secs(&self) -> u64;
+    /// `dlg.bridge_dlg from to [op]`: call `from` and refer it to `to` (dialog_ng
+    /// `dlg_bridge`). The default refuses.
+    fn bridge(&self, from: &str, to: &str, op: Option<&str>) -> Result<(), BackendError> {
+        let _ = (from, to, op);
+        Err(BackendError::InvalidState(
+            "bridging is not available".into(),
+        ))
+    }
 }

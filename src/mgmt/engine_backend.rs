@@ -403,6 +403,23 @@ impl MgmtBackend for EngineBackend {
         }
         Ok(())
     }
+    fn bridge(&self, from: &str, to: &str, op: Option<&str>) -> Result<(), BackendError> {
+        for u in [Some(from), op].into_iter().flatten() {
+            crate::engine::parse_ip(
+                crate::wire::parse_uri(u.as_bytes())
+                    .map_err(|_| BackendError::InvalidState(format!("{u}: not a SIP URI")))?
+                    .host,
+            )
+            .ok_or_else(|| {
+                BackendError::InvalidState(format!("{u}: host must be an IP (no DNS)"))
+            })?;
+        }
+        if self.shared.dlg_bridge(from, to, op) {
+            Ok(())
+        } else {
+            Err(BackendError::Internal("worker queue unavailable".into()))
+        }
+    }
     fn version(&self) -> String {
         format!("sipedge {}", env!("CARGO_PKG_VERSION"))
     }

@@ -38,6 +38,7 @@ pub const METHODS: &[&str] = &[
     "dlg.profile_list",
     "dlg.profile_end_dlgs",
     "dlg.stats_active",
+    "dlg.bridge_dlg",
     "stats.get_statistics",
     "stats.fetch",
     "stats.fetchn",
@@ -102,6 +103,24 @@ pub fn call(
             }
             b.terminate(DialogSelector::ById { h_entry, h_id }, extra.as_deref())?;
             write_value(out, "Dialog terminated");
+            Ok(())
+        }
+        "dlg.bridge_dlg" => {
+            p.at_most(&["from", "to", "op"])?;
+            let (from, to, op) = (p.str(0, "from")?, p.str(1, "to")?, p.opt_str(2, "op")?);
+            for (name, v) in [
+                ("from", Some(&from)),
+                ("to", Some(&to)),
+                ("op", op.as_ref()),
+            ] {
+                if let Some(v) = v
+                    && !(v.starts_with("sip:") || v.starts_with("sips:"))
+                {
+                    return Err(RpcError::param(name, "expected a sip: URI"));
+                }
+            }
+            b.bridge(&from, &to, op.as_deref())?;
+            write_value(out, "Bridge started");
             Ok(())
         }
         "dlg.is_alive" => {

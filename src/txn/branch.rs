@@ -23,6 +23,9 @@ pub enum Kind {
     Within,
     /// Stateless.
     Stateless,
+    /// A call the proxy originates itself (`dlg_bridge`); `slot` indexes the bridge calls of
+    /// worker `worker`.
+    Bridge,
 }
 
 /// A parsed branch of ours.
@@ -95,13 +98,14 @@ pub fn write(b: &Branch<'_>) -> BranchBuf {
         Kind::Dialog => b"d",
         Kind::Within => b"w",
         Kind::Stateless => b"s",
+        Kind::Bridge => b"b",
     });
     out.hex(u64::from(b.worker));
     if b.kind != Kind::Stateless {
         out.push(b".");
         out.push(b.cookie);
     }
-    if b.kind == Kind::Dialog {
+    if matches!(b.kind, Kind::Dialog | Kind::Bridge) {
         out.push(b".");
         out.hex(u64::from(b.slot));
         out.push(b".");
@@ -136,6 +140,7 @@ pub fn parse(b: &[u8]) -> Option<Branch<'_>> {
         b'd' => Kind::Dialog,
         b'w' => Kind::Within,
         b's' => Kind::Stateless,
+        b'b' => Kind::Bridge,
         _ => return None,
     };
     let mut parts = rest.split(|&c| c == b'.');
@@ -154,7 +159,7 @@ pub fn parse(b: &[u8]) -> Option<Branch<'_>> {
             return None;
         }
     }
-    if kind == Kind::Dialog {
+    if matches!(kind, Kind::Dialog | Kind::Bridge) {
         out.slot = u32::try_from(parse_hex(parts.next()?)?).ok()?;
         out.leg = u8::try_from(parse_hex(parts.next()?)?).ok()?;
     }
@@ -186,7 +191,7 @@ mod tests {
 
     #[test]
     fn round_trip_each_kind() {
-        for kind in [Kind::Dialog, Kind::Within, Kind::Stateless] {
+        for kind in [Kind::Dialog, Kind::Within, Kind::Stateless, Kind::Bridge] {
             let b = Branch {
                 kind,
                 worker: 3,
@@ -195,8 +200,16 @@ mod tests {
                 } else {
                     b"00a1b2c3d4"
                 },
-                slot: if kind == Kind::Dialog { 77 } else { 0 },
-                leg: if kind == Kind::Dialog { 2 } else { 0 },
+                slot: if matches!(kind, Kind::Dialog | Kind::Bridge) {
+                    77
+                } else {
+                    0
+                },
+                leg: if matches!(kind, Kind::Dialog | Kind::Bridge) {
+                    2
+                } else {
+                    0
+                },
                 hash: 0xdead_beef,
             };
             let w = write(&b);
