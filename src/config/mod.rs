@@ -205,6 +205,12 @@ pub struct DialogConfig {
     /// INVITE transaction timeout after a provisional reply (Timer C, Kamailio `fr_inv_timer`),
     /// in milliseconds: the branch is cancelled and 408 goes upstream.
     pub fr_inv_timer: u64,
+    /// Dialog store: a redb file path; empty = none (dialog_ng `db_url`).
+    pub db_url: String,
+    /// 0 = dialogs are not stored, 2 = write-behind every `db_update_period` (dialog_ng).
+    pub db_mode: u8,
+    /// Write-behind period in milliseconds (dialog_ng `db_update_period`, in ms here).
+    pub db_update_period: u64,
 }
 
 impl Default for DialogConfig {
@@ -226,6 +232,9 @@ impl Default for DialogConfig {
             track_all_invites: true,
             max_dialogs: 0,
             fr_inv_timer: 181_000,
+            db_url: String::new(),
+            db_mode: 0,
+            db_update_period: 1000,
         }
     }
 }

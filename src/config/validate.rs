@@ -2,7 +2,7 @@
 //!
 //! Invariants: all problems are collected (not just the first); each error points at the
 //! offending value through a document path resolved by [`Locator`]. Checks: non-empty and
-//! unique listeners, mgmt token rule, dialog parameter ranges, unique profile and group and
+//! unique listeners, mgmt token rule, dialog parameter ranges (incl. the dialog store), unique profile and group and
 //! rule names, known profiles with the right value-ness, known target groups, one timeout
 //! source, method tokens, non-empty variable names.
 
@@ -139,6 +139,24 @@ fn check_core_mgmt_dialog(cx: &mut Ctx<'_>) {
         cx.err(
             &dp("dlg_extra_hdrs"),
             "dlg_extra_hdrs lines must be `Name: value`",
+        );
+    }
+    match d.db_mode {
+        0 => {}
+        2 if d.db_url.is_empty() => cx.err(&dp("db_url"), "db_mode = 2 needs db_url (a file path)"),
+        2 => {}
+        m => cx.err(
+            &dp("db_mode"),
+            format!("db_mode {m} not supported (0 = off, 2 = write-behind)"),
+        ),
+    }
+    if !(100..=3_600_000).contains(&d.db_update_period) {
+        cx.err(
+            &dp("db_update_period"),
+            format!(
+                "db_update_period {} ms out of range (100..=3600000)",
+                d.db_update_period
+            ),
         );
     }
 }

@@ -150,6 +150,13 @@ impl DidGen {
         DialogId::new(self.worker, slot, h_id)
     }
 
+    /// Make sure later ids of this generator have `h_id` above `h_id` (dialogs loaded from
+    /// the store keep their ids, so new ones must not reuse them).
+    pub fn advance_past(&self, h_id: u32) {
+        self.next
+            .fetch_max(h_id.saturating_add(1), Ordering::Relaxed);
+    }
+
     /// Decodes a cookie and accepts it only if it was minted under this generator's boot tag.
     pub fn decode_current(&self, b: &[u8]) -> Option<DialogId> {
         match DialogId::decode(b) {
@@ -228,6 +235,9 @@ mod tests {
         assert_eq!(g.decode_current(&c), Some(a));
         let other = DidGen::new(5, boot_tag(3, 1_700_000_999));
         assert_eq!(other.decode_current(&c), None);
+        other.advance_past(41);
+        other.advance_past(7);
+        assert_eq!(other.next_id(0).h_id, 42);
     }
 
     proptest! {

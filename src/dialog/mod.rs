@@ -5,6 +5,7 @@
 
 pub mod callbacks;
 pub mod id;
+pub mod persist;
 pub mod profile;
 pub mod pvars;
 pub mod record;

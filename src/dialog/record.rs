@@ -157,6 +157,11 @@ pub struct Dialog {
     pub profiles: Memberships,
     /// Slot of the INVITE transaction in the owning worker's table (`u32::MAX` = none).
     pub txn_slot: AtomicU32,
+    // persist: begin
+    /// Set only on dialogs rebuilt from the store (`dialog::persist`): the boot tag their
+    /// cookies were minted under, so cookies from before the restart are still accepted.
+    pub loaded_boot: Option<u32>,
+    // persist: end
 }
 
 impl Dialog {
@@ -190,6 +195,7 @@ impl Dialog {
             vars: ArcSwapOption::empty(),
             profiles: Memberships::default(),
             txn_slot: AtomicU32::new(u32::MAX),
+            loaded_boot: None,
         }
     }
 

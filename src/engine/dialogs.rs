@@ -71,11 +71,20 @@ impl Engine {
         &buf[..]
     }
 
-    /// Read a cookie minted by this proxy instance.
+    /// Read a cookie minted by this proxy instance, or by the earlier run that created a
+    /// dialog loaded from the store (its boot tag must equal the one stored with the dialog;
+    /// the tight Call-ID/tag match still applies to sequential requests).
     pub(crate) fn decode_cookie(&self, b: &[u8]) -> Option<DialogId> {
         match DialogId::decode(b) {
             Some((id, boot)) if boot == self.shared.boot => Some(id),
-            _ => None,
+            // persist: a dialog loaded from the store keeps its pre-restart cookies.
+            Some((id, boot)) => self
+                .shared
+                .table
+                .get(id)
+                .filter(|d| d.loaded_boot == Some(boot))
+                .map(|_| id),
+            None => None,
         }
     }
 

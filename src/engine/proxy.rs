@@ -70,7 +70,7 @@ impl Engine {
         let boot = shared.boot;
         let latency = shared.latency.recorder(now_ms);
         let seed = ((boot as u64) << 32) ^ (worker as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        Engine {
+        let mut engine = Engine {
             worker,
             shared,
             wheel: Wheel::with_capacity(now_ms, 4096),
@@ -87,8 +87,43 @@ impl Engine {
             bridges: Vec::new(),
             bridge_gen: 0,
             didgen: crate::dialog::id::DidGen::new(worker, boot),
+        };
+        engine.adopt_loaded();
+        engine
+    }
+
+    // persist: begin
+    /// Take over the dialogs loaded from the store (`loaded_boot` set) that this worker owns
+    /// — those it created before the restart, and, on worker 0, those whose creating worker
+    /// no longer exists: arm their expiry timers, and keep this worker's new ids above
+    /// theirs. Called by [`Engine::new`]; cheap on an empty table.
+    pub fn adopt_loaded(&mut self) {
+        let workers = self.shared.workers;
+        let mut arm = Vec::new();
+        let mut max_h_id = None;
+        self.shared.table.for_each(|id, d| {
+            if d.loaded_boot.is_none() {
+                return;
+            }
+            let owner = crate::dialog::id::worker_of(*id);
+            if owner == self.worker {
+                max_h_id = max_h_id.max(Some(id.h_id));
+            }
+            if owner == self.worker || (owner >= workers && self.worker == 0) {
+                arm.push((
+                    d.deadline_ms.load(std::sync::atomic::Ordering::Acquire),
+                    *id,
+                ));
+            }
+        });
+        for (at, id) in arm {
+            self.wheel.insert(at, TimerItem::Dialog(id));
+        }
+        if let Some(h) = max_h_id {
+            self.didgen.advance_past(h);
         }
     }
+    // persist: end
 
     /// The shared state.
     pub fn shared(&self) -> &Arc<Shared> {

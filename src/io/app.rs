@@ -101,6 +101,12 @@ pub fn run_config_from(c: &Config) -> RunConfig {
             max_buffer: c.core.tcp_max_buffer.max(4096),
         },
         pin: true,
+        persist: (c.dialog.db_mode == 2 && !c.dialog.db_url.is_empty()).then(|| {
+            super::persist::PersistConfig {
+                path: c.dialog.db_url.clone().into(),
+                update_period_ms: c.dialog.db_update_period,
+            }
+        }),
     }
 }
 

@@ -7,9 +7,12 @@
 //! - [`run`]: the supervisor that starts and stops workers.
 //! - [`app`]: the process: logging, config, signals.
 //! - [`mgmt_http`]: the management HTTP listener.
+//! - [`persist`]: dialogs stored in a redb file (write-behind) and loaded at start.
 
 pub mod app;
 pub mod mgmt_http;
+#[allow(clippy::disallowed_methods)] // io owns the clock
+pub mod persist;
 #[allow(clippy::disallowed_methods)] // io owns the clock
 pub mod run;
 pub mod socket;

@@ -39,6 +39,8 @@ pub struct RunConfig {
     pub tcp: TcpLimits,
     /// Pin workers to cores.
     pub pin: bool,
+    /// Store dialogs in this file and load them at start (None = off).
+    pub persist: Option<super::persist::PersistConfig>,
 }
 
 impl Default for RunConfig {
@@ -56,6 +58,7 @@ impl Default for RunConfig {
             node_id: 1,
             tcp: TcpLimits::default(),
             pin: true,
+            persist: None,
         }
     }
 }
@@ -89,11 +92,17 @@ pub struct Running {
     stop: Arc<AtomicBool>,
     wakers: Vec<Arc<Waker>>,
     threads: Vec<JoinHandle<()>>,
+    /// The dialog store writer, when persistence is on.
+    pub persist: Option<super::persist::PersistWriter>,
 }
 
 impl Running {
-    /// Ask every worker to stop.
+    /// Ask every worker to stop. The dialog store is flushed and closed first, so the
+    /// workers' shutdown (which ends every dialog) does not delete the stored records.
     pub fn stop(&self) {
+        if let Some(p) = &self.persist {
+            p.stop();
+        }
         self.stop.store(true, Ordering::Relaxed);
         for w in &self.wakers {
             let _ = w.wake();
@@ -232,6 +241,22 @@ pub fn start(cfg: &RunConfig) -> Result<Running, RunError> {
             })
         })
         .ok_or_else(|| RunError::Other("command queues already created".into()))?;
+    // Loaded dialogs must be in the table before any worker runs (Engine::adopt_loaded).
+    let persist = match &cfg.persist {
+        Some(p) => {
+            let (w, report) = super::persist::start(&shared, p, clock.now_ms())
+                .map_err(|e| RunError::Other(e.to_string()))?;
+            tracing::info!(
+                db = %p.path.display(),
+                loaded = report.loaded,
+                expired = report.expired,
+                corrupt = report.corrupt,
+                "dialog db loaded"
+            );
+            Some(w)
+        }
+        None => None,
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::with_capacity(workers);
     for (i, (((poll, commands), (u, t)), up)) in polls
@@ -270,5 +295,6 @@ pub fn start(cfg: &RunConfig) -> Result<Running, RunError> {
         stop,
         wakers,
         threads,
+        persist,
     })
 }
