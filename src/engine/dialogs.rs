@@ -387,19 +387,7 @@ impl Engine {
             // Without proxies in between, the peer is where its messages came from.
             dst = fallback;
         }
-        let mut cookie_buf = [0u8; COOKIE_LEN];
-        let cookie = self.encode_cookie(d.id, &mut cookie_buf).to_vec();
-        let salt = self.next_rand() as u32;
-        let br = Branch {
-            kind: Kind::Within,
-            worker: self.worker as u16,
-            cookie: &cookie,
-            slot: 0,
-            leg: 0,
-            hash: salt,
-        };
-        let mut via = Vec::with_capacity(128);
-        self.write_via(dst.local, &br, &mut via);
+        let via = self.within_via(d.id, dst.local);
         let mut extra = Vec::with_capacity(128);
         if !reason.is_empty() {
             extra.extend_from_slice(b"Reason: ");
@@ -437,6 +425,24 @@ impl Engine {
         let _ = now;
     }
 
+    /// Our Via for a request the proxy originates within dialog `id` (fresh branch of kind
+    /// `Within`, so its responses find the dialog).
+    fn within_via(&mut self, id: DialogId, local: usize) -> Vec<u8> {
+        let mut cookie_buf = [0u8; COOKIE_LEN];
+        let cookie = self.encode_cookie(id, &mut cookie_buf).to_vec();
+        let br = Branch {
+            kind: Kind::Within,
+            worker: self.worker as u16,
+            cookie: &cookie,
+            slot: 0,
+            leg: 0,
+            hash: self.next_rand() as u32,
+        };
+        let mut via = Vec::with_capacity(128);
+        self.write_via(local, &br, &mut via);
+        via
+    }
+
     /// A second fork answered 2xx and `end_on_race` is set: ACK and BYE it here.
     pub(crate) fn end_race_leg(
         &mut self,
@@ -449,20 +455,8 @@ impl Engine {
         let contact = msg.contacts().next().map(|c| c.uri).unwrap_or(&[]);
         let to_hdr = msg.header_value(HeaderName::To).unwrap_or(&[]);
         let cseq = msg.cseq().map(|c| c.num).unwrap_or(1);
-        let mut cookie_buf = [0u8; COOKIE_LEN];
-        let cookie = self.encode_cookie(d.id, &mut cookie_buf).to_vec();
         for (method, n) in [(&b"ACK"[..], cseq), (&b"BYE"[..], cseq.wrapping_add(1))] {
-            let salt = self.next_rand() as u32;
-            let br = Branch {
-                kind: Kind::Within,
-                worker: self.worker as u16,
-                cookie: &cookie,
-                slot: 0,
-                leg: 0,
-                hash: salt,
-            };
-            let mut via = Vec::with_capacity(128);
-            self.write_via(to.local, &br, &mut via);
+            let via = self.within_via(d.id, to.local);
             let req = wire::build::InDialog {
                 method,
                 ruri: contact,

@@ -128,6 +128,12 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
                 .unwrap_or(0)
         })
         .collect();
+    let socks = UdpSockets {
+        socks: udp,
+        udp_for,
+        nmain,
+        has_private,
+    };
     let mut engine = Engine::new(shared.clone(), index, clock.now_ms());
     let stats = shared.worker_stats.get(index).cloned();
     let mut tcp = TcpConns::new(tcp_limits);
@@ -154,7 +160,7 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
                 continue;
             } else if (UDP_BASE..TCPL_BASE).contains(&t) {
                 let i = t - UDP_BASE;
-                let Some((local, sock)) = udp.get(i) else {
+                let Some((local, sock)) = socks.socks.get(i) else {
                     continue;
                 };
                 let local = *local;
@@ -174,31 +180,20 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
                         if let Some(s) = &stats {
                             s.inc(Counter::PacketsInUdp);
                         }
-                        engine.handle_datagram(
-                            Inbound {
-                                now_ms: now,
-                                now_us,
-                                src,
-                                local,
-                                transport: Transport::Udp,
-                                conn: None,
-                                bytes,
-                            },
-                            &mut out,
-                        );
-                        if let Some(w) = out.handoff.take()
-                            && !handoff(&shared, w, src, local, Transport::Udp, None, bytes)
-                            && let Some(s) = &stats
-                        {
-                            s.inc(Counter::Dropped);
-                        }
+                        let inb = Inbound {
+                            now_ms: now,
+                            now_us,
+                            src,
+                            local,
+                            transport: Transport::Udp,
+                            conn: None,
+                            bytes,
+                        };
+                        deliver(&mut engine, &shared, stats.as_deref(), inb, &mut out);
                     }
                     flush(
                         &mut out,
-                        &udp,
-                        &udp_for,
-                        nmain,
-                        has_private,
+                        &socks,
                         &mut tcp,
                         poll.registry(),
                         now,
@@ -226,31 +221,20 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
                         if let Some(s) = &stats {
                             s.inc(Counter::PacketsInTcp);
                         }
-                        engine.handle_datagram(
-                            Inbound {
-                                now_ms: now,
-                                now_us: clock.now_us(),
-                                src: peer,
-                                local,
-                                transport: Transport::Tcp,
-                                conn: Some(conn),
-                                bytes,
-                            },
-                            &mut out,
-                        );
-                        if let Some(w) = out.handoff.take()
-                            && !handoff(&shared, w, peer, local, Transport::Tcp, Some(conn), bytes)
-                            && let Some(s) = &stats
-                        {
-                            s.inc(Counter::Dropped);
-                        }
+                        let inb = Inbound {
+                            now_ms: now,
+                            now_us: clock.now_us(),
+                            src: peer,
+                            local,
+                            transport: Transport::Tcp,
+                            conn: Some(conn),
+                            bytes,
+                        };
+                        deliver(&mut engine, &shared, stats.as_deref(), inb, &mut out);
                     });
                     flush(
                         &mut out,
-                        &udp,
-                        &udp_for,
-                        nmain,
-                        has_private,
+                        &socks,
                         &mut tcp,
                         poll.registry(),
                         now,
@@ -272,10 +256,7 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
         engine.handle_timeout(now, &mut out);
         flush(
             &mut out,
-            &udp,
-            &udp_for,
-            nmain,
-            has_private,
+            &socks,
             &mut tcp,
             poll.registry(),
             now,
@@ -298,10 +279,7 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
     engine.shutdown(now, &mut out);
     flush(
         &mut out,
-        &udp,
-        &udp_for,
-        nmain,
-        has_private,
+        &socks,
         &mut tcp,
         poll.registry(),
         now,
@@ -310,13 +288,46 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
 }
 
 /// Send everything in `out` and clear it.
-#[allow(clippy::too_many_arguments)]
+/// A worker's UDP sockets and which one sends for each listener.
+struct UdpSockets {
+    /// Shared listening sockets (`..nmain`), then the private send sockets.
+    socks: Vec<(usize, mio::net::UdpSocket)>,
+    /// Listener index → index of its shared socket.
+    udp_for: Vec<usize>,
+    /// Number of shared sockets.
+    nmain: usize,
+    /// Whether every shared socket has a private twin.
+    has_private: bool,
+}
+
+/// Run the engine on one message and pass it on when it belongs to another worker.
+fn deliver(
+    engine: &mut Engine,
+    shared: &Shared,
+    stats: Option<&crate::stats::WorkerStats>,
+    inb: Inbound<'_>,
+    out: &mut Output,
+) {
+    engine.handle_datagram(inb, out);
+    if let Some(w) = out.handoff.take()
+        && !handoff(
+            shared,
+            w,
+            inb.src,
+            inb.local,
+            inb.transport,
+            inb.conn,
+            inb.bytes,
+        )
+        && let Some(s) = stats
+    {
+        s.inc(Counter::Dropped);
+    }
+}
+
 fn flush(
     out: &mut Output,
-    udp: &[(usize, mio::net::UdpSocket)],
-    udp_for: &[usize],
-    nmain: usize,
-    has_private: bool,
+    socks: &UdpSockets,
     tcp: &mut TcpConns,
     registry: &mio::Registry,
     now: u64,
@@ -329,15 +340,15 @@ fn flush(
     let mut n_udp = 0usize;
     // Requests leave from the private socket (responses come back to this worker),
     // responses from the shared listening socket (RFC 3581 symmetric response).
-    for (i, (_, sock)) in udp.iter().enumerate() {
-        let (main, private) = if i < nmain {
+    for (i, (_, sock)) in socks.socks.iter().enumerate() {
+        let (main, private) = if i < socks.nmain {
             (i, false)
         } else {
-            (i - nmain, true)
+            (i - socks.nmain, true)
         };
         n_udp += send_output(sock, out, |t| {
-            let is_req = has_private && !out.bytes(t).starts_with(b"SIP/2.0 ");
-            udp_for.get(t.local).copied().unwrap_or(0) == main && is_req == private
+            let is_req = socks.has_private && !out.bytes(t).starts_with(b"SIP/2.0 ");
+            socks.udp_for.get(t.local).copied().unwrap_or(0) == main && is_req == private
         });
     }
     let mut n_tcp = 0usize;
