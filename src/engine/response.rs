@@ -670,7 +670,15 @@ impl Engine {
             }
             if let Some(t) = self.txns.get_mut(slot) {
                 t.up.final_code = msg.code().unwrap_or(200);
-                t.pending_targets.clear();
+                t.pending_targets = Vec::new();
+                // The transaction lingers only to absorb late responses of other forks: the
+                // upstream request, the replayed provisional and the winner's copy are not
+                // needed any more, so a confirmed call holds no message copies.
+                t.up.request = Vec::new();
+                t.up.last_provisional = Vec::new();
+                if let Some(b) = t.branches.get_mut(leg) {
+                    b.forwarded = Vec::new();
+                }
                 let generation = t.generation;
                 if t.linger.is_none() {
                     t.linger = Some(
@@ -720,6 +728,8 @@ impl Engine {
             routes: routes.into_boxed_slice(),
             socket: socket.unwrap_or(d.caller_socket),
         });
+        // Confirmed: the callee leg replaces the early legs (tag matching uses it from now on).
+        d.early_legs.store(None);
         if let Some(prev) = d.advance(
             &[DlgState::Unconfirmed, DlgState::Early],
             DlgState::ConfirmedNa,
