@@ -29,8 +29,10 @@ struct Counting;
 static LIVE: AtomicI64 = AtomicI64::new(0);
 static PEAK: AtomicI64 = AtomicI64::new(0);
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
+static BLOCKS: AtomicI64 = AtomicI64::new(0);
 
 fn grow(by: i64) {
+    BLOCKS.fetch_add(1, Ordering::Relaxed);
     let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
     PEAK.fetch_max(now, Ordering::Relaxed);
 }
@@ -49,6 +51,7 @@ unsafe impl GlobalAlloc for Counting {
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         LIVE.fetch_sub(layout.size() as i64, Ordering::Relaxed);
+        BLOCKS.fetch_sub(1, Ordering::Relaxed);
         // SAFETY: `ptr` came from `System` through `alloc`/`realloc` above.
         unsafe { System.dealloc(ptr, layout) }
     }
@@ -67,6 +70,7 @@ unsafe impl GlobalAlloc for Counting {
         if !p.is_null() {
             ALLOCS.fetch_add(1, Ordering::Relaxed);
             grow(new_size as i64 - layout.size() as i64);
+            BLOCKS.fetch_sub(1, Ordering::Relaxed); // same block, resized
         }
         p
     }
@@ -124,6 +128,7 @@ fn main() {
     let warm = net.dialogs() as u64;
 
     let heap0 = LIVE.load(Ordering::Relaxed);
+    let blocks0 = BLOCKS.load(Ordering::Relaxed);
     let rss0 = rss_kib();
     let allocs0 = ALLOCS.load(Ordering::Relaxed);
     PEAK.store(heap0, Ordering::Relaxed);
@@ -137,6 +142,7 @@ fn main() {
     // Past the 5 s linger (and the 32 s Timer B horizon): only dialogs remain.
     net.advance(40_000);
     let heap1 = LIVE.load(Ordering::Relaxed);
+    let blocks1 = BLOCKS.load(Ordering::Relaxed);
     let rss1 = rss_kib();
     let allocs = ALLOCS.load(Ordering::Relaxed) - allocs0;
 
@@ -160,6 +166,10 @@ fn main() {
     println!(
         "| **live heap per dialog, dialogs only** | **{:.0} B** |",
         per(heap1 - heap0)
+    );
+    println!(
+        "| live heap blocks per dialog | {:.2} |",
+        (blocks1 - blocks0) as f64 / n.max(1) as f64
     );
     println!(
         "| peak heap per dialog | {:.0} B |",

@@ -58,17 +58,17 @@ fi
 
 # ---- measurement helpers ---------------------------------------------------------------------
 ticks() { # utime+stime (clock ticks, all threads) of $1 and its direct children
-  for f in /proc/[0-9]*/stat; do read -r l <"$f" 2>/dev/null && echo "${f//[^0-9]/} ${l##*) }"; done |
+  for f in /proc/[0-9]*/stat; do { read -r l <"$f"; } 2>/dev/null && echo "${f//[^0-9]/} ${l##*) }"; done |
     awk -v p="$1" '$1==p || $3==p {s+=$13+$14} END{print s+0}'
 }
 rss_kib() { # VmRSS (KiB) of $1 plus its direct children
-  for f in /proc/[0-9]*/stat; do read -r l <"$f" 2>/dev/null && echo "${f//[^0-9]/} ${l##*) }"; done |
+  for f in /proc/[0-9]*/stat; do { read -r l <"$f"; } 2>/dev/null && echo "${f//[^0-9]/} ${l##*) }"; done |
     awk -v p="$1" '$1==p || $3==p {print $1}' |
     while read -r q; do awk '/^VmRSS:/{print $2}' "/proc/$q/status" 2>/dev/null; done |
     awk '{s+=$1} END{print s+0}'
 }
 pss_kib() { # summed Pss (KiB) of $1 plus its direct children (shared pages counted once)
-  for f in /proc/[0-9]*/stat; do read -r l <"$f" 2>/dev/null && echo "${f//[^0-9]/} ${l##*) }"; done |
+  for f in /proc/[0-9]*/stat; do { read -r l <"$f"; } 2>/dev/null && echo "${f//[^0-9]/} ${l##*) }"; done |
     awk -v p="$1" '$1==p || $3==p {print $1}' |
     while read -r q; do awk '/^Pss:/{print $2}' "/proc/$q/smaps_rollup" 2>/dev/null; done |
     awk '{s+=$1} END{print s+0}'
@@ -135,7 +135,7 @@ ladder() { local name=$1 best=0
     clean "$js" || break
     best=$R; sleep 1
   done
-  MAXCPS[$name]=$best
+  MAXCPS[$name]=$best; [ "$best" = "${RATES##* }" ] && MAXCPS[$name]="≥$best (ladder top)"
   finish_proxy "$name"
 }
 
@@ -177,7 +177,8 @@ memory() { local name=$1 js=$OUT/$1.mem.json
   local per; per=$(awk -v a="$r0" -v b="$r1" -v n="$nd" 'BEGIN{printf "%.0f", (b-a)*1024/n}')
   local pper kper=""; pper=$(awk -v a="$p0" -v b="$p1" -v n="$nd" 'BEGIN{printf "%.0f", (b-a)*1024/n}')
   [ "$name" = kamailio ] && kper=$(awk -v a="$k0" -v b="$k1" -v n="$nd" -v pp="$pper" 'BEGIN{ if (a ~ /^[0-9]+$/ && b ~ /^[0-9]+$/) printf "; shm real_used %.0f B + PSS %s B = **%.0f B**", (b-a)/n, pp, (b-a)/n + pp }')
-  MEM[$name]="VmRSS $per B, PSS $pper B$kper"
+  MEM[$name]="$per B (VmRSS)"
+  [ "$name" = kamailio ] && MEM[$name]="${kper#; } (VmRSS sum $per B counts pre-faulted shm per child)"
   log "memory $name: held=$held rss_kib $r0 -> $r1, pss_kib $p0 -> $p1 => ${per} B/dialog (pss ${pper})$kper; shm $k0 -> $k1; run ok=$(j "$js" .ok) failed=$(j "$js" .failed_total)"
   finish_proxy "$name"
 }
@@ -186,7 +187,10 @@ memory() { local name=$1 js=$OUT/$1.mem.json
 sipp_check() { local name=$1
   start_proxy "$name"
   local c0 c1 r; c0=$(ticks "$PPID_")
-  r=$("$D/sipp_step.sh" 127.0.0.1:5060 "$SIPP_RATE" "$SIPP_CALLS" 0 2>&1 | grep '^RESULT')
+  for _ in 1 2 3; do   # a port still in TIME_WAIT/closing from the previous phase: retry
+    r=$("$D/sipp_step.sh" 127.0.0.1:5060 "$SIPP_RATE" "$SIPP_CALLS" 0 2>>"$OUT/sipp.stderr" | grep '^RESULT')
+    [ -n "$r" ] && break; sleep 3
+  done
   c1=$(ticks "$PPID_")
   finish_proxy "$name"
   echo "$name $r" >>"$OUT/sipp.txt"
@@ -228,7 +232,7 @@ T1=$(date +%s); STEAL_PCT=$(awk -v a="$STEAL0" -v b="$(steal)" -v h="$HZ" -v t=$
   echo "Machine: $(nproc) vCPU, $(uname -r). Load average at start: $LOAD0; at end: $(cut -d' ' -f1-3 /proc/loadavg)."
   echo "Host steal over the run: ${STEAL_PCT}% of one cpu. Run took $((T1 - T0)) s. Raw logs: \`$(basename "$OUT")/\`."
   echo
-  echo "| proxy | max clean cps (ladder ${STEP_S} s/step) | CPU µs/call @ ${FIXED_RATE} cps | INVITE→200 p50 / p99 / p99.9 µs @ ${FIXED_RATE} cps | RSS per held dialog (${MEM_CALLS} held) | SIPp ${SIPP_RATE} cps ok/fail/retr |"
+  echo "| proxy | max clean cps (ladder ${STEP_S} s/step) | CPU µs/call @ ${FIXED_RATE} cps | INVITE→200 p50 / p99 / p99.9 µs @ ${FIXED_RATE} cps | memory per held dialog (${MEM_CALLS} held) | SIPp ${SIPP_RATE} cps ok/fail/retr |"
   echo "|---|---:|---:|---|---|---|"
   for p in $PROXIES; do
     case $p in
@@ -249,6 +253,7 @@ T1=$(date +%s); STEAL_PCT=$(awk -v a="$STEAL0" -v b="$(steal)" -v h="$HZ" -v t=$
   echo
   echo "Ladder: 0 failed calls and < 0.1% retransmissions per step, hold ${LADDER_HOLD}; rates: $RATES."
   echo "CPU: utime+stime of the proxy (all threads; Kamailio: main + children) over the whole loadgen run, / ok calls."
+  echo "Memory: sipedge = VmRSS delta / held dialogs; Kamailio pre-faults shm, so its figure is shm real_used delta + summed PSS delta."
   echo "The relay forwards only INVITE and its responses (ACK/BYE go to the Contact directly), so compare it per datagram."
 } >"$RES"
 cat "$RES"
