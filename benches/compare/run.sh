@@ -1,0 +1,259 @@
+#!/bin/bash
+# Side-by-side macro benchmark on this machine, in one run: sipedge (2 workers), Kamailio 5.6
+# (2 children, -x tlsf -m 2048), a no-op UDP relay (the physical floor) and the direct
+# loadgen UAC -> UAS case. See README.md in this directory for what each column means.
+#
+# usage: benches/compare/run.sh            (from anywhere; ~8-12 min)
+# env (defaults in brackets):
+#   RATES ["2000 4000 6000 8000 12000 16000 20000"]  ladder rates, cps; stop at first failure
+#   STEP_S [5]          seconds of calls per ladder step     LADDER_HOLD [1s] hold per call
+#   FIXED_RATE [4000]   rate for CPU/call and latency         FIXED_S [10]   its length, s
+#   MEM_CALLS [30000]   held dialogs for the memory run       MEM_RATE [3000] their rate
+#   SIPP_RATE [2000]    SIPp cross-check rate                 SIPP_CALLS [10000]
+#   SCALE_RATE [6000]   1-vs-2-worker run, one UAC socket     SCALE_S [10]
+#   PROXIES ["direct relay sipedge kamailio"]  which rows to run
+#   SKIP_BUILD [0]      1 = use the existing target/release binaries
+#   OUT [benches/compare/out-<date>]  raw logs; the table goes to benches/compare/results-<date>.md
+set -u
+D=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$D/../.." && pwd)
+RATES=${RATES:-"2000 4000 6000 8000 12000 16000 20000"} STEP_S=${STEP_S:-5}
+LADDER_HOLD=${LADDER_HOLD:-1s} FIXED_RATE=${FIXED_RATE:-4000} FIXED_S=${FIXED_S:-10}
+MEM_CALLS=${MEM_CALLS:-30000} MEM_RATE=${MEM_RATE:-3000}
+SIPP_RATE=${SIPP_RATE:-2000} SIPP_CALLS=${SIPP_CALLS:-10000}
+SCALE_RATE=${SCALE_RATE:-6000} SCALE_S=${SCALE_S:-10}
+PROXIES=${PROXIES:-"direct relay sipedge kamailio"}
+STAMP=$(date +%Y%m%d-%H%M)
+OUT=${OUT:-$D/out-$STAMP}
+RES=$D/results-$STAMP.md
+HZ=$(getconf CLK_TCK)
+SIPEDGE=$ROOT/target/release/sipedge LOADGEN=$ROOT/target/release/loadgen
+RELAY=$ROOT/target/release/examples/udp_relay
+mkdir -p "$OUT"
+log() { echo "[$(date +%T)] $*" | tee -a "$OUT/run.log" >&2; }
+
+# ---- process bookkeeping: every process we start is stopped on exit -------------------------
+PPID_=""  # the proxy under test (main pid)
+KDIR=""
+stop_proxy() {
+  [ -n "$PPID_" ] || return 0
+  kill "$PPID_" 2>/dev/null
+  for _ in $(seq 50); do kill -0 "$PPID_" 2>/dev/null || break; sleep 0.2; done
+  kill -9 "$PPID_" 2>/dev/null; wait "$PPID_" 2>/dev/null
+  PPID_=""
+}
+cleanup() { stop_proxy; jobs -p | xargs -r kill 2>/dev/null; wait 2>/dev/null; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+for P in 5060 5090 5070 7060; do
+  ss -Hunlt "sport = :$P" | grep -q . && { echo "port $P busy" >&2; exit 2; }
+done
+
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  log "building release binaries"
+  (cd "$ROOT" && cargo build --release --workspace && cargo build --release -p sipedge --example udp_relay) \
+    >"$OUT/build.log" 2>&1 || { tail -20 "$OUT/build.log"; exit 1; }
+fi
+
+# ---- measurement helpers ---------------------------------------------------------------------
+ticks() { # utime+stime (clock ticks, all threads) of $1 and its direct children
+  for f in /proc/[0-9]*/stat; do { read -r l <"$f"; } 2>/dev/null && echo "${f//[^0-9]/} ${l##*) }"; done |
+    awk -v p="$1" '$1==p || $3==p {s+=$13+$14} END{print s+0}'
+}
+rss_kib() { # VmRSS (KiB) of $1 plus its direct children
+  for f in /proc/[0-9]*/stat; do { read -r l <"$f"; } 2>/dev/null && echo "${f//[^0-9]/} ${l##*) }"; done |
+    awk -v p="$1" '$1==p || $3==p {print $1}' |
+    while read -r q; do awk '/^VmRSS:/{print $2}' "/proc/$q/status" 2>/dev/null; done |
+    awk '{s+=$1} END{print s+0}'
+}
+pss_kib() { # summed Pss (KiB) of $1 plus its direct children (shared pages counted once)
+  for f in /proc/[0-9]*/stat; do { read -r l <"$f"; } 2>/dev/null && echo "${f//[^0-9]/} ${l##*) }"; done |
+    awk -v p="$1" '$1==p || $3==p {print $1}' |
+    while read -r q; do awk '/^Pss:/{print $2}' "/proc/$q/smaps_rollup" 2>/dev/null; done |
+    awk '{s+=$1} END{print s+0}'
+}
+steal() { awk '/^cpu /{print $9}' /proc/stat; }
+j() { jq -r "$2" "$1" 2>/dev/null || echo NA; }
+kam() { kamcmd -s "unix:$KDIR/ctl" "$@"; }
+rpc() { curl -s -m 5 -X POST -H 'Content-Type: application/json' \
+          -d "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"$1\"}" http://127.0.0.1:7060/jsonrpc; }
+held_dialogs() { # active dialogs as the proxy reports them
+  case $1 in
+    sipedge*) rpc dlg.stats_active | jq -r '.result.all // .result.active // "NA"' 2>/dev/null ;;
+    kamailio) kam dlg.stats_active 2>/dev/null | awk '/all:/{print $2}' ;;
+    *) echo NA ;;
+  esac
+}
+kam_shm_used() { kam core.shmmem 2>/dev/null | awk '/real_used:/{print $2}'; }
+
+target_of() { [ "$1" = direct ] && echo 127.0.0.1:5090 || echo 127.0.0.1:5060; }
+
+start_proxy() { # $1 = direct | relay | sipedge | sipedge1 | kamailio; sets PPID_
+  local name=$1 n=$OUT/$1.proxy.log
+  case $name in
+    direct) PPID_=""; return 0 ;;
+    relay) "$RELAY" 127.0.0.1:5060 127.0.0.1:5090 2>>"$n" & PPID_=$! ;;
+    sipedge|sipedge1)
+      local w=2; [ "$name" = sipedge1 ] && w=1
+      "$SIPEDGE" run --listen udp:127.0.0.1:5060 --workers $w --mgmt 127.0.0.1:7060 --log warn \
+        >>"$n" 2>&1 & PPID_=$!
+      for _ in $(seq 50); do curl -s -m 1 http://127.0.0.1:7060/metrics >/dev/null && break; sleep 0.1; done ;;
+    kamailio)
+      KDIR=$(mktemp -d /tmp/kamailio-compare.XXXXXX)
+      kamailio -f "$D/kamailio.cfg" -DD -E -m 2048 -M 32 -n 2 -x tlsf -P "$KDIR/pid" -Y "$KDIR" \
+        -w "$KDIR" -A "CTL_SOCK=\"unix:$KDIR/ctl\"" >"$KDIR/kamailio.log" 2>&1 & PPID_=$!
+      for _ in $(seq 120); do [ -S "$KDIR/ctl" ] && break; sleep 0.5; done
+      sleep 1 ;;
+  esac
+  sleep 0.3
+  kill -0 "$PPID_" 2>/dev/null || { log "$name did not start"; tail "$n" "$KDIR/kamailio.log" 2>/dev/null; exit 1; }
+}
+finish_proxy() { # stop; keep the relay's datagram count and Kamailio's log head
+  local name=$1
+  stop_proxy
+  if [ "$name" = kamailio ] && [ -n "$KDIR" ]; then
+    head -c 2000000 "$KDIR/kamailio.log" >>"$OUT/kamailio.proxy.log"; rm -rf "$KDIR"; KDIR=""
+  fi
+}
+
+# loadgen run: $1 target, $2 rate, $3 calls, $4 json, rest = extra args. Prints nothing.
+lg() { local t=$1 r=$2 c=$3 js=$4; shift 4
+  "$LOADGEN" both --target "$t" --rate "$r" --calls "$c" --json "$js" --quiet "$@" \
+    >"${js%.json}.txt" 2>&1; }
+clean() { # $1 json: 0 failed and retrans < 0.1% of calls
+  jq -e '(.failed_total == 0) and (.ok > 0) and (.retrans * 1000 < .started)' "$1" >/dev/null 2>&1; }
+
+declare -A MAXCPS CPU LAT MEM SCALE
+# ---- 1. ladder: max sustained cps --------------------------------------------------------------
+ladder() { local name=$1 best=0
+  start_proxy "$name"
+  for R in $RATES; do
+    local js=$OUT/$name.ladder.$R.json
+    lg "$(target_of "$name")" "$R" $((R * STEP_S)) "$js" --hold "$LADDER_HOLD"
+    log "ladder $name $R cps: ok=$(j "$js" .ok) failed=$(j "$js" .failed_total) retrans=$(j "$js" .retrans) achieved=$(j "$js" .achieved_cps) p99_us=$(j "$js" '.latency.invite_200.percentiles_us.p99')"
+    clean "$js" || break
+    best=$R; sleep 1
+  done
+  MAXCPS[$name]=$best; [ "$best" = "${RATES##* }" ] && MAXCPS[$name]="≥$best (ladder top)"
+  finish_proxy "$name"
+}
+
+# ---- 2. fixed rate: CPU per call + latency ---------------------------------------------------
+fixed() { local name=$1 js=$OUT/$1.fixed.json
+  start_proxy "$name"
+  local c0=0 s0 t0 t1; [ -n "$PPID_" ] && c0=$(ticks "$PPID_")
+  s0=$(steal); t0=$(date +%s.%N)
+  lg "$(target_of "$name")" "$FIXED_RATE" $((FIXED_RATE * FIXED_S)) "$js"
+  t1=$(date +%s.%N)
+  local c1=0; [ -n "$PPID_" ] && c1=$(ticks "$PPID_")
+  local st; st=$(awk -v a="$s0" -v b="$(steal)" -v h="$HZ" -v s="$t0" -v e="$t1" 'BEGIN{printf "%.0f", 100*(b-a)/h/(e-s)}')
+  local ok; ok=$(j "$js" .ok)
+  local us=NA; [ -n "$PPID_" ] && us=$(awk -v c=$((c1 - c0)) -v h="$HZ" -v n="$ok" 'BEGIN{printf "%.1f", (n>0 ? c*1e6/h/n : 0)}')
+  finish_proxy "$name"
+  if [ "$name" = relay ]; then
+    local dg; dg=$(sed -n 's/.*datagrams=\([0-9]*\).*/\1/p' "$OUT/relay.proxy.log" | tail -1)
+    RELAY_DG_US=$(awk -v c=$((c1 - c0)) -v h="$HZ" -v n="${dg:-0}" 'BEGIN{printf "%.2f", (n>0 ? c*1e6/h/n : 0)}')
+    RELAY_DG_PER_CALL=$(awk -v d="${dg:-0}" -v n="$ok" 'BEGIN{printf "%.1f", (n>0 ? d/n : 0)}')
+  fi
+  CPU[$name]="$us"
+  LAT[$name]="$(j "$js" '[.latency.invite_200.percentiles_us | .p50, .p99, ."p99.9"] | map(tostring) | join(" / ")')"
+  log "fixed $name ${FIXED_RATE} cps: ok=$ok failed=$(j "$js" .failed_total) retrans=$(j "$js" .retrans) cpu_us_per_call=$us invite_200 p50/p99/p99.9 us=${LAT[$name]} loadgen_cpu_us_per_call=$(j "$js" .cpu_us_per_call) steal=${st}%"
+}
+
+# ---- 3. memory per held dialog ---------------------------------------------------------------
+memory() { local name=$1 js=$OUT/$1.mem.json
+  local send_s=$(( (MEM_CALLS + MEM_RATE - 1) / MEM_RATE ))
+  local hold=$(( send_s + 15 ))
+  start_proxy "$name"
+  sleep 1
+  local r0 p0 k0=NA; r0=$(rss_kib "$PPID_"); p0=$(pss_kib "$PPID_"); [ "$name" = kamailio ] && k0=$(kam_shm_used)
+  lg 127.0.0.1:5060 "$MEM_RATE" "$MEM_CALLS" "$js" --hold "${hold}s" & local L=$!
+  sleep $(( send_s + 8 ))   # every call set up, their INVITE transactions lingered out (5 s)
+  local held r1 p1 k1=NA; held=$(held_dialogs "$name"); r1=$(rss_kib "$PPID_"); p1=$(pss_kib "$PPID_")
+  [ "$name" = kamailio ] && k1=$(kam_shm_used)
+  wait $L
+  local nd=${held:-NA}; [[ $nd =~ ^[0-9]+$ ]] && [ "$nd" -gt 0 ] || nd=$MEM_CALLS
+  local per; per=$(awk -v a="$r0" -v b="$r1" -v n="$nd" 'BEGIN{printf "%.0f", (b-a)*1024/n}')
+  local pper kper=""; pper=$(awk -v a="$p0" -v b="$p1" -v n="$nd" 'BEGIN{printf "%.0f", (b-a)*1024/n}')
+  [ "$name" = kamailio ] && kper=$(awk -v a="$k0" -v b="$k1" -v n="$nd" -v pp="$pper" 'BEGIN{ if (a ~ /^[0-9]+$/ && b ~ /^[0-9]+$/) printf "; shm real_used %.0f B + PSS %s B = **%.0f B**", (b-a)/n, pp, (b-a)/n + pp }')
+  MEM[$name]="$per B (VmRSS)"
+  [ "$name" = kamailio ] && MEM[$name]="${kper#; } (VmRSS sum $per B counts pre-faulted shm per child)"
+  log "memory $name: held=$held rss_kib $r0 -> $r1, pss_kib $p0 -> $p1 => ${per} B/dialog (pss ${pper})$kper; shm $k0 -> $k1; run ok=$(j "$js" .ok) failed=$(j "$js" .failed_total)"
+  finish_proxy "$name"
+}
+
+# ---- 4. SIPp cross-check ---------------------------------------------------------------------
+sipp_check() { local name=$1
+  start_proxy "$name"
+  local c0 c1 r; c0=$(ticks "$PPID_")
+  for _ in 1 2 3; do   # a port still in TIME_WAIT/closing from the previous phase: retry
+    r=$("$D/sipp_step.sh" 127.0.0.1:5060 "$SIPP_RATE" "$SIPP_CALLS" 0 2>>"$OUT/sipp.stderr" | grep '^RESULT')
+    [ -n "$r" ] && break; sleep 3
+  done
+  c1=$(ticks "$PPID_")
+  finish_proxy "$name"
+  echo "$name $r" >>"$OUT/sipp.txt"
+  kv() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$r"; }
+  SIPP[$name]="$(kv ok)/$(kv failed)/$(kv retrans), p50/p99 $(kv rt_p50_ms)/$(kv rt_p99_ms) ms, $(awk -v c=$((c1 - c0)) -v h="$HZ" -v n="$(kv ok)" 'BEGIN{printf "%.0f", (n>0 ? c*1e6/h/n : 0)}') µs/call"
+  log "sipp $name $SIPP_RATE cps: ${SIPP[$name]}"
+}
+declare -A SIPP
+
+# ---- 5. scaling: 1 vs 2 workers, one peer socket ---------------------------------------------
+scaling() { local name=$1 js=$OUT/$1.scale.json
+  start_proxy "$name"
+  local c0 c1; c0=$(ticks "$PPID_")
+  lg 127.0.0.1:5060 "$SCALE_RATE" $((SCALE_RATE * SCALE_S)) "$js" --sockets 1
+  c1=$(ticks "$PPID_")
+  curl -s -m 5 http://127.0.0.1:7060/metrics >"$OUT/$name.scale.metrics"
+  local split; split=$(grep '^sipedge_packets_in' "$OUT/$name.scale.metrics" |
+    sed -n 's/.*worker="\([0-9]*\)",transport="udp"} \([0-9.e+]*\)$/w\1=\2/p' | sort | tr '\n' ' ')
+  finish_proxy "$name"
+  local ok; ok=$(j "$js" .ok)
+  SCALE[$name]="ok=$ok failed=$(j "$js" .failed_total) retrans=$(j "$js" .retrans) cpu=$(awk -v c=$((c1 - c0)) -v h="$HZ" -v n="$ok" 'BEGIN{printf "%.1f", (n>0 ? c*1e6/h/n : 0)}') µs/call p99=$(j "$js" '.latency.invite_200.percentiles_us.p99') µs packets_in: ${split:-NA}"
+  log "scaling $name $SCALE_RATE cps --sockets 1: ${SCALE[$name]}"
+}
+
+# ---- run -------------------------------------------------------------------------------------
+{ echo "# $(date -Is) $(uname -r) $(nproc) cpus; load: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "# RATES=$RATES STEP_S=$STEP_S FIXED_RATE=$FIXED_RATE FIXED_S=$FIXED_S MEM_CALLS=$MEM_CALLS MEM_RATE=$MEM_RATE"; } | tee -a "$OUT/run.log"
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg); STEAL0=$(steal); T0=$(date +%s)
+for p in $PROXIES; do ladder "$p"; done
+for p in $PROXIES; do fixed "$p"; done
+for p in $PROXIES; do case $p in sipedge|kamailio) memory "$p" ;; esac; done
+for p in $PROXIES; do case $p in sipedge|kamailio) sipp_check "$p" ;; esac; done
+case " $PROXIES " in *" sipedge "*) scaling sipedge1; scaling sipedge ;; esac
+T1=$(date +%s); STEAL_PCT=$(awk -v a="$STEAL0" -v b="$(steal)" -v h="$HZ" -v t=$((T1 - T0)) 'BEGIN{printf "%.1f", 100*(b-a)/h/t}')
+
+{
+  echo "# sipedge vs Kamailio side by side ($(date '+%Y-%m-%d %H:%M'))"
+  echo
+  echo "Machine: $(nproc) vCPU, $(uname -r). Load average at start: $LOAD0; at end: $(cut -d' ' -f1-3 /proc/loadavg)."
+  echo "Host steal over the run: ${STEAL_PCT}% of one cpu. Run took $((T1 - T0)) s. Raw logs: \`$(basename "$OUT")/\`."
+  echo
+  echo "| proxy | max clean cps (ladder ${STEP_S} s/step) | CPU µs/call @ ${FIXED_RATE} cps | INVITE→200 p50 / p99 / p99.9 µs @ ${FIXED_RATE} cps | memory per held dialog (${MEM_CALLS} held) | SIPp ${SIPP_RATE} cps ok/fail/retr |"
+  echo "|---|---:|---:|---|---|---|"
+  for p in $PROXIES; do
+    case $p in
+      direct) label="direct (loadgen UAC→UAS, floor)";;
+      relay) label="no-op UDP relay (floor)";;
+      sipedge) label="**sipedge** (2 workers)";;
+      kamailio) label="Kamailio 5.6 (2 children, tlsf)";;
+    esac
+    cpu=${CPU[$p]:-NA}; [ "$p" = relay ] && cpu="$cpu (${RELAY_DG_US:-NA} µs/datagram, ${RELAY_DG_PER_CALL:-NA} dg/call)"
+    echo "| $label | ${MAXCPS[$p]:-NA} | $cpu | ${LAT[$p]:-NA} | ${MEM[$p]:--} | ${SIPP[$p]:--} |"
+  done
+  echo
+  echo "Scaling at ${SCALE_RATE} cps from ONE UAC socket (\`loadgen --sockets 1\`):"
+  echo
+  echo "| sipedge | result |"
+  echo "|---|---|"
+  for p in sipedge1 sipedge; do [ -n "${SCALE[$p]:-}" ] && echo "| $([ $p = sipedge1 ] && echo 1 || echo 2) worker(s) | ${SCALE[$p]} |"; done
+  echo
+  echo "Ladder: 0 failed calls and < 0.1% retransmissions per step, hold ${LADDER_HOLD}; rates: $RATES."
+  echo "CPU: utime+stime of the proxy (all threads; Kamailio: main + children) over the whole loadgen run, / ok calls."
+  echo "Memory: sipedge = VmRSS delta / held dialogs; Kamailio pre-faults shm, so its figure is shm real_used delta + summed PSS delta."
+  echo "The relay forwards only INVITE and its responses (ACK/BYE go to the Contact directly), so compare it per datagram."
+} >"$RES"
+cat "$RES"
