@@ -233,13 +233,7 @@ impl Engine {
     }
 
     /// A response to a request within a dialog (any worker).
-    pub(crate) fn on_response_within(
-        &mut self,
-        inb: &Inbound<'_>,
-        msg: &Message<'_>,
-        cookie: &[u8],
-        method: Method,
-    ) {
+    pub(crate) fn on_response_within(&mut self, msg: &Message<'_>, cookie: &[u8], method: Method) {
         let Some(d) = self
             .decode_cookie(cookie)
             .and_then(|id| self.shared.table.get(id))
@@ -258,7 +252,6 @@ impl Engine {
             );
             self.remove_dialog(&d);
         }
-        let _ = inb;
     }
 
     /// Terminate a dialog (`dlg_terminate`, RPC, policy, expiry). Runs on the owning worker.
@@ -336,7 +329,7 @@ impl Engine {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn send_within(
         &mut self,
-        now: u64,
+        _now: u64,
         d: &Dialog,
         method: &[u8],
         to_side: Side,
@@ -368,11 +361,7 @@ impl Engine {
         };
         let route_vec: Vec<&[u8]> = route_entries(routes).collect();
         // First hop: the first Route's URI, else the remote target; else where it came from.
-        let first_uri = route_vec.first().and_then(|r| {
-            let m = wire::parse_uri(strip_brackets(r)).ok()?;
-            let _ = m;
-            Some(strip_brackets(r))
-        });
+        let first_uri = route_vec.first().map(|r| strip_brackets(r));
         let mut dst = first_uri
             .or(Some(ruri))
             .and_then(|u| uri_target(u).ok())
@@ -422,7 +411,6 @@ impl Engine {
         if method == b"BYE" {
             self.stats.inc(Counter::ByeSent);
         }
-        let _ = now;
     }
 
     /// Our Via for a request the proxy originates within dialog `id` (fresh branch of kind
@@ -446,7 +434,7 @@ impl Engine {
     /// A second fork answered 2xx and `end_on_race` is set: ACK and BYE it here.
     pub(crate) fn end_race_leg(
         &mut self,
-        now: u64,
+        _now: u64,
         d: &Dialog,
         msg: &Message<'_>,
         to: Socket,
@@ -475,7 +463,6 @@ impl Engine {
             wire::build::in_dialog_request(&req, &mut out.buf);
             out.push_from(start, to.addr, to.transport, to.local, None);
         }
-        let _ = now;
     }
 
     /// The dialog timer fired: re-arm if the deadline moved, else expire.

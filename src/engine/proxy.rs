@@ -306,7 +306,7 @@ impl Engine {
     /// Shutdown: end every dialog this worker owns (state `Deleted`, reason `shutdown`, stats
     /// and profile releases applied once, callbacks fired) and drop its transactions. No BYE
     /// is sent: the calls themselves continue without the proxy's tracking.
-    pub fn shutdown(&mut self, now_ms: u64, out: &mut Output) {
+    pub fn shutdown(&mut self, now_ms: u64, _out: &mut Output) {
         let mut mine = Vec::new();
         self.shared.table.for_each(|id, d| {
             if crate::dialog::id::worker_of(*id) == self.worker {
@@ -326,6 +326,5 @@ impl Engine {
         for s in slots {
             self.txns.remove(s);
         }
-        let _ = out;
     }
 }

@@ -393,19 +393,19 @@ impl Engine {
                     self.on_invite_response(inb, msg, b.slot, usize::from(b.leg), out);
                 } else {
                     // The transaction is gone: relay (late 2xx retransmissions matter).
-                    self.relay_response(inb, msg, None, out);
+                    self.relay_response(msg, None, out);
                 }
             }
             // Replies to CANCELs we generated.
             (Kind::Dialog, _) => self.stats.inc(Counter::Absorbed),
             (Kind::Within, _) => {
-                self.on_response_within(inb, msg, b.cookie, method);
+                self.on_response_within(msg, b.cookie, method);
                 let worker = usize::from(b.worker);
-                self.relay_response(inb, msg, Some(worker), out);
+                self.relay_response(msg, Some(worker), out);
             }
             (Kind::Stateless, _) => {
                 let worker = usize::from(b.worker);
-                self.relay_response(inb, msg, Some(worker), out);
+                self.relay_response(msg, Some(worker), out);
             }
             (Kind::Bridge, _) => {
                 if usize::from(b.worker) != self.worker {
@@ -445,7 +445,6 @@ impl Engine {
     /// request (the owner of a TCP connection upstream).
     pub(crate) fn relay_response(
         &mut self,
-        inb: &Inbound<'_>,
         msg: &Message<'_>,
         conn_owner: Option<usize>,
         out: &mut Output,
@@ -466,7 +465,6 @@ impl Engine {
                 let local = self.listener_for(transport, dst);
                 out.push_from(start, dst, transport, local, None);
                 self.stats.inc(Counter::Relayed);
-                let _ = inb;
                 true
             }
             None => {
@@ -573,7 +571,7 @@ impl Engine {
             }
         }
         let start = out.buf.len();
-        if self.relay_response(inb, msg, None, out) {
+        if self.relay_response(msg, None, out) {
             if let Some(t) = self.txns.get_mut(slot) {
                 let relayed = out.buf.get(start..).unwrap_or(&[]);
                 let lp = &mut t.up.last_provisional;
@@ -643,7 +641,7 @@ impl Engine {
                 }
             }
         }
-        if self.relay_response(inb, msg, None, out) && first_2xx {
+        if self.relay_response(msg, None, out) && first_2xx {
             self.latency.record(
                 LatencyMetric::InviteToFinal,
                 self.now_us.saturating_sub(started),
