@@ -308,7 +308,24 @@ fn deliver(
     inb: Inbound<'_>,
     out: &mut Output,
 ) {
-    engine.handle_datagram(inb, out);
+    // A bug must not take the worker down with it: the packet is dropped, counted and logged,
+    // and the worker goes on (the engine never panics on input by design; this is a last
+    // line of defence, free on the normal path).
+    let (nbuf, ntx) = (out.buf.len(), out.tx.len());
+    let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        engine.handle_datagram(inb, out);
+    }));
+    if done.is_err() {
+        // Keep what earlier packets of the batch produced; forget this one's partial output.
+        out.buf.truncate(nbuf);
+        out.tx.truncate(ntx);
+        out.handoff = None;
+        if let Some(s) = stats {
+            s.inc(Counter::Dropped);
+        }
+        tracing::error!(src = %inb.src, "internal error while handling a packet; dropped");
+        return;
+    }
     if let Some(w) = out.handoff.take()
         && !handoff(
             shared,
