@@ -2,17 +2,20 @@
 //! `Mutex<HashMap<Vec<u8>, i64>>` baseline in the same run.
 //!
 //! "contended" runs 2 threads that each do `OPS` set+unset pairs on 4 shared hot values
-//! (each pair on a fresh dialog), the worst case for a per-value counter.
+//! (each pair on a fresh dialog, so it includes the membership list and value allocation the
+//! baseline does not do); "counter" runs the same pattern on the bare counter map.
 
 #![allow(clippy::disallowed_methods)] // benches measure wall time with Instant::now
 
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::sync::Mutex;
+use std::sync::atomic::AtomicI64;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sipedge::dialog::profile::{Memberships, ProfileIdx, Profiles};
+use sipedge::dialog::table::ConcurrentMap;
 
 const OPS: u64 = 20_000;
 const VALUES: [&[u8]; 4] = [b"carrier-a", b"carrier-b", b"carrier-c", b"carrier-d"];
@@ -105,6 +108,35 @@ fn bench(c: &mut Criterion) {
                     naive.add(v);
                     naive.sub(v);
                     black_box(&d);
+                }
+            })
+        })
+    });
+    // The counter structure alone (no membership bookkeeping), same contention pattern.
+    let counters: ConcurrentMap<Arc<[u8]>, AtomicI64> = ConcurrentMap::new();
+    let keys: Vec<Arc<[u8]>> = VALUES.iter().map(|v| Arc::from(*v)).collect();
+    for k in &keys {
+        counters.counter_incr(&**k, || Arc::clone(k));
+    }
+    g.bench_function("counter_incr_decr_2threads/concurrent_map", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, |t| {
+                for i in 0..OPS {
+                    if let Some(k) = keys.get(((i + t) % 4) as usize) {
+                        counters.counter_incr(&**k, || Arc::clone(k));
+                        counters.counter_decr_remove_at_zero(&**k);
+                    }
+                }
+            })
+        })
+    });
+    g.bench_function("counter_incr_decr_2threads/mutex_hashmap", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, |t| {
+                for i in 0..OPS {
+                    let v = VALUES[((i + t) % 4) as usize];
+                    naive.add(v);
+                    naive.sub(v);
                 }
             })
         })

@@ -213,10 +213,16 @@ impl<T> Wheel<T> {
         if !self.is_live(key) {
             return false;
         }
-        self.unlink(key.index);
-        if let Some(node) = self.nodes.get_mut(key.index as usize) {
-            node.deadline = new_deadline_ms;
+        let target = self.list_for(new_deadline_ms);
+        let Some(node) = self.nodes.get_mut(key.index as usize) else {
+            return false;
+        };
+        node.deadline = new_deadline_ms;
+        if usize::from(node.slot) == target {
+            // Same list: order inside a slot does not matter, so nothing to relink.
+            return true;
         }
+        self.unlink(key.index);
         self.schedule(key.index, new_deadline_ms);
         true
     }
@@ -295,17 +301,11 @@ impl<T> Wheel<T> {
 
     /// Links node `index` into the list for `deadline` relative to `elapsed`.
     fn schedule(&mut self, index: u32, deadline: u64) {
-        let flat = if deadline <= self.elapsed {
-            PENDING
-        } else {
-            let when = deadline.min(self.elapsed.saturating_add(MAX_AHEAD_MS));
-            let level = level_for(self.elapsed, when);
-            let slot = slot_for(when, level);
-            if let Some(bits) = self.occupied.get_mut(level) {
-                *bits |= 1u64 << slot;
-            }
-            level * SLOTS + slot
-        };
+        let flat = self.list_for(deadline);
+        let level = Some(flat / SLOTS).filter(|_| flat < PENDING);
+        if let Some(bits) = level.and_then(|l| self.occupied.get_mut(l)) {
+            *bits |= 1u64 << (flat % SLOTS);
+        }
         let tail = self.lists.get(flat).map_or(NIL, |l| l.tail);
         if let Some(node) = self.nodes.get_mut(index as usize) {
             node.slot = flat as u16;
@@ -321,6 +321,16 @@ impl<T> Wheel<T> {
             }
             list.tail = index;
         }
+    }
+
+    /// Flat list index (`level * 64 + slot`, or [`PENDING`]) for `deadline` at `elapsed`.
+    fn list_for(&self, deadline: u64) -> usize {
+        if deadline <= self.elapsed {
+            return PENDING;
+        }
+        let when = deadline.min(self.elapsed.saturating_add(MAX_AHEAD_MS));
+        let level = level_for(self.elapsed, when);
+        level * SLOTS + slot_for(when, level)
     }
 
     /// Unlinks live node `index` from its slot list, clearing the occupancy bit if emptied.

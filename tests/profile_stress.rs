@@ -3,16 +3,21 @@
 //! - `million_ops_return_to_zero`: 1,000,000 profile operations (set, limited set, unset,
 //!   dialog end, racing double release) across 4 threads; afterwards every counter is 0 and
 //!   the per-value map is empty.
+//! - `interleavings_match_recount` (proptest): random set/unset/end sequences on 2-4 threads
+//!   sharing 6 dialogs; the counters equal a recount of the memberships, then drain to 0.
 //! - `table_bytes_per_entry` (ignored, run with `--ignored --nocapture`): bytes per dialog of
 //!   a 1,000,000-entry `DialogTable`, measured with a counting global allocator.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sipedge::dialog::id::DialogId;
 use sipedge::dialog::profile::{Memberships, ProfileIdx, Profiles};
 use sipedge::dialog::table::DialogTable;
+
+use proptest::prelude::*;
 
 /// Counts live heap bytes (all threads).
 struct Counting;
@@ -110,7 +115,7 @@ fn million_ops_return_to_zero() {
         d.release_all();
     }
     for i in [inb, caller, trunk] {
-        assert_eq!(profiles.size(i, None), 0, "{:?}", profiles.name(i));
+        assert_eq!(profiles.raw_total(i), 0, "{:?}", profiles.name(i));
         assert_eq!(profiles.value_count(i), 0, "{:?}", profiles.name(i));
     }
     assert_eq!(profiles.size(caller, Some(b"hot0")), 0);
@@ -140,4 +145,67 @@ fn table_bytes_per_entry() {
     );
     assert_eq!(table.len(), N as usize);
     assert!(per < 1024.0);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Set(usize, u8, u8),
+    Unset(usize, u8, u8),
+    End(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0usize..6, 0u8..2, 0u8..3).prop_map(|(d, p, v)| Op::Set(d, p, v)),
+        2 => (0usize..6, 0u8..2, 0u8..3).prop_map(|(d, p, v)| Op::Unset(d, p, v)),
+        1 => (0usize..6).prop_map(Op::End),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn interleavings_match_recount(threads in proptest::collection::vec(proptest::collection::vec(op(), 0..60), 2..=4)) {
+        let p = Profiles::new(&["inbound"], &["caller"]).unwrap_or_default();
+        let inb = p.index("inbound").unwrap_or(ProfileIdx(u16::MAX));
+        let caller = p.index("caller").unwrap_or(ProfileIdx(u16::MAX));
+        let dialogs: Vec<Memberships> = (0..6).map(|_| Memberships::new()).collect();
+        let vals: [&[u8]; 3] = [b"a", b"b", b"c"];
+        std::thread::scope(|s| {
+            for ops in &threads {
+                let (p, dialogs) = (&p, &dialogs);
+                s.spawn(move || {
+                    for op in ops {
+                        let (d, pi, v) = match *op {
+                            Op::Set(d, pi, v) | Op::Unset(d, pi, v) => (d, pi, v),
+                            Op::End(d) => { dialogs[d].release_all(); continue; }
+                        };
+                        let (idx, val) = if pi == 0 { (inb, None) } else { (caller, Some(vals[v as usize])) };
+                        if matches!(op, Op::Set(..)) {
+                            let _ = p.set(&dialogs[d], idx, val);
+                        } else {
+                            let _ = p.unset(&dialogs[d], idx, val);
+                        }
+                    }
+                });
+            }
+        });
+        let mut recount: HashMap<(String, Option<Vec<u8>>), u64> = HashMap::new();
+        let mut totals: HashMap<String, u64> = HashMap::new();
+        for d in &dialogs {
+            d.for_each(|name, v| {
+                *recount.entry((name.to_owned(), v.map(<[u8]>::to_vec))).or_default() += 1;
+                *totals.entry(name.to_owned()).or_default() += 1;
+            });
+        }
+        prop_assert_eq!(p.size(inb, None), totals.get("inbound").copied().unwrap_or(0));
+        prop_assert_eq!(p.size(caller, None), totals.get("caller").copied().unwrap_or(0));
+        for v in vals {
+            let want = recount.get(&("caller".to_owned(), Some(v.to_vec()))).copied().unwrap_or(0);
+            prop_assert_eq!(p.size(caller, Some(v)), want);
+        }
+        drop(dialogs);
+        prop_assert_eq!((p.raw_total(inb), p.raw_total(caller)), (0, 0));
+        prop_assert_eq!(p.value_count(caller), 0);
+    }
 }
