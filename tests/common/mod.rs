@@ -67,17 +67,22 @@ fn claim(port: u16) -> bool {
 /// A port on 127.0.0.1 that is free for both UDP and TCP and that no other test in this
 /// binary got. Panics if none is found after many tries (the machine is out of ports).
 pub fn free_udp_port() -> u16 {
-    for _ in 0..1000 {
-        // Let the kernel pick an ephemeral port, then check the TCP side as well.
-        let port = UdpSocket::bind((LOCALHOST, 0))
-            .and_then(|s| s.local_addr())
-            .map(|a| a.port())
-            .unwrap_or(0);
-        if claim(port) {
+    // Ports come from below the kernel's ephemeral range (32768-60999 on Linux): sockets bound
+    // to port 0 (the proxy's per-worker send sockets, clients) can then never grab a port
+    // between the moment a test picks it and the moment its server binds it. Each test binary
+    // starts at an offset from its pid so parallel binaries rarely probe the same ports.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = 12_000 + (std::process::id() % 200) * 100;
+    for _ in 0..20_000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 10_000 + (base - 10_000 + n) % 22_000;
+        if let Ok(port) = u16::try_from(port)
+            && claim(port)
+        {
             return port;
         }
     }
-    panic!("no free UDP+TCP port on 127.0.0.1 after 1000 tries");
+    panic!("no free UDP+TCP port on 127.0.0.1 below the ephemeral range");
 }
 
 /// Two distinct ports, each free for both UDP and TCP (e.g. SIP + management).
