@@ -301,11 +301,7 @@ impl Engine {
             Err(e) => return self.reply_hop_error(inb, msg, e, out),
         };
         let incoming = msg.top_via().and_then(|v| v.branch()).unwrap_or(&[]);
-        let h = branch::hash(&[
-            incoming,
-            msg.method_bytes(),
-            inb.bytes.get(..0).unwrap_or(&[]),
-        ]);
+        let h = branch::hash(&[incoming, msg.method_bytes()]);
         let br = Branch {
             kind: if cookie.is_some() {
                 Kind::Within

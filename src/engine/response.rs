@@ -136,7 +136,6 @@ impl Engine {
             started_us: inb.now_us,
             first_prov_seen: false,
             linger: None,
-            src: inb.src,
             to_tag: self.new_tag(),
         };
         let slot = self.txns.insert(txn);
@@ -529,7 +528,7 @@ impl Engine {
         }
         match code {
             100 => {}
-            101..=199 => self.on_provisional(inb, msg, slot, leg, was, out),
+            101..=199 => self.on_provisional(msg, slot, leg, was, out),
             200..=299 => self.on_2xx(inb, msg, slot, leg, out),
             _ => self.on_negative(inb, msg, slot, leg, code, was, out),
         }
@@ -537,7 +536,6 @@ impl Engine {
 
     fn on_provisional(
         &mut self,
-        inb: &Inbound<'_>,
         msg: &Message<'_>,
         slot: u32,
         leg: usize,
@@ -583,21 +581,33 @@ impl Engine {
                 }
                 lp.extend_from_slice(relayed);
             }
-            if first {
-                self.latency.record(
-                    LatencyMetric::InviteToProvisional,
-                    inb.now_us.saturating_sub(started),
-                );
-            }
-            if let Some(d) = &dialog {
-                self.fire(
-                    DlgEvent::ResponseFwded,
-                    d,
-                    Some(msg.bytes()),
-                    msg.code().unwrap_or(0),
-                    Some(Side::Callee),
-                );
-            }
+            let metric = first.then_some(LatencyMetric::InviteToProvisional);
+            self.response_forwarded(metric, started, dialog.as_deref(), msg);
+        }
+    }
+
+    /// A reply to the INVITE went upstream: record its latency (when `metric` is given) and
+    /// fire RESPONSE_FWDED.
+    fn response_forwarded(
+        &mut self,
+        metric: Option<LatencyMetric>,
+        started_us: u64,
+        dialog: Option<&Dialog>,
+        msg: &Message<'_>,
+    ) {
+        if let Some(m) = metric {
+            self.latency
+                .record(m, self.now_us.saturating_sub(started_us));
+        }
+        if let Some(d) = dialog {
+            let code = msg.code().unwrap_or(0);
+            self.fire(
+                DlgEvent::ResponseFwded,
+                d,
+                Some(msg.bytes()),
+                code,
+                Some(Side::Callee),
+            );
         }
     }
 
@@ -642,19 +652,8 @@ impl Engine {
             }
         }
         if self.relay_response(msg, None, out) && first_2xx {
-            self.latency.record(
-                LatencyMetric::InviteToFinal,
-                self.now_us.saturating_sub(started),
-            );
-            if let Some(d) = &dialog {
-                self.fire(
-                    DlgEvent::ResponseFwded,
-                    d,
-                    Some(msg.bytes()),
-                    msg.code().unwrap_or(200),
-                    Some(Side::Callee),
-                );
-            }
+            let metric = Some(LatencyMetric::InviteToFinal);
+            self.response_forwarded(metric, started, dialog.as_deref(), msg);
         }
         if first_2xx {
             // RFC 3261 §16.7 step 10: cancel every other pending branch.

@@ -15,7 +15,6 @@
 
 pub mod branch;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::dialog::{Dialog, Socket};
@@ -123,8 +122,6 @@ pub struct InviteTxn {
     pub first_prov_seen: bool,
     /// The transaction is over; it lingers until this timer fires.
     pub linger: Option<TimerKey>,
-    /// The peer that sent the INVITE retransmission check uses this.
-    pub src: SocketAddr,
     /// Local To-tag for responses we generate (408, 480, 487 ...).
     pub to_tag: [u8; 8],
 }
