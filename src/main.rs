@@ -37,6 +37,9 @@ struct RunArgs {
     /// Worker threads (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
+    /// Spread datagrams over `adaptive` (as many workers as the load needs) or `all` workers.
+    #[arg(long)]
+    spread: Option<String>,
     /// Management HTTP address `IP:PORT`.
     #[arg(long)]
     mgmt: Option<String>,
@@ -72,6 +75,7 @@ fn run(a: RunArgs) -> ExitCode {
         config: a.config,
         listen: a.listen,
         workers: a.workers,
+        spread: a.spread,
         mgmt: a.mgmt,
         log: a.log,
         log_format: a.log_format,

@@ -273,7 +273,8 @@ fn metrics_and_ctl_against_running_proxy() {
     if !sipp_available() {
         return;
     }
-    let proxy = Proxy::start(&["--log", "warn"]);
+    // Every worker fed from the start (adaptive spreading would keep 20 calls on one).
+    let proxy = Proxy::start(&["--log", "warn", "--spread", "all"]);
     let dir = TempDir::new("e2e_metrics");
     let report = CallRun::new(BASIC, 20)
         .rate(50)
@@ -300,6 +301,10 @@ fn metrics_and_ctl_against_running_proxy() {
         let total = metric_sum(&body, counter, "transport=\"udp\"").unwrap_or(0.0);
         assert!(total >= 20.0 * 4.0, "{counter} = {total} after 20 calls");
         // Calls are spread over both workers (20 calls, each worker gets about half).
+        assert!(
+            body.lines().any(|l| l == "sipedge_workers_active 2"),
+            "--spread all: expected sipedge_workers_active 2:\n{body}"
+        );
         for w in 0..2 {
             let label = format!("worker=\"{w}\",transport=\"udp\"");
             let n = metric_sum(&body, counter, &label).unwrap_or(0.0);

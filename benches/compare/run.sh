@@ -8,9 +8,12 @@
 #   RATES ["2000 4000 6000 8000 12000 16000 20000"]  ladder rates, cps; stop at first failure
 #   STEP_S [5]          seconds of calls per ladder step     LADDER_HOLD [1s] hold per call
 #   FIXED_RATE [4000]   rate for CPU/call and latency         FIXED_S [10]   its length, s
-#   MEM_CALLS [30000]   held dialogs for the memory run       MEM_RATE [3000] their rate
+#   MEM_CALLS [50000]   held dialogs for the memory run       MEM_RATE [3000] their rate
 #   SIPP_RATE [2000]    SIPp cross-check rate                 SIPP_CALLS [10000]
 #   SCALE_RATE [6000]   1-vs-2-worker run, one UAC socket     SCALE_S [10]
+#   LAT_RATE [2000]     latency-floor run (half Kamailio's max) LAT_S [15]
+#   SIPP_RATES ["4000 6000 8000 10000 12000 14000"]  SIPp capacity ladder   SIPP_STEP_S [5]
+#   PHASES ["ladder fixed latency memory sipp sippcap scaling"]  which phases to run
 #   PROXIES ["direct relay sipedge kamailio"]  which rows to run
 #   SKIP_BUILD [0]      1 = use the existing target/release binaries
 #   OUT [benches/compare/out-<date>]  raw logs; the table goes to benches/compare/results-<date>.md
@@ -19,9 +22,12 @@ D=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$D/../.." && pwd)
 RATES=${RATES:-"2000 4000 6000 8000 12000 16000 20000"} STEP_S=${STEP_S:-5}
 LADDER_HOLD=${LADDER_HOLD:-1s} FIXED_RATE=${FIXED_RATE:-4000} FIXED_S=${FIXED_S:-10}
-MEM_CALLS=${MEM_CALLS:-30000} MEM_RATE=${MEM_RATE:-3000}
+MEM_CALLS=${MEM_CALLS:-50000} MEM_RATE=${MEM_RATE:-3000}
 SIPP_RATE=${SIPP_RATE:-2000} SIPP_CALLS=${SIPP_CALLS:-10000}
 SCALE_RATE=${SCALE_RATE:-6000} SCALE_S=${SCALE_S:-10}
+LAT_RATE=${LAT_RATE:-2000} LAT_S=${LAT_S:-15}
+SIPP_RATES=${SIPP_RATES:-"4000 6000 8000 10000 12000 14000"} SIPP_STEP_S=${SIPP_STEP_S:-5}
+PHASES=${PHASES:-"ladder fixed latency memory sipp sippcap scaling"}
 PROXIES=${PROXIES:-"direct relay sipedge kamailio"}
 STAMP=$(date +%Y%m%d-%H%M)
 OUT=${OUT:-$D/out-$STAMP}
@@ -124,7 +130,7 @@ lg() { local t=$1 r=$2 c=$3 js=$4; shift 4
 clean() { # $1 json: 0 failed and retrans < 0.1% of calls
   jq -e '(.failed_total == 0) and (.ok > 0) and (.retrans * 1000 < .started)' "$1" >/dev/null 2>&1; }
 
-declare -A MAXCPS CPU LAT MEM SCALE
+declare -A MAXCPS CPU LAT MEM SCALE RDG RDGC SCAP
 # ---- 1. ladder: max sustained cps --------------------------------------------------------------
 ladder() { local name=$1 best=0
   start_proxy "$name"
@@ -140,11 +146,12 @@ ladder() { local name=$1 best=0
 }
 
 # ---- 2. fixed rate: CPU per call + latency ---------------------------------------------------
-fixed() { local name=$1 js=$OUT/$1.fixed.json
+fixed() { # $1 proxy, $2 rate, $3 seconds, $4 tag (results go to CPU/LAT["$4:$1"])
+  local name=$1 rate=$2 secs=$3 tag=$4 js=$OUT/$1.$4.json
   start_proxy "$name"
   local c0=0 s0 t0 t1; [ -n "$PPID_" ] && c0=$(ticks "$PPID_")
   s0=$(steal); t0=$(date +%s.%N)
-  lg "$(target_of "$name")" "$FIXED_RATE" $((FIXED_RATE * FIXED_S)) "$js"
+  lg "$(target_of "$name")" "$rate" $((rate * secs)) "$js"
   t1=$(date +%s.%N)
   local c1=0; [ -n "$PPID_" ] && c1=$(ticks "$PPID_")
   local st; st=$(awk -v a="$s0" -v b="$(steal)" -v h="$HZ" -v s="$t0" -v e="$t1" 'BEGIN{printf "%.0f", 100*(b-a)/h/(e-s)}')
@@ -153,12 +160,12 @@ fixed() { local name=$1 js=$OUT/$1.fixed.json
   finish_proxy "$name"
   if [ "$name" = relay ]; then
     local dg; dg=$(sed -n 's/.*datagrams=\([0-9]*\).*/\1/p' "$OUT/relay.proxy.log" | tail -1)
-    RELAY_DG_US=$(awk -v c=$((c1 - c0)) -v h="$HZ" -v n="${dg:-0}" 'BEGIN{printf "%.2f", (n>0 ? c*1e6/h/n : 0)}')
-    RELAY_DG_PER_CALL=$(awk -v d="${dg:-0}" -v n="$ok" 'BEGIN{printf "%.1f", (n>0 ? d/n : 0)}')
+    RDG[$tag]=$(awk -v c=$((c1 - c0)) -v h="$HZ" -v n="${dg:-0}" 'BEGIN{printf "%.2f", (n>0 ? c*1e6/h/n : 0)}')
+    RDGC[$tag]=$(awk -v d="${dg:-0}" -v n="$ok" 'BEGIN{printf "%.1f", (n>0 ? d/n : 0)}')
   fi
-  CPU[$name]="$us"
-  LAT[$name]="$(j "$js" '[.latency.invite_200.percentiles_us | .p50, .p99, ."p99.9"] | map(tostring) | join(" / ")')"
-  log "fixed $name ${FIXED_RATE} cps: ok=$ok failed=$(j "$js" .failed_total) retrans=$(j "$js" .retrans) cpu_us_per_call=$us invite_200 p50/p99/p99.9 us=${LAT[$name]} loadgen_cpu_us_per_call=$(j "$js" .cpu_us_per_call) steal=${st}%"
+  CPU[$tag:$name]="$us"
+  LAT[$tag:$name]="$(j "$js" '[.latency.invite_200.percentiles_us | .p50, .p99, ."p99.9"] | map(tostring) | join(" / ")')"
+  log "$tag $name $rate cps: ok=$ok failed=$(j "$js" .failed_total) retrans=$(j "$js" .retrans) cpu_us_per_call=$us invite_200 p50/p99/p99.9 us=${LAT[$tag:$name]} loadgen_cpu_us_per_call=$(j "$js" .cpu_us_per_call) steal=${st}%"
 }
 
 # ---- 3. memory per held dialog ---------------------------------------------------------------
@@ -169,17 +176,35 @@ memory() { local name=$1 js=$OUT/$1.mem.json
   sleep 1
   local r0 p0 k0=NA; r0=$(rss_kib "$PPID_"); p0=$(pss_kib "$PPID_"); [ "$name" = kamailio ] && k0=$(kam_shm_used)
   lg 127.0.0.1:5060 "$MEM_RATE" "$MEM_CALLS" "$js" --hold "${hold}s" & local L=$!
-  sleep $(( send_s + 8 ))   # every call set up, their INVITE transactions lingered out (5 s)
+  # Two samples inside the sending window, both after the INVITE transactions reached their
+  # steady population (rate x 5 s linger): the slope between them is the memory one more held
+  # dialog costs, without fixed costs (buffers, histograms) that are touched during warm-up.
+  local ta=$(( send_s * 2 / 5 )) tb=$(( send_s - 1 ))
+  [ "$ta" -ge 6 ] || ta=6
+  sleep "$ta"
+  local ha ra pa ka=NA; ha=$(held_dialogs "$name"); ra=$(rss_kib "$PPID_"); pa=$(pss_kib "$PPID_")
+  [ "$name" = kamailio ] && ka=$(kam_shm_used)
+  sleep $(( tb - ta ))
+  local hb rb pb kb=NA; hb=$(held_dialogs "$name"); rb=$(rss_kib "$PPID_"); pb=$(pss_kib "$PPID_")
+  [ "$name" = kamailio ] && kb=$(kam_shm_used)
+  sleep $(( send_s + 8 - tb ))   # every call set up, their INVITE transactions lingered out (5 s)
   local held r1 p1 k1=NA; held=$(held_dialogs "$name"); r1=$(rss_kib "$PPID_"); p1=$(pss_kib "$PPID_")
   [ "$name" = kamailio ] && k1=$(kam_shm_used)
   wait $L
   local nd=${held:-NA}; [[ $nd =~ ^[0-9]+$ ]] && [ "$nd" -gt 0 ] || nd=$MEM_CALLS
-  local per; per=$(awk -v a="$r0" -v b="$r1" -v n="$nd" 'BEGIN{printf "%.0f", (b-a)*1024/n}')
-  local pper kper=""; pper=$(awk -v a="$p0" -v b="$p1" -v n="$nd" 'BEGIN{printf "%.0f", (b-a)*1024/n}')
-  [ "$name" = kamailio ] && kper=$(awk -v a="$k0" -v b="$k1" -v n="$nd" -v pp="$pper" 'BEGIN{ if (a ~ /^[0-9]+$/ && b ~ /^[0-9]+$/) printf "; shm real_used %.0f B + PSS %s B = **%.0f B**", (b-a)/n, pp, (b-a)/n + pp }')
-  MEM[$name]="$per B (VmRSS)"
-  [ "$name" = kamailio ] && MEM[$name]="${kper#; } (VmRSS sum $per B counts pre-faulted shm per child)"
-  log "memory $name: held=$held rss_kib $r0 -> $r1, pss_kib $p0 -> $p1 => ${per} B/dialog (pss ${pper})$kper; shm $k0 -> $k1; run ok=$(j "$js" .ok) failed=$(j "$js" .failed_total)"
+  local dn=0; [[ $ha =~ ^[0-9]+$ && $hb =~ ^[0-9]+$ ]] && dn=$(( hb - ha ))
+  # slope (marginal bytes per dialog) and delta from idle (includes warm-up/fixed costs)
+  local per slope; per=$(awk -v a="$r0" -v b="$r1" -v n="$nd" 'BEGIN{printf "%.0f", (b-a)*1024/n}')
+  slope=$(awk -v a="$ra" -v b="$rb" -v n="$dn" 'BEGIN{ if (n>0) printf "%.0f", (b-a)*1024/n; else print "NA"}')
+  local pper; pper=$(awk -v a="$p0" -v b="$p1" -v n="$nd" 'BEGIN{printf "%.0f", (b-a)*1024/n}')
+  MEM[$name]="**$slope B** marginal VmRSS ($per B delta from idle)"
+  if [ "$name" = kamailio ]; then
+    local kslope kper
+    kslope=$(awk -v a="$ka" -v b="$kb" -v pa="$pa" -v pb="$pb" -v n="$dn" 'BEGIN{ if (n>0 && a ~ /^[0-9]+$/ && b ~ /^[0-9]+$/) printf "%.0f", ((b-a) + (pb-pa)*1024)/n; else print "NA"}')
+    kper=$(awk -v a="$k0" -v b="$k1" -v n="$nd" -v pp="$pper" 'BEGIN{ if (a ~ /^[0-9]+$/ && b ~ /^[0-9]+$/) printf "%.0f", (b-a)/n + pp; else print "NA"}')
+    MEM[$name]="**$kslope B** marginal shm real_used + PSS ($kper B delta from idle)"
+  fi
+  log "memory $name: held $ha -> $hb (t=${ta}s..${tb}s) rss_kib $ra -> $rb pss_kib $pa -> $pb shm $ka -> $kb; idle rss $r0 pss $p0 shm $k0; end held=$held rss $r1 pss $p1 shm $k1 => ${MEM[$name]}; run ok=$(j "$js" .ok) failed=$(j "$js" .failed_total)"
   finish_proxy "$name"
 }
 
@@ -200,6 +225,33 @@ sipp_check() { local name=$1
 }
 declare -A SIPP
 
+# ---- 4b. SIPp capacity: SIPp's own limit (no proxy) vs through the proxy ---------------------
+# One proxy start per step. For each step: ok/failed/retrans, and the CPU of SIPp (UAC+UAS) and
+# of the proxy as % of one core over the UAC's wall time, to show where the 2-core budget goes.
+sippcap() { local name=$1 best=0 R
+  for R in $SIPP_RATES; do
+    local c0=0 c1=0 r="" tgt=127.0.0.1:5060
+    if [ "$name" = direct ]; then tgt=127.0.0.1:5090; PPID_=""; else start_proxy "$name"; c0=$(ticks "$PPID_"); fi
+    for _ in 1 2 3; do
+      r=$("$D/sipp_step.sh" "$tgt" "$R" $((R * SIPP_STEP_S)) 0 2>>"$OUT/sipp.stderr" | grep '^RESULT')
+      [ -n "$r" ] && break; sleep 3
+    done
+    [ -n "$PPID_" ] && c1=$(ticks "$PPID_")
+    [ "$name" = direct ] || finish_proxy "$name"
+    echo "cap $name $r" >>"$OUT/sipp.txt"
+    kv() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$r"; }
+    local el; el=$(kv elapsed_s)
+    local scpu pcpu; scpu=$(awk -v c="$(kv sipp_cpu_s)" -v e="$el" 'BEGIN{ if (e>0) printf "%.0f", 100*c/e; else print "NA"}')
+    pcpu=$(awk -v c=$((c1 - c0)) -v h="$HZ" -v e="$el" 'BEGIN{ if (e>0) printf "%.0f", 100*c/h/e; else print "NA"}')
+    local clean=0; [ "$(kv failed)" = 0 ] && [ -n "$(kv retrans)" ] && [ $(( $(kv retrans) * 1000 )) -lt $((R * SIPP_STEP_S)) ] && clean=1
+    SCAP[$name:$R]="$(kv ok)/$(kv failed)/$(kv retrans), SIPp ${scpu}% + proxy ${pcpu}%"
+    log "sippcap $name $R cps: ${SCAP[$name:$R]} clean=$clean"
+    [ "$clean" = 1 ] || break
+    best=$R; sleep 2
+  done
+  SCAP[$name:max]=$best
+}
+
 # ---- 5. scaling: 1 vs 2 workers, one peer socket ---------------------------------------------
 scaling() { local name=$1 js=$OUT/$1.scale.json
   start_proxy "$name"
@@ -219,11 +271,14 @@ scaling() { local name=$1 js=$OUT/$1.scale.json
 { echo "# $(date -Is) $(uname -r) $(nproc) cpus; load: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "# RATES=$RATES STEP_S=$STEP_S FIXED_RATE=$FIXED_RATE FIXED_S=$FIXED_S MEM_CALLS=$MEM_CALLS MEM_RATE=$MEM_RATE"; } | tee -a "$OUT/run.log"
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg); STEAL0=$(steal); T0=$(date +%s)
-for p in $PROXIES; do ladder "$p"; done
-for p in $PROXIES; do fixed "$p"; done
-for p in $PROXIES; do case $p in sipedge|kamailio) memory "$p" ;; esac; done
-for p in $PROXIES; do case $p in sipedge|kamailio) sipp_check "$p" ;; esac; done
-case " $PROXIES " in *" sipedge "*) scaling sipedge1; scaling sipedge ;; esac
+on() { case " $PHASES " in *" $1 "*) return 0 ;; esac; return 1; }
+on ladder && for p in $PROXIES; do ladder "$p"; done
+on fixed && for p in $PROXIES; do fixed "$p" "$FIXED_RATE" "$FIXED_S" fixed; done
+on latency && for p in $PROXIES; do fixed "$p" "$LAT_RATE" "$LAT_S" lat; done
+on memory && for p in $PROXIES; do case $p in sipedge|kamailio) memory "$p" ;; esac; done
+on sipp && for p in $PROXIES; do case $p in sipedge|kamailio) sipp_check "$p" ;; esac; done
+on sippcap && for p in direct sipedge kamailio; do case " $PROXIES " in *" $p "*) sippcap "$p" ;; esac; done
+on scaling && case " $PROXIES " in *" sipedge "*) scaling sipedge1; scaling sipedge ;; esac
 T1=$(date +%s); STEAL_PCT=$(awk -v a="$STEAL0" -v b="$(steal)" -v h="$HZ" -v t=$((T1 - T0)) 'BEGIN{printf "%.1f", 100*(b-a)/h/t}')
 
 {
@@ -232,19 +287,48 @@ T1=$(date +%s); STEAL_PCT=$(awk -v a="$STEAL0" -v b="$(steal)" -v h="$HZ" -v t=$
   echo "Machine: $(nproc) vCPU, $(uname -r). Load average at start: $LOAD0; at end: $(cut -d' ' -f1-3 /proc/loadavg)."
   echo "Host steal over the run: ${STEAL_PCT}% of one cpu. Run took $((T1 - T0)) s. Raw logs: \`$(basename "$OUT")/\`."
   echo
-  echo "| proxy | max clean cps (ladder ${STEP_S} s/step) | CPU µs/call @ ${FIXED_RATE} cps | INVITE→200 p50 / p99 / p99.9 µs @ ${FIXED_RATE} cps | memory per held dialog (${MEM_CALLS} held) | SIPp ${SIPP_RATE} cps ok/fail/retr |"
-  echo "|---|---:|---:|---|---|---|"
+  echo "| proxy | max clean cps (ladder ${STEP_S} s/step) | CPU µs/call @ ${FIXED_RATE} cps | INVITE→200 p50 / p99 / p99.9 µs @ ${FIXED_RATE} cps | CPU µs/call @ ${LAT_RATE} cps | INVITE→200 p50 / p99 / p99.9 µs @ ${LAT_RATE} cps | memory per held dialog (${MEM_CALLS} held) | SIPp ${SIPP_RATE} cps ok/fail/retr |"
+  echo "|---|---:|---:|---|---:|---|---|---|"
   for p in $PROXIES; do
     case $p in
       direct) label="direct (loadgen UAC→UAS, floor)";;
       relay) label="no-op UDP relay (floor)";;
       sipedge) label="**sipedge** (2 workers)";;
+      sipedge1) label="sipedge (1 worker)";;
       kamailio) label="Kamailio 5.6 (2 children, tlsf)";;
     esac
-    cpu=${CPU[$p]:-NA}; [ "$p" = relay ] && cpu="$cpu (${RELAY_DG_US:-NA} µs/datagram, ${RELAY_DG_PER_CALL:-NA} dg/call)"
-    echo "| $label | ${MAXCPS[$p]:-NA} | $cpu | ${LAT[$p]:-NA} | ${MEM[$p]:--} | ${SIPP[$p]:--} |"
+    cpu=${CPU[fixed:$p]:-NA}; [ "$p" = relay ] && cpu="$cpu (${RDG[fixed]:-NA} µs/datagram, ${RDGC[fixed]:-NA} dg/call)"
+    lcpu=${CPU[lat:$p]:-NA}; [ "$p" = relay ] && lcpu="$lcpu (${RDG[lat]:-NA} µs/datagram)"
+    echo "| $label | ${MAXCPS[$p]:-NA} | $cpu | ${LAT[fixed:$p]:-NA} | $lcpu | ${LAT[lat:$p]:-NA} | ${MEM[$p]:--} | ${SIPP[$p]:--} |"
   done
   echo
+  if on ladder; then
+    echo "INVITE→200 p99 (µs) at each ladder step (hold ${LADDER_HOLD}; '-' = not run, the ladder stopped):"
+    echo
+    printf '| proxy |'; for R in $RATES; do printf ' %s |' "$R"; done; echo
+    printf '|---|'; for R in $RATES; do printf -- '---:|'; done; echo
+    for p in $PROXIES; do
+      printf '| %s |' "$p"
+      for R in $RATES; do
+        f=$OUT/$p.ladder.$R.json
+        if [ -f "$f" ]; then v=$(j "$f" '.latency.invite_200.percentiles_us.p99'); clean "$f" || v="$v (not clean)"; else v=-; fi
+        printf ' %s |' "$v"
+      done; echo
+    done
+    echo
+  fi
+  if on sippcap; then
+    echo "SIPp capacity (${SIPP_STEP_S} s of calls per step, hold 0; ok/failed/retrans, CPU as % of one core over the step; the box has 200%):"
+    echo
+    printf '| SIPp UAC→UAS via |'; for R in $SIPP_RATES; do printf ' %s |' "$R"; done; echo " max clean |"
+    printf '|---|'; for R in $SIPP_RATES; do printf -- '---|'; done; echo "---:|"
+    for p in direct sipedge kamailio; do
+      case " $PROXIES " in *" $p "*) ;; *) continue ;; esac
+      printf '| %s |' "$([ $p = direct ] && echo 'nothing (SIPp limit)' || echo $p)"
+      for R in $SIPP_RATES; do printf ' %s |' "${SCAP[$p:$R]:--}"; done; echo " ${SCAP[$p:max]:-NA} |"
+    done
+    echo
+  fi
   echo "Scaling at ${SCALE_RATE} cps from ONE UAC socket (\`loadgen --sockets 1\`):"
   echo
   echo "| sipedge | result |"
@@ -252,8 +336,8 @@ T1=$(date +%s); STEAL_PCT=$(awk -v a="$STEAL0" -v b="$(steal)" -v h="$HZ" -v t=$
   for p in sipedge1 sipedge; do [ -n "${SCALE[$p]:-}" ] && echo "| $([ $p = sipedge1 ] && echo 1 || echo 2) worker(s) | ${SCALE[$p]} |"; done
   echo
   echo "Ladder: 0 failed calls and < 0.1% retransmissions per step, hold ${LADDER_HOLD}; rates: $RATES."
-  echo "CPU: utime+stime of the proxy (all threads; Kamailio: main + children) over the whole loadgen run, / ok calls."
-  echo "Memory: sipedge = VmRSS delta / held dialogs; Kamailio pre-faults shm, so its figure is shm real_used delta + summed PSS delta."
+  echo "Latency run: ${LAT_RATE} cps for ${LAT_S} s, hold 0. CPU: utime+stime of the proxy (all threads; Kamailio: main + children) over the whole loadgen run, / ok calls."
+  echo "Memory: marginal = slope between two samples inside the sending window (same INVITE-transaction population), / dialogs added; sipedge VmRSS, Kamailio (pre-faults shm) shm real_used + summed PSS. 'Delta from idle' also counts buffers first touched under load."
   echo "The relay forwards only INVITE and its responses (ACK/BYE go to the Contact directly), so compare it per datagram."
 } >"$RES"
 cat "$RES"

@@ -3,7 +3,7 @@
 //! Invariants: readers (`load`) never block and always see a config and policy that were
 //! validated together. A reload parses and validates off the packet path and swaps in one
 //! atomic store; an invalid file leaves the old snapshot in place. Settings that need a
-//! restart (listeners, workers, node id, socket buffers, mgmt, rr_param) are reported and
+//! restart (listeners, workers, spreading, node id, socket buffers, mgmt, rr_param) are reported and
 //! kept at their running values, so the snapshot always describes what is actually applied.
 
 use std::path::Path;
@@ -106,6 +106,8 @@ fn keep_restart_only(old: &Config, new: &mut Config) -> Vec<&'static str> {
     keep!(
         core.listen,
         core.workers,
+        core.spread,
+        core.spread_busy,
         core.node_id,
         core.udp_rcvbuf,
         core.udp_sndbuf,

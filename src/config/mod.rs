@@ -6,6 +6,9 @@
 //!
 //! - `[core]`: `listen` (list of `udp:IP:PORT` / `tcp:[IPv6]:PORT`, default
 //!   `["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]`), `workers` (0 = one per core),
+//!   `spread` (`adaptive`: as many workers as the load needs, default; `all`: every worker),
+//!   `spread_busy` (0.6: the fraction of a core per active worker above which adaptive
+//!   spreading adds a worker; it drops one when the load fits under half of it),
 //!   `node_id` (u16, part of every dialog id), `log_level` (`trace|debug|info|warn|error`,
 //!   default `info`), `log_format` (`text|json`), `advertise` (optional IP/host written in
 //!   Via and Record-Route instead of the socket address), `udp_rcvbuf` / `udp_sndbuf` (bytes,
@@ -87,6 +90,18 @@ pub enum LogFormat {
     Json,
 }
 
+/// How datagrams on the shared listen sockets are spread over the workers (`core.spread`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Spread {
+    /// Over as many workers as the load needs, at random among them (default): one worker
+    /// while it is under ~60% of a core, more as they get busy.
+    #[default]
+    Adaptive,
+    /// Always over every worker, at random.
+    All,
+}
+
 /// `[core]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -95,6 +110,11 @@ pub struct CoreConfig {
     pub listen: Vec<Listen>,
     /// Worker threads; 0 = one per core.
     pub workers: usize,
+    /// How datagrams from the shared listen sockets are spread over the workers.
+    pub spread: Spread,
+    /// Adaptive spreading adds a worker when the active ones average more than this fraction
+    /// of a core, and drops one when the load would fit under half of it (0 < x <= 1).
+    pub spread_busy: f64,
     /// Node id, part of every dialog id (unique per node in a cluster).
     pub node_id: u16,
     /// Log level.
@@ -132,6 +152,8 @@ impl Default for CoreConfig {
                 },
             ],
             workers: 0,
+            spread: Spread::Adaptive,
+            spread_busy: 0.6,
             node_id: 0,
             log_level: LogLevel::Info,
             log_format: LogFormat::Text,
@@ -304,6 +326,8 @@ pub struct Overrides {
     pub listen: Vec<String>,
     /// Replaces `core.workers`.
     pub workers: Option<usize>,
+    /// Replaces `core.spread`.
+    pub spread: Option<String>,
     /// Replaces `mgmt.listen`.
     pub mgmt: Option<String>,
     /// Replaces `core.log_level`.
@@ -330,6 +354,9 @@ pub enum OverrideError {
     /// `--log-format` value is not a format.
     #[error("--log-format `{0}`: expected text or json")]
     LogFormat(String),
+    /// `--spread` value is not a mode.
+    #[error("--spread `{0}`: expected adaptive or all")]
+    Spread(String),
 }
 
 fn parse_enum<T: for<'de> Deserialize<'de>>(s: &str) -> Option<T> {
@@ -390,6 +417,9 @@ impl Config {
         }
         if let Some(w) = o.workers {
             next.core.workers = w;
+        }
+        if let Some(m) = &o.spread {
+            next.core.spread = parse_enum(m).ok_or_else(|| OverrideError::Spread(m.clone()))?;
         }
         if let Some(m) = &o.mgmt {
             next.mgmt.listen = m.parse().map_err(|_| OverrideError::Mgmt(m.clone()))?;

@@ -100,6 +100,15 @@ fn check_core_mgmt_dialog(cx: &mut Ctx<'_>) {
             );
         }
     }
+    if !(c.core.spread_busy > 0.0 && c.core.spread_busy <= 1.0) {
+        cx.err(
+            &[Seg::Key("core"), Seg::Key("spread_busy")],
+            format!(
+                "spread_busy {} out of range: a fraction of one core, 0 < x <= 1",
+                c.core.spread_busy
+            ),
+        );
+    }
     if !token_ok(&c.mgmt) {
         cx.err(
             &[Seg::Key("mgmt"), Seg::Key("listen")],

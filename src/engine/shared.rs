@@ -6,7 +6,7 @@
 //! the worker that owns the dialog's INVITE transaction and timers.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
@@ -185,6 +185,9 @@ pub struct Shared {
     pub boot: u32,
     /// Unix time in ms at engine time 0 (set by `io`; used only for display timestamps).
     pub unix_base_ms: AtomicU64,
+    /// Workers the shared listen sockets currently feed (set by `io`'s adaptive spreading;
+    /// `workers` when spreading is fixed). Shown as a metric.
+    pub active_workers: AtomicUsize,
     /// Per-worker statistics.
     pub worker_stats: Vec<Arc<WorkerStats>>,
     /// Where workers' latency histograms are merged.
@@ -224,6 +227,7 @@ impl Shared {
             node_id,
             boot,
             unix_base_ms: AtomicU64::new(0),
+            active_workers: AtomicUsize::new(workers),
             worker_stats: (0..workers)
                 .map(|w| Arc::new(WorkerStats::new(w, crate::wire::KINDS)))
                 .collect(),

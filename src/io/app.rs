@@ -101,6 +101,11 @@ pub fn run_config_from(c: &Config) -> RunConfig {
             max_buffer: c.core.tcp_max_buffer.max(4096),
         },
         pin: true,
+        spread: match c.core.spread {
+            crate::config::Spread::Adaptive => super::spread::SpreadMode::Adaptive,
+            crate::config::Spread::All => super::spread::SpreadMode::All,
+        },
+        spread_busy: c.core.spread_busy,
         persist: (c.dialog.db_mode == 2 && !c.dialog.db_url.is_empty()).then(|| {
             super::persist::PersistConfig {
                 path: c.dialog.db_url.clone().into(),

@@ -1,6 +1,7 @@
 //! The only code that touches sockets, threads and the real clock.
 //!
 //! - [`socket`]: SO_REUSEPORT sockets, buffers, the reuseport BPF spreader.
+//! - [`spread`]: adaptive spreading (how many workers the listen sockets feed).
 //! - [`udp`]: `recvmmsg`/`sendmmsg` batches.
 //! - [`tcp`]: connections, framing, limits.
 //! - [`worker`]: the pinned mio loop of one worker.
@@ -16,6 +17,8 @@ pub mod persist;
 #[allow(clippy::disallowed_methods)] // io owns the clock
 pub mod run;
 pub mod socket;
+#[allow(clippy::disallowed_methods)] // io owns the clock
+pub mod spread;
 pub mod tcp;
 pub mod udp;
 #[allow(clippy::disallowed_methods)] // io owns the clock

@@ -13,6 +13,7 @@ use std::thread::JoinHandle;
 use mio::{Poll, Token, Waker};
 
 use super::socket;
+pub use super::spread::SpreadMode;
 use super::tcp::TcpLimits;
 use super::worker::{self, Clock, WorkerSpec};
 use crate::dialog::profile::Profiles;
@@ -41,6 +42,10 @@ pub struct RunConfig {
     pub pin: bool,
     /// Store dialogs in this file and load them at start (None = off).
     pub persist: Option<super::persist::PersistConfig>,
+    /// How datagrams on the shared listen sockets are spread over the workers.
+    pub spread: SpreadMode,
+    /// Adaptive spreading's growth threshold (fraction of a core per active worker).
+    pub spread_busy: f64,
 }
 
 impl Default for RunConfig {
@@ -59,6 +64,8 @@ impl Default for RunConfig {
             tcp: TcpLimits::default(),
             pin: true,
             persist: None,
+            spread: SpreadMode::default(),
+            spread_busy: super::spread::UP,
         }
     }
 }
@@ -92,6 +99,7 @@ pub struct Running {
     stop: Arc<AtomicBool>,
     wakers: Vec<Arc<Waker>>,
     threads: Vec<JoinHandle<()>>,
+    spreader: Option<JoinHandle<()>>,
     /// The dialog store writer, when persistence is on.
     pub persist: Option<super::persist::PersistWriter>,
 }
@@ -113,6 +121,9 @@ impl Running {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        if let Some(t) = self.spreader.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -127,6 +138,8 @@ pub fn start(cfg: &RunConfig) -> Result<Running, RunError> {
     .min(crate::dialog::id::MAX_WORKERS);
     // Bind: the first socket of each address fixes the port (for port 0).
     let mut bound: Vec<(Transport, SocketAddr)> = Vec::new();
+    // One socket per UDP reuseport group that starts on one worker (adaptive spreading).
+    let mut group_socks: Vec<std::net::UdpSocket> = Vec::new();
     let mut udp: Vec<Vec<(usize, std::net::UdpSocket)>> =
         (0..workers).map(|_| Vec::new()).collect();
     let mut tcp: Vec<Vec<(usize, std::net::TcpListener)>> =
@@ -161,12 +174,21 @@ pub fn start(cfg: &RunConfig) -> Result<Running, RunError> {
             }
         }
         bound.push((t, addr));
-        // Spread datagrams from any single peer over all workers.
+        // Spread datagrams from any single peer over the workers (adaptive: start with one;
+        // the spreader grows it with the load).
         if t == Transport::Udp
             && let Some((_, s)) = udp.first().and_then(|v| v.last())
-            && let Err(e) = socket::spread_randomly(s, workers as u32)
         {
-            tracing::warn!(error = %e, "reuseport BPF not attached; kernel hash spreads load");
+            // Adaptive needs a handle on the group to re-attach later; without one, use all.
+            let clone = (cfg.spread == SpreadMode::Adaptive && workers > 1)
+                .then(|| s.try_clone().ok())
+                .flatten();
+            let n = if clone.is_some() { 1 } else { workers };
+            if let Err(e) = socket::spread_over(s, n as u32) {
+                tracing::warn!(error = %e, "reuseport BPF not attached; kernel hash spreads load");
+            } else if let Some(c) = clone {
+                group_socks.push(c);
+            }
         }
     }
     // Each worker's private send socket per UDP listener (port chosen by the kernel).
@@ -288,6 +310,19 @@ pub fn start(cfg: &RunConfig) -> Result<Running, RunError> {
             .map_err(|e| RunError::Other(format!("cannot start worker: {e}")))?;
         threads.push(h);
     }
+    let spreader = if group_socks.is_empty() {
+        None
+    } else {
+        use std::os::unix::thread::JoinHandleExt;
+        let ids: Vec<libc::pthread_t> = threads.iter().map(|t| t.as_pthread_t()).collect();
+        super::spread::start(
+            group_socks,
+            &ids,
+            cfg.spread_busy,
+            shared.clone(),
+            stop.clone(),
+        )
+    };
     Ok(Running {
         shared,
         bound,
@@ -295,6 +330,7 @@ pub fn start(cfg: &RunConfig) -> Result<Running, RunError> {
         stop,
         wakers,
         threads,
+        spreader,
         persist,
     })
 }

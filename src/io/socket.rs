@@ -1,6 +1,7 @@
 //! Socket set-up: one SO_REUSEPORT UDP socket (and TCP listener) per worker and listen
-//! address, large buffers, and a reuseport BPF program that spreads datagrams over the
-//! workers at random, so load spreads even when every packet comes from one peer address.
+//! address, large buffers, and a reuseport BPF program that spreads datagrams at random over
+//! the first `n` workers (`io::spread` chooses `n`), so load spreads even when every packet
+//! comes from one peer address.
 //!
 //! Invariant: sockets of one address are created in worker order, so the BPF program's
 //! return value `i` selects worker `i`'s socket.
@@ -54,15 +55,14 @@ pub fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
-/// Attach the "random worker" classic BPF program to a reuseport group of `n` sockets
-/// (attaching to one socket of the group applies to the whole group).
+/// Attach the "random worker among the first `n`" classic BPF program to a reuseport group
+/// (attaching to one socket of the group applies to the whole group and replaces the previous
+/// program atomically). `n` ≤ 1 selects worker 0 only.
 #[cfg(target_os = "linux")]
-pub fn spread_randomly(sock: &std::net::UdpSocket, n: u32) -> io::Result<()> {
+pub fn spread_over(sock: &std::net::UdpSocket, n: u32) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    if n <= 1 {
-        return Ok(());
-    }
-    // SKF_AD_OFF + SKF_AD_RANDOM: a random u32 into A; A %= n; return A.
+    // SKF_AD_OFF + SKF_AD_RANDOM: a random u32 into A; A %= n; return A (A %= 1 is 0).
+    let n = n.max(1);
     const SKF_AD_OFF: i32 = -0x1000;
     const SKF_AD_RANDOM: i32 = 56;
     let mut prog = [
@@ -109,6 +109,6 @@ pub fn spread_randomly(sock: &std::net::UdpSocket, n: u32) -> io::Result<()> {
 
 /// Not Linux: the kernel's own reuseport hash is used.
 #[cfg(not(target_os = "linux"))]
-pub fn spread_randomly(_sock: &std::net::UdpSocket, _n: u32) -> io::Result<()> {
+pub fn spread_over(_sock: &std::net::UdpSocket, _n: u32) -> io::Result<()> {
     Ok(())
 }

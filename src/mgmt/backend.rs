@@ -57,6 +57,10 @@ pub trait MgmtBackend: Send + Sync {
     fn reset_stats(&self);
     /// Per-worker counters.
     fn workers(&self) -> Vec<Arc<WorkerStats>>;
+    /// Workers the listen sockets currently feed (adaptive spreading); `None` if unknown.
+    fn active_workers(&self) -> Option<usize> {
+        None
+    }
     /// Merged latency histograms.
     fn latency(&self) -> LatencySnapshot;
     /// Reload configuration/policy; `Ok(message)` or `Err(reason)` (old config kept).

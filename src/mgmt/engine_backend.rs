@@ -426,4 +426,11 @@ impl MgmtBackend for EngineBackend {
     fn uptime_secs(&self) -> u64 {
         self.clock.now_ms().saturating_sub(self.started_ms) / 1000
     }
+    fn active_workers(&self) -> Option<usize> {
+        Some(
+            self.shared
+                .active_workers
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
 }

@@ -43,6 +43,7 @@ pub struct MetricsSnapshot {
     dialogs: DialogStats,
     profiles: Vec<(String, Option<String>, u64)>,
     workers: Vec<WorkerSnapshot>,
+    active_workers: Option<usize>,
     latency: LatencySnapshot,
 }
 
@@ -53,6 +54,7 @@ impl MetricsSnapshot {
             dialogs: b.dialog_stats(),
             profiles: b.profile_top_values(profile_top_n),
             workers: b.workers().iter().map(|w| w.snapshot()).collect(),
+            active_workers: b.active_workers(),
             latency: b.latency(),
         }
     }
@@ -234,6 +236,14 @@ impl Collector for MetricsSnapshot {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let e = &mut enc;
         let d = &self.dialogs;
+        if let Some(n) = self.active_workers {
+            gauge(
+                e,
+                "sipedge_workers_active",
+                "Workers the listen sockets currently feed (adaptive spreading)",
+                n as u64,
+            )?;
+        }
         gauge(
             e,
             "sipedge_dialog_active_dialogs",

@@ -1,0 +1,281 @@
+//! Adaptive spreading: how many workers the reuseport BPF program hands new datagrams to.
+//!
+//! Spreading every datagram over all workers costs CPU when one worker would do: on a 2-vCPU
+//! box at 4000 calls/s, 2 workers fed at random spend ~20–30% more CPU per call than 1 (more
+//! sleeps and cross-CPU wake-ups per datagram; `benches/compare`). So under light load new
+//! datagrams go to the first `active` workers only, and `active` grows when those are busy.
+//!
+//! A supervisor thread samples each worker thread's CPU clock (`pthread_getcpuclockid`, user +
+//! system time, no cost to the worker) every [`PERIOD`], applies [`decide`] and re-attaches the
+//! program (`random % active`) to every UDP reuseport group when `active` changes.
+//!
+//! Invariants:
+//! - `1 <= active <= workers` at all times; only datagrams arriving on the shared listen
+//!   sockets are steered. Private sockets (responses to a worker's own transactions), TCP and
+//!   hand-offs are untouched, so a change of `active` never strands a transaction: requests
+//!   that land on another worker are handled (dialogs are shared) or handed off, as with
+//!   random spreading.
+//! - [`decide`] is pure and has hysteresis: it grows when the active workers average more
+//!   than `up` of a core (`core.spread_busy`, default [`UP`]), and shrinks only when the
+//!   total would fit in one worker fewer at under `up / 2` each, so it cannot flap between
+//!   two neighbouring values.
+//! - A failed re-attach leaves the previous program in place (logged once per failure).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::socket;
+use crate::engine::Shared;
+
+/// How often the worker CPU clocks are sampled.
+pub const PERIOD: Duration = Duration::from_millis(250);
+/// Default `up`: grow when the active workers use more than this fraction of a core each.
+pub const UP: f64 = 0.6;
+
+/// The next number of active workers, given the current one, the maximum, each worker's CPU
+/// use over the last period (fraction of one core, all workers, active or not) and the `up`
+/// threshold. It shrinks when the total would use less than `up / 2` per remaining worker.
+pub fn decide(active: usize, max: usize, busy: &[f64], up: f64) -> usize {
+    let max = max.max(1);
+    let active = active.clamp(1, max);
+    let total: f64 = busy.iter().copied().filter(|b| b.is_finite()).sum();
+    if total / active as f64 > up && active < max {
+        active + 1
+    } else if active > 1 && total < up / 2.0 * (active - 1) as f64 {
+        active - 1
+    } else {
+        active
+    }
+}
+
+/// The control loop's state, fed with CPU clock readings (sans-IO, so it is unit-tested).
+#[derive(Debug)]
+pub struct Controller {
+    /// Workers currently fed.
+    pub active: usize,
+    max: usize,
+    up: f64,
+    last: Vec<Option<u64>>,
+    /// Each worker's CPU use over the last step (fraction of one core).
+    pub busy: Vec<f64>,
+}
+
+impl Controller {
+    /// Starts with one active worker of `max`; `up` as in [`decide`].
+    pub fn new(max: usize, up: f64) -> Self {
+        let max = max.max(1);
+        Controller {
+            active: 1,
+            max,
+            up,
+            last: vec![None; max],
+            busy: vec![0.0; max],
+        }
+    }
+
+    /// One sample: each worker's CPU clock in ns (`None` = unreadable) and the wall time since
+    /// the previous sample. Returns the new active count when it changes.
+    pub fn step(&mut self, cpu_ns: &[Option<u64>], wall_ns: u64) -> Option<usize> {
+        for (i, (b, l)) in self.busy.iter_mut().zip(self.last.iter_mut()).enumerate() {
+            let c = cpu_ns.get(i).copied().flatten();
+            *b = match (c, *l) {
+                (Some(c), Some(p)) if wall_ns > 0 => c.saturating_sub(p) as f64 / wall_ns as f64,
+                _ => 0.0,
+            };
+            *l = c;
+        }
+        let next = decide(self.active, self.max, &self.busy, self.up);
+        (next != self.active).then(|| {
+            self.active = next;
+            next
+        })
+    }
+}
+
+/// How datagrams on the shared listen sockets are spread over the workers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SpreadMode {
+    /// Over as many workers as the load needs (see the module docs).
+    #[default]
+    Adaptive,
+    /// Always over every worker, at random.
+    All,
+}
+
+/// One CPU clock per worker thread.
+struct Clocks(Vec<libc::clockid_t>);
+
+impl Clocks {
+    /// CPU time of worker `i` in ns, or `None` if its clock cannot be read.
+    fn read(&self, i: usize) -> Option<u64> {
+        let id = *self.0.get(i)?;
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec; `id` came from pthread_getcpuclockid.
+        let rc = unsafe { libc::clock_gettime(id, &mut ts) };
+        (rc == 0).then(|| ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+    }
+}
+
+/// Starts the supervisor thread. `socks` holds one socket of each UDP reuseport group (their
+/// programs currently feed worker 0 only), `threads` the worker threads' pthread handles,
+/// `up` the growth threshold (see [`decide`]);
+/// the active count is published in `shared.active_workers`. When a worker clock cannot be
+/// read or the thread cannot start, the groups are spread over all workers instead.
+pub fn start(
+    socks: Vec<std::net::UdpSocket>,
+    threads: &[libc::pthread_t],
+    up: f64,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+) -> Option<std::thread::JoinHandle<()>> {
+    let all = |socks: &[std::net::UdpSocket]| {
+        for s in socks {
+            let _ = socket::spread_over(s, threads.len() as u32);
+        }
+        shared
+            .active_workers
+            .store(threads.len(), Ordering::Relaxed);
+    };
+    let mut ids = Vec::with_capacity(threads.len());
+    for t in threads {
+        let mut id: libc::clockid_t = 0;
+        // SAFETY: `t` is a live, joinable thread (the caller holds its JoinHandle); `id` is a
+        // valid out-pointer. Later reads of an exited thread's clock fail with EINVAL.
+        if unsafe { libc::pthread_getcpuclockid(*t, &mut id) } != 0 {
+            tracing::warn!("cannot read worker CPU clocks; spreading over all workers");
+            all(&socks);
+            return None;
+        }
+        ids.push(id);
+    }
+    let clocks = Clocks(ids);
+    let max = threads.len();
+    let attach = |socks: &[std::net::UdpSocket], n: usize| {
+        for s in socks {
+            if let Err(e) = socket::spread_over(s, n as u32) {
+                tracing::warn!(error = %e, active = n, "reuseport BPF not re-attached");
+                return false;
+            }
+        }
+        true
+    };
+    shared.active_workers.store(1, Ordering::Relaxed);
+    // The spawn consumes the sockets; keep clones to fall back on if it fails.
+    let fallback: Vec<_> = socks.iter().filter_map(|s| s.try_clone().ok()).collect();
+    let sh = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name("sipedge-spread".into())
+        .spawn(move || {
+            let mut ctl = Controller::new(max, up);
+            let mut t_last = Instant::now();
+            let mut cpu = vec![None; max];
+            for (i, c) in cpu.iter_mut().enumerate() {
+                *c = clocks.read(i);
+            }
+            ctl.step(&cpu, 0);
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(PERIOD);
+                let now = Instant::now();
+                let wall = now.duration_since(t_last).as_nanos() as u64;
+                t_last = now;
+                for (i, c) in cpu.iter_mut().enumerate() {
+                    *c = clocks.read(i);
+                }
+                let n = ctl.active;
+                if let Some(next) = ctl.step(&cpu, wall) {
+                    if attach(&socks, next) {
+                        tracing::debug!(from = n, to = next, busy = ?ctl.busy, "active workers changed");
+                        sh.active_workers.store(next, Ordering::Relaxed);
+                    } else {
+                        ctl.active = n;
+                    }
+                }
+            }
+        });
+    match spawned {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the spreader; spreading over all workers");
+            all(&fallback);
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grows_when_the_active_workers_are_busy() {
+        assert_eq!(decide(1, 2, &[0.7, 0.0], UP), 2);
+        assert_eq!(decide(2, 4, &[0.7, 0.6, 0.0, 0.0], UP), 3);
+        assert_eq!(decide(2, 2, &[0.9, 0.9], UP), 2, "never above the maximum");
+        assert_eq!(
+            decide(1, 2, &[0.05, 0.0], 0.01),
+            2,
+            "a low threshold grows early"
+        );
+    }
+
+    #[test]
+    fn shrinks_only_when_the_load_fits_in_fewer() {
+        assert_eq!(decide(2, 2, &[0.1, 0.1], UP), 1);
+        assert_eq!(
+            decide(2, 2, &[0.2, 0.2], UP),
+            2,
+            "0.4 total does not fit under 0.3"
+        );
+        assert_eq!(decide(3, 4, &[0.2, 0.2, 0.1, 0.0], UP), 2);
+        assert_eq!(decide(1, 2, &[0.0, 0.0], UP), 1, "never below one");
+    }
+
+    #[test]
+    fn no_flapping_between_neighbours() {
+        // Any load that makes 1 grow to 2 (total > up) keeps 2 (total >= up / 2).
+        for th in [0.01, 0.3, UP, 1.0] {
+            for milli in 0..=2000 {
+                let total = milli as f64 / 1000.0;
+                let half = [total / 2.0, total / 2.0];
+                if decide(1, 2, &[total, 0.0], th) == 2 {
+                    assert_eq!(decide(2, 2, &half, th), 2, "total {total} up {th}");
+                }
+                if decide(2, 2, &half, th) == 1 {
+                    assert_eq!(decide(1, 2, &[total, 0.0], th), 1, "total {total} up {th}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn controller_follows_cpu_clocks() {
+        let ms = 1_000_000u64;
+        let mut c = Controller::new(2, UP);
+        assert_eq!(
+            c.step(&[Some(0), Some(0)], 0),
+            None,
+            "first sample only primes"
+        );
+        // worker 0 used 200 of 250 ms: grow to 2.
+        assert_eq!(c.step(&[Some(200 * ms), Some(0)], 250 * ms), Some(2));
+        assert!((c.busy[0] - 0.8).abs() < 1e-9);
+        // both busy: stay.
+        assert_eq!(c.step(&[Some(350 * ms), Some(150 * ms)], 250 * ms), None);
+        // idle (an unreadable clock counts as idle): back to 1.
+        assert_eq!(c.step(&[Some(360 * ms), None], 250 * ms), Some(1));
+        assert_eq!(c.active, 1);
+        // a clock going backwards is not negative load.
+        assert_eq!(c.step(&[Some(0), Some(0)], 250 * ms), None);
+    }
+
+    #[test]
+    fn clamps_bad_input() {
+        assert_eq!(decide(0, 0, &[], UP), 1);
+        assert_eq!(decide(9, 2, &[0.0, 0.0], UP), 1);
+        assert_eq!(decide(1, 2, &[f64::NAN, 0.1], UP), 1);
+    }
+}
