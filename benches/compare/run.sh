@@ -14,7 +14,7 @@
 #   LAT_RATE [2000]     latency-floor run (half Kamailio's max) LAT_S [15]
 #   SIPP_RATES ["4000 6000 8000 10000 12000 14000"]  SIPp capacity ladder   SIPP_STEP_S [5]
 #   PHASES ["ladder fixed latency memory sipp sippcap scaling"]  which phases to run
-#   PROXIES ["direct relay sipedge kamailio"]  which rows to run
+#   PROXIES ["direct relay sipedge sipedge_all kamailio"]  which rows to run
 #   SKIP_BUILD [0]      1 = use the existing target/release binaries
 #   OUT [benches/compare/out-<date>]  raw logs; the table goes to benches/compare/results-<date>.md
 set -u
@@ -28,7 +28,7 @@ SCALE_RATE=${SCALE_RATE:-6000} SCALE_S=${SCALE_S:-10}
 LAT_RATE=${LAT_RATE:-2000} LAT_S=${LAT_S:-15}
 SIPP_RATES=${SIPP_RATES:-"4000 6000 8000 10000 12000 14000"} SIPP_STEP_S=${SIPP_STEP_S:-5}
 PHASES=${PHASES:-"ladder fixed latency memory sipp sippcap scaling"}
-PROXIES=${PROXIES:-"direct relay sipedge kamailio"}
+PROXIES=${PROXIES:-"direct relay sipedge sipedge_all kamailio"}
 STAMP=$(date +%Y%m%d-%H%M)
 OUT=${OUT:-$D/out-$STAMP}
 RES=$D/results-$STAMP.md
@@ -95,15 +95,15 @@ kam_shm_used() { kam core.shmmem 2>/dev/null | awk '/real_used:/{print $2}'; }
 
 target_of() { [ "$1" = direct ] && echo 127.0.0.1:5090 || echo 127.0.0.1:5060; }
 
-start_proxy() { # $1 = direct | relay | sipedge | sipedge1 | kamailio; sets PPID_
+start_proxy() { # $1 = direct | relay | sipedge | sipedge1 | sipedge_all | kamailio; sets PPID_
   local name=$1 n=$OUT/$1.proxy.log
   case $name in
     direct) PPID_=""; return 0 ;;
     relay) "$RELAY" 127.0.0.1:5060 127.0.0.1:5090 2>>"$n" & PPID_=$! ;;
-    sipedge|sipedge1)
-      local w=2; [ "$name" = sipedge1 ] && w=1
-      "$SIPEDGE" run --listen udp:127.0.0.1:5060 --workers $w --mgmt 127.0.0.1:7060 --log warn \
-        >>"$n" 2>&1 & PPID_=$!
+    sipedge|sipedge1|sipedge_all)
+      local w=2 sp=adaptive; [ "$name" = sipedge1 ] && w=1; [ "$name" = sipedge_all ] && sp=all
+      "$SIPEDGE" run --listen udp:127.0.0.1:5060 --workers $w --spread $sp --mgmt 127.0.0.1:7060 \
+        --log warn >>"$n" 2>&1 & PPID_=$!
       for _ in $(seq 50); do curl -s -m 1 http://127.0.0.1:7060/metrics >/dev/null && break; sleep 0.1; done ;;
     kamailio)
       KDIR=$(mktemp -d /tmp/kamailio-compare.XXXXXX)
@@ -278,7 +278,7 @@ on latency && for p in $PROXIES; do fixed "$p" "$LAT_RATE" "$LAT_S" lat; done
 on memory && for p in $PROXIES; do case $p in sipedge|kamailio) memory "$p" ;; esac; done
 on sipp && for p in $PROXIES; do case $p in sipedge|kamailio) sipp_check "$p" ;; esac; done
 on sippcap && for p in direct sipedge kamailio; do case " $PROXIES " in *" $p "*) sippcap "$p" ;; esac; done
-on scaling && case " $PROXIES " in *" sipedge "*) scaling sipedge1; scaling sipedge ;; esac
+on scaling && case " $PROXIES " in *" sipedge "*) scaling sipedge1; scaling sipedge_all; scaling sipedge ;; esac
 T1=$(date +%s); STEAL_PCT=$(awk -v a="$STEAL0" -v b="$(steal)" -v h="$HZ" -v t=$((T1 - T0)) 'BEGIN{printf "%.1f", 100*(b-a)/h/t}')
 
 {
@@ -293,8 +293,9 @@ T1=$(date +%s); STEAL_PCT=$(awk -v a="$STEAL0" -v b="$(steal)" -v h="$HZ" -v t=$
     case $p in
       direct) label="direct (loadgen UAC→UAS, floor)";;
       relay) label="no-op UDP relay (floor)";;
-      sipedge) label="**sipedge** (2 workers)";;
+      sipedge) label="**sipedge** (2 workers, adaptive spreading: default)";;
       sipedge1) label="sipedge (1 worker)";;
+      sipedge_all) label="sipedge (2 workers, \`--spread all\`)";;
       kamailio) label="Kamailio 5.6 (2 children, tlsf)";;
     esac
     cpu=${CPU[fixed:$p]:-NA}; [ "$p" = relay ] && cpu="$cpu (${RDG[fixed]:-NA} µs/datagram, ${RDGC[fixed]:-NA} dg/call)"
@@ -333,7 +334,10 @@ T1=$(date +%s); STEAL_PCT=$(awk -v a="$STEAL0" -v b="$(steal)" -v h="$HZ" -v t=$
   echo
   echo "| sipedge | result |"
   echo "|---|---|"
-  for p in sipedge1 sipedge; do [ -n "${SCALE[$p]:-}" ] && echo "| $([ $p = sipedge1 ] && echo 1 || echo 2) worker(s) | ${SCALE[$p]} |"; done
+  for p in sipedge1 sipedge_all sipedge; do
+    case $p in sipedge1) l="1 worker";; sipedge_all) l="2 workers, \`--spread all\`";; *) l="2 workers, adaptive (default)";; esac
+    [ -n "${SCALE[$p]:-}" ] && echo "| $l | ${SCALE[$p]} |"
+  done
   echo
   echo "Ladder: 0 failed calls and < 0.1% retransmissions per step, hold ${LADDER_HOLD}; rates: $RATES."
   echo "Latency run: ${LAT_RATE} cps for ${LAT_S} s, hold 0. CPU: utime+stime of the proxy (all threads; Kamailio: main + children) over the whole loadgen run, / ok calls."
