@@ -17,6 +17,7 @@ use arc_swap::ArcSwapOption;
 use super::id::DialogId;
 use super::profile::Memberships;
 use super::state::{DlgState, EndReason, Side};
+use super::table::CallIdentity;
 use crate::engine::Transport;
 
 /// Indexes of the caller-side strings in [`Strs`].
@@ -350,6 +351,15 @@ impl Dialog {
         } else {
             None
         }
+    }
+}
+
+impl CallIdentity for Dialog {
+    fn call_id(&self) -> &[u8] {
+        self.strs.get(Field::CallId)
+    }
+    fn ftag(&self) -> &[u8] {
+        self.strs.get(Field::FromTag)
     }
 }
 
