@@ -45,33 +45,107 @@ pub enum Field {
 }
 const NFIELDS: usize = 9;
 
-/// A small arena of byte strings: one allocation, addressed by [`Field`].
+/// Byte strings packed into one allocation, each addressed by a `(start, len)` span of `u16`s.
+///
+/// A part that lies inside an earlier part's memory (a From URI or tag sliced from the From
+/// value of the same datagram) is stored as a span into that earlier part, not copied. The
+/// buffer never exceeds `u16::MAX` bytes (a UDP datagram's limit): a part that would not fit
+/// is stored empty instead (never a panic, never a wrong slice).
 #[derive(Debug)]
-pub struct Strs {
+struct Arena<const N: usize> {
     buf: Box<[u8]>,
-    spans: [(u32, u32); NFIELDS],
+    spans: [(u16, u16); N],
 }
 
-impl Strs {
-    /// Build from the field values, in [`Field`] order.
-    pub fn new(parts: [&[u8]; NFIELDS]) -> Strs {
-        let total: usize = parts.iter().map(|p| p.len()).sum();
-        let mut buf = Vec::with_capacity(total);
-        let mut spans = [(0u32, 0u32); NFIELDS];
+impl<const N: usize> Arena<N> {
+    fn new(parts: [&[u8]; N]) -> Self {
+        let mut spans = [(0u16, 0u16); N];
+        // Pass 1: spans and size, without copying (so the buffer is allocated once, exactly).
+        let mut copied = [false; N];
+        let mut total = 0usize;
         for (i, p) in parts.iter().enumerate() {
-            let s = buf.len() as u32;
-            buf.extend_from_slice(p);
-            spans[i] = (s, buf.len() as u32);
+            if p.is_empty() {
+                continue;
+            }
+            if let Some(span) = Self::inside_earlier(&parts, &spans, &copied, i) {
+                spans[i] = span;
+                continue;
+            }
+            let (Ok(start), Ok(len)) = (u16::try_from(total), u16::try_from(p.len())) else {
+                continue;
+            };
+            if usize::from(start) + usize::from(len) > usize::from(u16::MAX) {
+                continue;
+            }
+            spans[i] = (start, len);
+            copied[i] = true;
+            total += p.len();
         }
-        Strs {
+        let mut buf = Vec::with_capacity(total);
+        for (p, _) in parts.iter().zip(copied).filter(|(_, c)| *c) {
+            buf.extend_from_slice(p);
+        }
+        Arena {
             buf: buf.into_boxed_slice(),
             spans,
         }
     }
+
+    /// The span of part `i` inside an earlier part that was copied, if its memory lies there.
+    fn inside_earlier(
+        parts: &[&[u8]; N],
+        spans: &[(u16, u16); N],
+        copied: &[bool; N],
+        i: usize,
+    ) -> Option<(u16, u16)> {
+        let p = parts.get(i)?;
+        let (ps, pe) = (p.as_ptr() as usize, p.as_ptr() as usize + p.len());
+        (0..i).find_map(|j| {
+            let q = parts.get(j)?;
+            let (qs, qe) = (q.as_ptr() as usize, q.as_ptr() as usize + q.len());
+            if !copied.get(j).copied().unwrap_or(false) || ps < qs || pe > qe {
+                return None;
+            }
+            let (start, _) = spans.get(j)?;
+            let off = u16::try_from(ps - qs).ok()?;
+            Some((start.checked_add(off)?, u16::try_from(p.len()).ok()?))
+        })
+    }
+
+    fn get(&self, i: usize) -> &[u8] {
+        let Some(&(s, n)) = self.spans.get(i) else {
+            return &[];
+        };
+        let s = usize::from(s);
+        self.buf.get(s..s + usize::from(n)).unwrap_or(&[])
+    }
+
+    /// Bytes held on the heap (for memory reports and tests).
+    fn heap_len(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+/// The caller-side strings of a dialog: one allocation, addressed by [`Field`]. Parts that are
+/// slices of an earlier part (same memory) are stored once; see [`Strs::new`].
+#[derive(Debug)]
+pub struct Strs(Arena<NFIELDS>);
+
+impl Strs {
+    /// Build from the field values, in [`Field`] order. A value that is a sub-slice of an
+    /// earlier value's memory (e.g. the From tag of the From header value of the same
+    /// datagram) costs no bytes. Values that would push the arena past 65535 bytes are
+    /// stored empty.
+    pub fn new(parts: [&[u8]; NFIELDS]) -> Strs {
+        Strs(Arena::new(parts))
+    }
     /// One field.
     pub fn get(&self, f: Field) -> &[u8] {
-        let (s, e) = self.spans[f as usize];
-        self.buf.get(s as usize..e as usize).unwrap_or(&[])
+        self.0.get(f as usize)
+    }
+    /// Bytes of the arena's heap block.
+    pub fn heap_len(&self) -> usize {
+        self.0.heap_len()
     }
 }
 
@@ -366,4 +440,92 @@ impl CallIdentity for Dialog {
 /// Split a stored `\n`-separated route set into entries.
 pub fn route_entries(routes: &[u8]) -> impl Iterator<Item = &[u8]> {
     routes.split(|&c| c == b'\n').filter(|e| !e.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FROM: &[u8] = b"\"Alice\" <sip:alice@a.example>;tag=1928301774";
+
+    fn sub<'a>(whole: &'a [u8], part: &[u8]) -> &'a [u8] {
+        let at = whole
+            .windows(part.len())
+            .position(|w| w == part)
+            .unwrap_or(0);
+        whole.get(at..at + part.len()).unwrap_or(&[])
+    }
+
+    #[test]
+    fn sub_slices_of_an_earlier_part_are_not_copied() {
+        let uri = sub(FROM, b"sip:alice@a.example");
+        let tag = sub(FROM, b"1928301774");
+        let to = b"<sip:bob@b.example>".to_vec();
+        let to_uri = sub(&to, b"sip:bob@b.example");
+        let s = Strs::new([
+            b"call-1",
+            FROM,
+            uri,
+            tag,
+            &to,
+            to_uri,
+            b"sip:bob@b.example",
+            b"",
+            b"",
+        ]);
+        assert_eq!(s.get(Field::CallId), b"call-1");
+        assert_eq!(s.get(Field::From), FROM);
+        assert_eq!(s.get(Field::FromUri), b"sip:alice@a.example");
+        assert_eq!(s.get(Field::FromTag), b"1928301774");
+        assert_eq!(s.get(Field::To), &to[..]);
+        assert_eq!(s.get(Field::ToUri), b"sip:bob@b.example");
+        assert_eq!(s.get(Field::Ruri), b"sip:bob@b.example");
+        assert_eq!(s.get(Field::CallerContact), b"");
+        // Call-ID + From + To + R-URI (equal bytes elsewhere in memory are still copied).
+        let want = 6 + FROM.len() + to.len() + 17;
+        assert_eq!(s.heap_len(), want);
+    }
+
+    #[test]
+    fn equal_bytes_in_other_memory_and_partial_overlap_are_copied() {
+        let tag_copy = b"1928301774".to_vec();
+        // Overlaps the end of FROM's memory only partly: must be copied, not spanned.
+        let straddle = FROM.get(6..14).unwrap_or(&[]);
+        let s = Strs::new([
+            b"c",
+            &FROM[..10],
+            b"",
+            &tag_copy,
+            straddle,
+            b"",
+            b"",
+            b"",
+            b"",
+        ]);
+        assert_eq!(s.get(Field::FromTag), b"1928301774");
+        assert_eq!(s.get(Field::To), FROM.get(6..14).unwrap_or(&[]));
+        assert_eq!(s.heap_len(), 1 + 10 + 10 + 8);
+    }
+
+    #[test]
+    fn oversize_parts_are_stored_empty() {
+        let big = vec![b'x'; 40_000];
+        let s = Strs::new([b"id", &big, b"", b"", &big, b"", b"ruri", b"", b""]);
+        assert_eq!(s.get(Field::CallId), b"id");
+        assert_eq!(s.get(Field::From).len(), 40_000);
+        // The second copy of `big` is the same memory: spanned, not refused.
+        assert_eq!(s.get(Field::To).len(), 40_000);
+        let other = vec![b'y'; 40_000];
+        let s = Strs::new([b"id", &big, b"", b"", &other, b"", b"ruri", b"", b""]);
+        assert_eq!(
+            s.get(Field::To),
+            b"",
+            "would pass 65535 bytes: stored empty"
+        );
+        assert_eq!(s.get(Field::Ruri), b"ruri", "later parts that fit are kept");
+        let huge = vec![b'z'; 70_000];
+        let s = Strs::new([&huge, b"", b"", b"", b"", b"", b"", b"", b""]);
+        assert_eq!(s.get(Field::CallId), b"");
+        assert_eq!(s.heap_len(), 0);
+    }
 }
