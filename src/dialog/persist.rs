@@ -138,7 +138,7 @@ pub fn encode(
     for f in FIELDS {
         put_bytes(out, d.strs.get(f))?;
     }
-    for b in [&callee.tag, &callee.to, &callee.contact, &callee.routes] {
+    for b in [callee.tag(), callee.to(), callee.contact(), callee.routes()] {
         put_bytes(out, b)?;
     }
     put_socket(out, &callee.socket);
@@ -200,6 +200,21 @@ pub fn decode(b: &[u8], unix_base_ms: u64, listeners: usize) -> Result<Loaded, D
     let contact = r.bytes()?;
     let routes = r.bytes()?;
     let callee_socket = r.socket(listeners)?;
+    // Point the derived fields into their whole values where they occur there, so the
+    // record's arena stores them once, as it does for a dialog built from a datagram.
+    let [call_id, from, from_uri, from_tag, to_val, to_uri, rest @ ..] = parts;
+    let [ruri, contact_c, routes_c] = rest;
+    let parts = [
+        call_id,
+        from,
+        within(from, from_uri),
+        within(from, from_tag),
+        to_val,
+        within(to_val, to_uri),
+        ruri,
+        contact_c,
+        routes_c,
+    ];
     let d = Dialog::new(
         id,
         Strs::new(parts),
@@ -232,19 +247,29 @@ pub fn decode(b: &[u8], unix_base_ms: u64, listeners: usize) -> Result<Loaded, D
     d.flags.store(flags, Relaxed);
     d.callee_cseq.store(callee_cseq, Relaxed);
     d.timeout_noreset.store(noreset, Relaxed);
-    let _ = d.callee.set(CalleeLeg {
-        tag: tag.into(),
-        to: to.into(),
-        contact: contact.into(),
-        routes: routes.into(),
-        socket: callee_socket,
-    });
+    let _ = d.callee.set(CalleeLeg::new(
+        within(to, tag),
+        to,
+        contact,
+        routes,
+        callee_socket,
+    ));
     d.advance(&[DlgState::Unconfirmed], DlgState::Confirmed);
     Ok(Loaded {
         dialog: d,
         deadline_unix_ms: deadline,
         profiles,
     })
+}
+
+/// The occurrence of `part` inside `whole` (same bytes, `whole`'s memory), or `part` itself.
+fn within<'a>(whole: &'a [u8], part: &'a [u8]) -> &'a [u8] {
+    if part.is_empty() {
+        return part;
+    }
+    memchr::memmem::find(whole, part)
+        .and_then(|at| whole.get(at..at + part.len()))
+        .unwrap_or(part)
 }
 
 fn put_u32(out: &mut Vec<u8>, v: u32) {
@@ -377,20 +402,14 @@ mod tests {
             600 + n,
             n,
         );
-        let leg = |i: usize| {
-            callee
-                .get(i)
-                .cloned()
-                .unwrap_or_default()
-                .into_boxed_slice()
-        };
-        let _ = d.callee.set(CalleeLeg {
-            tag: leg(0),
-            to: leg(1),
-            contact: leg(2),
-            routes: leg(3),
-            socket: sock(!n.is_multiple_of(2), 5060, n.is_multiple_of(5), 0),
-        });
+        let leg = |i: usize| callee.get(i).map(Vec::as_slice).unwrap_or(&[]);
+        let _ = d.callee.set(CalleeLeg::new(
+            leg(0),
+            leg(1),
+            leg(2),
+            leg(3),
+            sock(!n.is_multiple_of(2), 5060, n.is_multiple_of(5), 0),
+        ));
         d.advance(&[DlgState::Unconfirmed], DlgState::ConfirmedNa);
         d.start_ms.store(2_000, Relaxed);
         d.deadline_ms.store(9_000 + u64::from(n), Relaxed);
@@ -423,8 +442,8 @@ mod tests {
         }
         let (ca, cb) = (a.callee.get().unwrap(), b.callee.get().unwrap());
         assert_eq!(
-            (&ca.tag, &ca.to, &ca.contact, &ca.routes),
-            (&cb.tag, &cb.to, &cb.contact, &cb.routes)
+            (ca.tag(), ca.to(), ca.contact(), ca.routes()),
+            (cb.tag(), cb.to(), cb.contact(), cb.routes())
         );
         assert_eq!(strip(ca.socket), cb.socket);
         assert_eq!(a.vars.load().as_deref(), b.vars.load().as_deref());

@@ -162,19 +162,47 @@ pub struct Socket {
     pub conn: Option<u64>,
 }
 
-/// The callee leg, set once when the 2xx is relayed.
+/// The callee leg, set once when the 2xx is relayed. Its strings share one allocation (the
+/// To-tag, a slice of the To value of the same 2xx, costs no bytes).
 #[derive(Debug)]
 pub struct CalleeLeg {
-    /// To-tag of the winning 2xx.
-    pub tag: Box<[u8]>,
-    /// Whole To header value of the 2xx (with tag).
-    pub to: Box<[u8]>,
-    /// Contact URI of the 2xx.
-    pub contact: Box<[u8]>,
-    /// Route set toward the callee, nearest first, `\n` separated.
-    pub routes: Box<[u8]>,
+    /// `To` value, tag, contact, routes (arena order: the To value first, so the tag sliced
+    /// from it is stored as a span into it).
+    strs: Arena<4>,
     /// Where the INVITE went for this leg.
     pub socket: Socket,
+}
+
+impl CalleeLeg {
+    /// A leg from the 2xx's To-tag, whole To value (with tag), Contact URI and the route set
+    /// toward the callee (nearest first, `\n` separated). A value past the 65535-byte arena
+    /// limit is stored empty.
+    pub fn new(tag: &[u8], to: &[u8], contact: &[u8], routes: &[u8], socket: Socket) -> Self {
+        CalleeLeg {
+            strs: Arena::new([to, tag, contact, routes]),
+            socket,
+        }
+    }
+    /// To-tag of the winning 2xx.
+    pub fn tag(&self) -> &[u8] {
+        self.strs.get(1)
+    }
+    /// Whole To header value of the 2xx (with tag).
+    pub fn to(&self) -> &[u8] {
+        self.strs.get(0)
+    }
+    /// Contact URI of the 2xx.
+    pub fn contact(&self) -> &[u8] {
+        self.strs.get(2)
+    }
+    /// Route set toward the callee, nearest first, `\n` separated.
+    pub fn routes(&self) -> &[u8] {
+        self.strs.get(3)
+    }
+    /// Bytes of the strings' heap block.
+    pub fn heap_len(&self) -> usize {
+        self.strs.heap_len()
+    }
 }
 
 /// One early leg (a distinct To-tag seen in a 1xx), for listings.
@@ -411,7 +439,7 @@ impl Dialog {
         }
         let ftag = self.strs.get(Field::FromTag);
         let callee_tag_ok = |t: &[u8]| match self.callee.get() {
-            Some(c) => &*c.tag == t,
+            Some(c) => c.tag() == t,
             None => self
                 .early_legs
                 .load()
@@ -505,6 +533,33 @@ mod tests {
         assert_eq!(s.get(Field::FromTag), b"1928301774");
         assert_eq!(s.get(Field::To), FROM.get(6..14).unwrap_or(&[]));
         assert_eq!(s.heap_len(), 1 + 10 + 10 + 8);
+    }
+
+    #[test]
+    fn callee_leg_tag_is_a_span_into_to() {
+        let to = b"<sip:bob@b.example>;tag=xyz9".to_vec();
+        let tag = sub(&to, b"xyz9");
+        let sock = Socket {
+            addr: SocketAddr::from(([127, 0, 0, 1], 5080)),
+            transport: Transport::Udp,
+            local: 0,
+            conn: None,
+        };
+        let c = CalleeLeg::new(tag, &to, b"sip:bob@10.0.0.2", b"<sip:p1>\n", sock);
+        assert_eq!(
+            (c.tag(), c.to(), c.contact(), c.routes()),
+            (
+                &b"xyz9"[..],
+                &to[..],
+                &b"sip:bob@10.0.0.2"[..],
+                &b"<sip:p1>\n"[..]
+            )
+        );
+        assert_eq!(c.heap_len(), to.len() + 16 + 9);
+        assert_eq!(c.socket, sock);
+        let copy = CalleeLeg::new(b"xyz9", &to, b"", b"", sock);
+        assert_eq!(copy.tag(), b"xyz9");
+        assert_eq!(copy.heap_len(), to.len() + 4);
     }
 
     #[test]

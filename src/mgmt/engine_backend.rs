@@ -127,10 +127,10 @@ impl EngineBackend {
         };
         let callee = match d.callee.get() {
             Some(c) => LegInfo {
-                tag: text(&c.tag),
-                contact: text(&c.contact),
+                tag: text(c.tag()),
+                contact: text(c.contact()),
                 cseq: d.callee_cseq.load(Relaxed).to_string(),
-                route_set: routes(&c.routes),
+                route_set: routes(c.routes()),
                 socket: sock(&c.socket),
             },
             None => LegInfo::default(),
