@@ -20,7 +20,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use flows::*;
-use sipedge::dialog::DlgState;
+use sipedge::dialog::profile::Memberships;
+use sipedge::dialog::{CalleeLeg, Dialog, DlgState, Socket, Strs};
 use sipedge::engine::Settings;
 
 /// Counts live heap bytes and allocation calls, process-wide.
@@ -187,6 +188,27 @@ fn main() {
         "| live heap total / RSS total | {:.1} MiB / {:.1} MiB |",
         heap1 as f64 / 1048576.0,
         rss1 as f64 / 1024.0
+    );
+    // Where the bytes are: inline record sizes and the two string arenas' average heap bytes.
+    let (mut strs, mut callee, mut seen) = (0usize, 0usize, 0usize);
+    net.shared.table.for_each(|_, d| {
+        strs += d.strs.heap_len();
+        callee += d.callee.get().map_or(0, |c| c.heap_len());
+        seen += 1;
+    });
+    let avg = |b: usize| b as f64 / seen.max(1) as f64;
+    println!(
+        "| size_of Dialog / Strs / CalleeLeg / Socket / Memberships | {} / {} / {} / {} / {} B |",
+        size_of::<Dialog>(),
+        size_of::<Strs>(),
+        size_of::<CalleeLeg>(),
+        size_of::<Socket>(),
+        size_of::<Memberships>()
+    );
+    println!(
+        "| arena heap per dialog: caller strings / callee strings | {:.0} B / {:.0} B |",
+        avg(strs),
+        avg(callee)
     );
     if dialogs != n || confirmed as u64 != n.min(1000) {
         eprintln!("dialog_memory: expected {n} confirmed dialogs, table has {dialogs}");
