@@ -134,14 +134,14 @@ pub fn encode(
     put_u32(out, d.caller_cseq.load(Relaxed));
     put_u32(out, d.callee_cseq.load(Relaxed));
     out.push(u8::from(d.timeout_noreset.load(Relaxed)));
-    put_socket(out, &d.caller_socket);
+    put_socket(out, &d.caller_socket());
     for f in FIELDS {
         put_bytes(out, d.strs.get(f))?;
     }
     for b in [callee.tag(), callee.to(), callee.contact(), callee.routes()] {
         put_bytes(out, b)?;
     }
-    put_socket(out, &callee.socket);
+    put_socket(out, &callee.socket());
     let vars = d.vars.load();
     let vars = vars.as_deref().map(Vec::as_slice).unwrap_or(&[]);
     put_count(out, vars.len())?;
@@ -427,7 +427,7 @@ mod tests {
             assert_eq!(a.strs.get(f), b.strs.get(f), "{f:?}");
         }
         let strip = |s: Socket| Socket { conn: None, ..s };
-        assert_eq!(strip(a.caller_socket), b.caller_socket);
+        assert_eq!(strip(a.caller_socket()), b.caller_socket());
         assert_eq!(a.init_ms, b.init_ms);
         for (x, y) in [(&a.start_ms, &b.start_ms), (&a.deadline_ms, &b.deadline_ms)] {
             assert_eq!(x.load(Relaxed), y.load(Relaxed));
@@ -445,7 +445,7 @@ mod tests {
             (ca.tag(), ca.to(), ca.contact(), ca.routes()),
             (cb.tag(), cb.to(), cb.contact(), cb.routes())
         );
-        assert_eq!(strip(ca.socket), cb.socket);
+        assert_eq!(strip(ca.socket()), cb.socket());
         assert_eq!(a.vars.load().as_deref(), b.vars.load().as_deref());
         assert_eq!(b.state(), DlgState::Confirmed);
     }
@@ -534,8 +534,8 @@ mod tests {
         b.push(0);
         assert_eq!(decode(&b, 0, 2).err(), Some(DecodeError::Trailing));
         // Listener indexes beyond this run's listeners fall back to 0.
-        assert_eq!(decode(&buf, 0, 1).unwrap().dialog.caller_socket.local, 0);
-        assert_eq!(decode(&buf, 0, 2).unwrap().dialog.caller_socket.local, 1);
+        assert_eq!(decode(&buf, 0, 1).unwrap().dialog.caller_socket().local, 0);
+        assert_eq!(decode(&buf, 0, 2).unwrap().dialog.caller_socket().local, 1);
     }
 
     #[test]

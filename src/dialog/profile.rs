@@ -421,7 +421,7 @@ impl List {
     }
 }
 
-/// The profiles one dialog belongs to: 24 bytes inline, heap only while it is in a profile;
+/// The profiles one dialog belongs to: 32 bytes inline, heap only while it is in a profile;
 /// guarded by a tiny uncontended lock (only the dialog's own requests and its end path touch
 /// it).
 #[derive(Debug, Default)]
@@ -497,6 +497,29 @@ mod tests {
         let a = p.index("inbound").unwrap_or(ProfileIdx(99));
         let b = p.index("caller").unwrap_or(ProfileIdx(99));
         (p, a, b)
+    }
+
+    #[test]
+    fn memberships_hold_heap_only_while_in_a_profile() {
+        assert!(size_of::<Memberships>() <= 32, "{}", size_of::<Memberships>());
+        let (p, inb, caller) = reg();
+        let m = Memberships::new();
+        assert!(m.lock().0.is_none());
+        assert_eq!(p.set(&m, inb, None), Ok(true));
+        assert_eq!(p.set(&m, caller, Some(b"x")), Ok(true));
+        assert_eq!(m.len(), 2);
+        assert_eq!(p.unset(&m, inb, None), Ok(true));
+        assert_eq!(p.unset(&m, inb, None), Ok(false));
+        assert!(p.is_in(&m, caller, Some(b"x")));
+        assert_eq!(p.unset(&m, caller, Some(b"x")), Ok(true));
+        assert!(m.lock().0.is_none(), "emptied list frees its block");
+        assert_eq!(p.size(caller, Some(b"x")), 0);
+        assert_eq!(p.set(&m, inb, None), Ok(true));
+        assert_eq!(m.release_all(), 1);
+        assert_eq!(m.release_all(), 0);
+        assert!(m.lock().0.is_none());
+        assert_eq!(p.size(inb, None), 0);
+        assert_eq!(p.set(&m, inb, None), Err(ProfileError::Released));
     }
 
     #[test]

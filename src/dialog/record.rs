@@ -48,7 +48,8 @@ const NFIELDS: usize = 9;
 /// Byte strings packed into one allocation, each addressed by a `(start, len)` span of `u16`s.
 ///
 /// A part that lies inside an earlier part's memory (a From URI or tag sliced from the From
-/// value of the same datagram) is stored as a span into that earlier part, not copied. The
+/// value of the same datagram) is stored as a span into that earlier part, not copied; so is
+/// a part whose bytes equal an earlier stored part (an R-URI equal to the To URI). The
 /// buffer never exceeds `u16::MAX` bytes (a UDP datagram's limit): a part that would not fit
 /// is stored empty instead (never a panic, never a wrong slice).
 #[derive(Debug)]
@@ -62,6 +63,8 @@ impl<const N: usize> Arena<N> {
         let mut spans = [(0u16, 0u16); N];
         // Pass 1: spans and size, without copying (so the buffer is allocated once, exactly).
         let mut copied = [false; N];
+        // Copied or spanned (not refused for size): its span holds its bytes.
+        let mut stored = [false; N];
         let mut total = 0usize;
         for (i, p) in parts.iter().enumerate() {
             if p.is_empty() {
@@ -69,6 +72,15 @@ impl<const N: usize> Arena<N> {
             }
             if let Some(span) = Self::inside_earlier(&parts, &spans, &copied, i) {
                 spans[i] = span;
+                stored[i] = true;
+                continue;
+            }
+            // Equal bytes elsewhere (an R-URI equal to the To URI): one length compare per
+            // earlier part, a byte compare only when the lengths agree.
+            let same = (0..i).find(|&j| stored[j] && parts.get(j) == Some(p));
+            if let Some(j) = same {
+                spans[i] = spans[j];
+                stored[i] = true;
                 continue;
             }
             let (Ok(start), Ok(len)) = (u16::try_from(total), u16::try_from(p.len())) else {
@@ -79,6 +91,7 @@ impl<const N: usize> Arena<N> {
             }
             spans[i] = (start, len);
             copied[i] = true;
+            stored[i] = true;
             total += p.len();
         }
         let mut buf = Vec::with_capacity(total);
@@ -162,6 +175,38 @@ pub struct Socket {
     pub conn: Option<u64>,
 }
 
+/// A [`Socket`] stored in 48 bytes instead of 64 (listener index as `u32`, the connection id
+/// without `Option`'s 8-byte tag). Lossless for every listener index below 2^32.
+#[derive(Clone, Copy, Debug)]
+struct PackedSocket {
+    addr: SocketAddr,
+    conn: u64,
+    local: u32,
+    transport: Transport,
+    has_conn: bool,
+}
+
+impl PackedSocket {
+    fn pack(s: Socket) -> Self {
+        PackedSocket {
+            addr: s.addr,
+            conn: s.conn.unwrap_or(0),
+            local: u32::try_from(s.local).unwrap_or(u32::MAX),
+            transport: s.transport,
+            has_conn: s.conn.is_some(),
+        }
+    }
+
+    fn get(&self) -> Socket {
+        Socket {
+            addr: self.addr,
+            transport: self.transport,
+            local: self.local as usize,
+            conn: self.has_conn.then_some(self.conn),
+        }
+    }
+}
+
 /// The callee leg, set once when the 2xx is relayed. Its strings share one allocation (the
 /// To-tag, a slice of the To value of the same 2xx, costs no bytes).
 #[derive(Debug)]
@@ -170,7 +215,7 @@ pub struct CalleeLeg {
     /// from it is stored as a span into it).
     strs: Arena<4>,
     /// Where the INVITE went for this leg.
-    pub socket: Socket,
+    socket: PackedSocket,
 }
 
 impl CalleeLeg {
@@ -180,8 +225,12 @@ impl CalleeLeg {
     pub fn new(tag: &[u8], to: &[u8], contact: &[u8], routes: &[u8], socket: Socket) -> Self {
         CalleeLeg {
             strs: Arena::new([to, tag, contact, routes]),
-            socket,
+            socket: PackedSocket::pack(socket),
         }
+    }
+    /// Where the INVITE went for this leg.
+    pub fn socket(&self) -> Socket {
+        self.socket.get()
     }
     /// To-tag of the winning 2xx.
     pub fn tag(&self) -> &[u8] {
@@ -226,8 +275,8 @@ pub struct Dialog {
     pub id: DialogId,
     /// Caller-side strings.
     pub strs: Strs,
-    /// Where the caller's INVITE came from.
-    pub caller_socket: Socket,
+    /// Where the caller's INVITE came from ([`Dialog::caller_socket`]).
+    caller_socket: PackedSocket,
     /// When the INVITE arrived (ms, engine clock).
     pub init_ms: u64,
     state: AtomicU8,
@@ -280,7 +329,7 @@ impl Dialog {
         Dialog {
             id,
             strs,
-            caller_socket,
+            caller_socket: PackedSocket::pack(caller_socket),
             init_ms: now_ms,
             state: AtomicU8::new(DlgState::Unconfirmed as u8),
             end_reason: AtomicU8::new(EndReason::None as u8),
@@ -300,6 +349,11 @@ impl Dialog {
             txn_slot: AtomicU32::new(u32::MAX),
             loaded_boot: None,
         }
+    }
+
+    /// Where the caller's INVITE came from.
+    pub fn caller_socket(&self) -> Socket {
+        self.caller_socket.get()
     }
 
     /// Current state.
@@ -509,13 +563,13 @@ mod tests {
         assert_eq!(s.get(Field::ToUri), b"sip:bob@b.example");
         assert_eq!(s.get(Field::Ruri), b"sip:bob@b.example");
         assert_eq!(s.get(Field::CallerContact), b"");
-        // Call-ID + From + To + R-URI (equal bytes elsewhere in memory are still copied).
-        let want = 6 + FROM.len() + to.len() + 17;
+        // Call-ID + From + To: the R-URI equals the To URI's bytes and shares its span.
+        let want = 6 + FROM.len() + to.len();
         assert_eq!(s.heap_len(), want);
     }
 
     #[test]
-    fn equal_bytes_in_other_memory_and_partial_overlap_are_copied() {
+    fn partial_overlap_and_substrings_in_other_memory_are_copied() {
         let tag_copy = b"1928301774".to_vec();
         // Overlaps the end of FROM's memory only partly: must be copied, not spanned.
         let straddle = FROM.get(6..14).unwrap_or(&[]);
@@ -533,6 +587,13 @@ mod tests {
         assert_eq!(s.get(Field::FromTag), b"1928301774");
         assert_eq!(s.get(Field::To), FROM.get(6..14).unwrap_or(&[]));
         assert_eq!(s.heap_len(), 1 + 10 + 10 + 8);
+        // Equal bytes (not memory) share a span; a substring in other memory is copied.
+        let s = Strs::new([
+            b"c", b"sip:x@y", b"", b"", b"", b"sip:x@y", b"x@y", b"", b"",
+        ]);
+        assert_eq!(s.get(Field::ToUri), b"sip:x@y");
+        assert_eq!(s.get(Field::Ruri), b"x@y");
+        assert_eq!(s.heap_len(), 1 + 7 + 3);
     }
 
     #[test]
@@ -556,10 +617,22 @@ mod tests {
             )
         );
         assert_eq!(c.heap_len(), to.len() + 16 + 9);
-        assert_eq!(c.socket, sock);
+        assert_eq!(c.socket(), sock);
+        let tcp = Socket {
+            addr: SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], 5061)),
+            transport: Transport::Tcp,
+            local: 3,
+            conn: Some(0),
+        };
+        let c = CalleeLeg::new(b"", b"", b"", b"", tcp);
+        assert_eq!(c.socket(), tcp, "Some(0) stays Some(0)");
         let copy = CalleeLeg::new(b"xyz9", &to, b"", b"", sock);
         assert_eq!(copy.tag(), b"xyz9");
-        assert_eq!(copy.heap_len(), to.len() + 4);
+        assert_eq!(
+            copy.heap_len(),
+            to.len() + 4,
+            "a tag in other memory is copied"
+        );
     }
 
     #[test]

@@ -348,7 +348,7 @@ impl Engine {
                 d.strs.get(Field::From),
                 callee.to(),
                 d.caller_cseq.fetch_add(1, AcqRel).wrapping_add(1),
-                callee.socket,
+                callee.socket(),
             ),
             _ => (
                 d.strs.get(Field::CallerContact),
@@ -356,7 +356,7 @@ impl Engine {
                 callee.to(),
                 d.strs.get(Field::From),
                 d.callee_cseq.fetch_add(1, AcqRel).wrapping_add(1).max(1),
-                d.caller_socket,
+                d.caller_socket(),
             ),
         };
         let route_vec: Vec<&[u8]> = route_entries(routes).collect();

@@ -723,7 +723,7 @@ impl Engine {
             to,
             contact,
             &routes,
-            socket.unwrap_or(d.caller_socket),
+            socket.unwrap_or(d.caller_socket()),
         ));
         // Confirmed: the callee leg replaces the early legs (tag matching uses it from now on).
         d.early_legs.store(None);
