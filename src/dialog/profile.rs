@@ -501,7 +501,11 @@ mod tests {
 
     #[test]
     fn memberships_hold_heap_only_while_in_a_profile() {
-        assert!(size_of::<Memberships>() <= 32, "{}", size_of::<Memberships>());
+        assert!(
+            size_of::<Memberships>() <= 32,
+            "{}",
+            size_of::<Memberships>()
+        );
         let (p, inb, caller) = reg();
         let m = Memberships::new();
         assert!(m.lock().0.is_none());
