@@ -144,7 +144,7 @@ fn store_load_adopt_expire() {
     let k = s2.table.get(kept.id).expect("kept dialog loaded");
     assert!(s2.table.get(shut.id).is_some(), "shutdown must not delete");
     assert_eq!(k.state(), DlgState::Confirmed);
-    assert_eq!(k.loaded_boot, Some(0xAAAA));
+    assert_eq!(k.loaded_boot(), Some(0xAAAA));
     assert_eq!(
         k.deadline_ms.load(Relaxed),
         50_000,

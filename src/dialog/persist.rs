@@ -122,7 +122,7 @@ pub fn encode(
     };
     out.clear();
     out.push(VERSION);
-    put_u32(out, d.loaded_boot.unwrap_or(boot));
+    put_u32(out, d.loaded_boot().unwrap_or(boot));
     put_u32(out, d.id.h_entry);
     put_u32(out, d.id.h_id);
     let unix = |ms: u64| if ms == 0 { 0 } else { unix_base_ms + ms };
@@ -241,7 +241,7 @@ pub fn decode(b: &[u8], unix_base_ms: u64, listeners: usize) -> Result<Loaded, D
         return Err(DecodeError::Trailing);
     }
     let mut d = d;
-    d.loaded_boot = Some(boot);
+    d.set_loaded_boot(boot);
     d.start_ms.store(engine(start), Relaxed);
     d.deadline_ms.store(engine(deadline), Relaxed);
     d.flags.store(flags, Relaxed);
@@ -461,7 +461,7 @@ mod tests {
         encode(&d, 0xB007, 1_700_000_000_000, &mut buf).unwrap();
         // The next run started 5 s later: engine times shift down by 5000 ms.
         let l = decode(&buf, 1_700_000_005_000, 4).unwrap();
-        assert_eq!(l.dialog.loaded_boot, Some(0xB007));
+        assert_eq!(l.dialog.loaded_boot(), Some(0xB007));
         assert_eq!(l.deadline_unix_ms, 1_700_000_009_004);
         assert_eq!(l.dialog.deadline_ms.load(Relaxed), 4_004);
         assert_eq!(l.dialog.init_ms, 0, "init before this run saturates to 0");
@@ -565,7 +565,7 @@ mod tests {
             prop_assert!(l.is_ok());
             if let Ok(l) = l {
                 assert_same(&d, &l.dialog);
-                prop_assert_eq!(l.dialog.loaded_boot, Some(42));
+                prop_assert_eq!(l.dialog.loaded_boot(), Some(42));
             }
         }
 

@@ -82,7 +82,7 @@ impl Engine {
                 .shared
                 .table
                 .get(id)
-                .filter(|d| d.loaded_boot == Some(boot))
+                .filter(|d| d.loaded_boot() == Some(boot))
                 .map(|_| id),
             None => None,
         }
