@@ -100,7 +100,7 @@ fn three_early_legs_then_200_from_second() {
         .map(|s| s.dst)
         .collect();
     assert_eq!(cancels, vec![sa(UAS1), sa(UAS3)]);
-    assert_eq!(&*d.callee.get().unwrap().tag, b"e1");
+    assert_eq!(d.callee.get().unwrap().tag(), b"e1");
     assert_eq!(d.state(), DlgState::ConfirmedNa);
     let st = net.stats();
     assert_eq!((st.early_dialogs, st.active_dialogs), (0, 1));
@@ -210,7 +210,7 @@ fn two_2xx_with_end_on_race_ack_bye_loser() {
     assert_eq!(bye.cseq_num(), ack.cseq_num() + 1);
     assert_eq!(net.stats().race_dialogs, 1);
     let d = net.shared.table.get(dialog_id(&net, "r2")).unwrap();
-    assert_eq!(&*d.callee.get().unwrap().tag, b"w1");
+    assert_eq!(d.callee.get().unwrap().tag(), b"w1");
 }
 
 #[test]

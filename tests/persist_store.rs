@@ -58,13 +58,13 @@ fn confirmed(s: &Shared, h_id: u32, call_id: &str, deadline_ms: u64) -> Arc<Dial
     ]);
     let d = Dialog::new(DialogId::new(1, 9, h_id), strs, sock(5070), 100, 60, 1);
     d.callee
-        .set(CalleeLeg {
-            tag: (*b"b1").into(),
-            to: (*b"<sip:bob@127.0.0.1:5080>;tag=b1").into(),
-            contact: (*b"sip:bob@127.0.0.1:5080").into(),
-            routes: (*b"").into(),
-            socket: sock(5080),
-        })
+        .set(CalleeLeg::new(
+            b"b1",
+            b"<sip:bob@127.0.0.1:5080>;tag=b1",
+            b"sip:bob@127.0.0.1:5080",
+            b"",
+            sock(5080),
+        ))
         .unwrap();
     d.advance(&[DlgState::Unconfirmed], DlgState::Confirmed);
     d.deadline_ms.store(deadline_ms, Relaxed);
@@ -144,7 +144,7 @@ fn store_load_adopt_expire() {
     let k = s2.table.get(kept.id).expect("kept dialog loaded");
     assert!(s2.table.get(shut.id).is_some(), "shutdown must not delete");
     assert_eq!(k.state(), DlgState::Confirmed);
-    assert_eq!(k.loaded_boot, Some(0xAAAA));
+    assert_eq!(k.loaded_boot(), Some(0xAAAA));
     assert_eq!(
         k.deadline_ms.load(Relaxed),
         50_000,

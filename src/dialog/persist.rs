@@ -122,7 +122,7 @@ pub fn encode(
     };
     out.clear();
     out.push(VERSION);
-    put_u32(out, d.loaded_boot.unwrap_or(boot));
+    put_u32(out, d.loaded_boot().unwrap_or(boot));
     put_u32(out, d.id.h_entry);
     put_u32(out, d.id.h_id);
     let unix = |ms: u64| if ms == 0 { 0 } else { unix_base_ms + ms };
@@ -134,14 +134,14 @@ pub fn encode(
     put_u32(out, d.caller_cseq.load(Relaxed));
     put_u32(out, d.callee_cseq.load(Relaxed));
     out.push(u8::from(d.timeout_noreset.load(Relaxed)));
-    put_socket(out, &d.caller_socket);
+    put_socket(out, &d.caller_socket());
     for f in FIELDS {
         put_bytes(out, d.strs.get(f))?;
     }
-    for b in [&callee.tag, &callee.to, &callee.contact, &callee.routes] {
+    for b in [callee.tag(), callee.to(), callee.contact(), callee.routes()] {
         put_bytes(out, b)?;
     }
-    put_socket(out, &callee.socket);
+    put_socket(out, &callee.socket());
     let vars = d.vars.load();
     let vars = vars.as_deref().map(Vec::as_slice).unwrap_or(&[]);
     put_count(out, vars.len())?;
@@ -200,6 +200,21 @@ pub fn decode(b: &[u8], unix_base_ms: u64, listeners: usize) -> Result<Loaded, D
     let contact = r.bytes()?;
     let routes = r.bytes()?;
     let callee_socket = r.socket(listeners)?;
+    // Point the derived fields into their whole values where they occur there, so the
+    // record's arena stores them once, as it does for a dialog built from a datagram.
+    let [call_id, from, from_uri, from_tag, to_val, to_uri, rest @ ..] = parts;
+    let [ruri, contact_c, routes_c] = rest;
+    let parts = [
+        call_id,
+        from,
+        within(from, from_uri),
+        within(from, from_tag),
+        to_val,
+        within(to_val, to_uri),
+        ruri,
+        contact_c,
+        routes_c,
+    ];
     let d = Dialog::new(
         id,
         Strs::new(parts),
@@ -226,25 +241,35 @@ pub fn decode(b: &[u8], unix_base_ms: u64, listeners: usize) -> Result<Loaded, D
         return Err(DecodeError::Trailing);
     }
     let mut d = d;
-    d.loaded_boot = Some(boot);
+    d.set_loaded_boot(boot);
     d.start_ms.store(engine(start), Relaxed);
     d.deadline_ms.store(engine(deadline), Relaxed);
     d.flags.store(flags, Relaxed);
     d.callee_cseq.store(callee_cseq, Relaxed);
     d.timeout_noreset.store(noreset, Relaxed);
-    let _ = d.callee.set(CalleeLeg {
-        tag: tag.into(),
-        to: to.into(),
-        contact: contact.into(),
-        routes: routes.into(),
-        socket: callee_socket,
-    });
+    let _ = d.callee.set(CalleeLeg::new(
+        within(to, tag),
+        to,
+        contact,
+        routes,
+        callee_socket,
+    ));
     d.advance(&[DlgState::Unconfirmed], DlgState::Confirmed);
     Ok(Loaded {
         dialog: d,
         deadline_unix_ms: deadline,
         profiles,
     })
+}
+
+/// The occurrence of `part` inside `whole` (same bytes, `whole`'s memory), or `part` itself.
+fn within<'a>(whole: &'a [u8], part: &'a [u8]) -> &'a [u8] {
+    if part.is_empty() {
+        return part;
+    }
+    memchr::memmem::find(whole, part)
+        .and_then(|at| whole.get(at..at + part.len()))
+        .unwrap_or(part)
 }
 
 fn put_u32(out: &mut Vec<u8>, v: u32) {
@@ -377,20 +402,14 @@ mod tests {
             600 + n,
             n,
         );
-        let leg = |i: usize| {
-            callee
-                .get(i)
-                .cloned()
-                .unwrap_or_default()
-                .into_boxed_slice()
-        };
-        let _ = d.callee.set(CalleeLeg {
-            tag: leg(0),
-            to: leg(1),
-            contact: leg(2),
-            routes: leg(3),
-            socket: sock(!n.is_multiple_of(2), 5060, n.is_multiple_of(5), 0),
-        });
+        let leg = |i: usize| callee.get(i).map(Vec::as_slice).unwrap_or(&[]);
+        let _ = d.callee.set(CalleeLeg::new(
+            leg(0),
+            leg(1),
+            leg(2),
+            leg(3),
+            sock(!n.is_multiple_of(2), 5060, n.is_multiple_of(5), 0),
+        ));
         d.advance(&[DlgState::Unconfirmed], DlgState::ConfirmedNa);
         d.start_ms.store(2_000, Relaxed);
         d.deadline_ms.store(9_000 + u64::from(n), Relaxed);
@@ -408,7 +427,7 @@ mod tests {
             assert_eq!(a.strs.get(f), b.strs.get(f), "{f:?}");
         }
         let strip = |s: Socket| Socket { conn: None, ..s };
-        assert_eq!(strip(a.caller_socket), b.caller_socket);
+        assert_eq!(strip(a.caller_socket()), b.caller_socket());
         assert_eq!(a.init_ms, b.init_ms);
         for (x, y) in [(&a.start_ms, &b.start_ms), (&a.deadline_ms, &b.deadline_ms)] {
             assert_eq!(x.load(Relaxed), y.load(Relaxed));
@@ -423,10 +442,10 @@ mod tests {
         }
         let (ca, cb) = (a.callee.get().unwrap(), b.callee.get().unwrap());
         assert_eq!(
-            (&ca.tag, &ca.to, &ca.contact, &ca.routes),
-            (&cb.tag, &cb.to, &cb.contact, &cb.routes)
+            (ca.tag(), ca.to(), ca.contact(), ca.routes()),
+            (cb.tag(), cb.to(), cb.contact(), cb.routes())
         );
-        assert_eq!(strip(ca.socket), cb.socket);
+        assert_eq!(strip(ca.socket()), cb.socket());
         assert_eq!(a.vars.load().as_deref(), b.vars.load().as_deref());
         assert_eq!(b.state(), DlgState::Confirmed);
     }
@@ -442,7 +461,7 @@ mod tests {
         encode(&d, 0xB007, 1_700_000_000_000, &mut buf).unwrap();
         // The next run started 5 s later: engine times shift down by 5000 ms.
         let l = decode(&buf, 1_700_000_005_000, 4).unwrap();
-        assert_eq!(l.dialog.loaded_boot, Some(0xB007));
+        assert_eq!(l.dialog.loaded_boot(), Some(0xB007));
         assert_eq!(l.deadline_unix_ms, 1_700_000_009_004);
         assert_eq!(l.dialog.deadline_ms.load(Relaxed), 4_004);
         assert_eq!(l.dialog.init_ms, 0, "init before this run saturates to 0");
@@ -515,8 +534,8 @@ mod tests {
         b.push(0);
         assert_eq!(decode(&b, 0, 2).err(), Some(DecodeError::Trailing));
         // Listener indexes beyond this run's listeners fall back to 0.
-        assert_eq!(decode(&buf, 0, 1).unwrap().dialog.caller_socket.local, 0);
-        assert_eq!(decode(&buf, 0, 2).unwrap().dialog.caller_socket.local, 1);
+        assert_eq!(decode(&buf, 0, 1).unwrap().dialog.caller_socket().local, 0);
+        assert_eq!(decode(&buf, 0, 2).unwrap().dialog.caller_socket().local, 1);
     }
 
     #[test]
@@ -546,7 +565,7 @@ mod tests {
             prop_assert!(l.is_ok());
             if let Ok(l) = l {
                 assert_same(&d, &l.dialog);
-                prop_assert_eq!(l.dialog.loaded_boot, Some(42));
+                prop_assert_eq!(l.dialog.loaded_boot(), Some(42));
             }
         }
 

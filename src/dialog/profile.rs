@@ -295,7 +295,7 @@ impl Profiles {
         let removed = {
             let mut list = m.lock();
             let at = list.iter().position(|e| e.matches(p, value));
-            at.map(|i| list.swap_remove(i))
+            at.and_then(|i| list.swap_remove(i))
         };
         Ok(match removed {
             Some(e) => {
@@ -384,11 +384,49 @@ impl Membership {
     }
 }
 
-/// The profiles one dialog belongs to. Allocated once per dialog; guarded by a tiny
-/// uncontended lock (only the dialog's own requests and its end path touch it).
+/// An exact-sized list of memberships: nothing on the heap while empty (most dialogs, and
+/// every dialog after release), one block otherwise. Dialogs join few profiles, so a push
+/// that rebuilds the block costs no more than a growing `Vec` would.
+#[derive(Debug, Default)]
+struct List(Option<Box<[Membership]>>);
+
+impl List {
+    fn as_slice(&self) -> &[Membership] {
+        self.0.as_deref().unwrap_or(&[])
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, Membership> {
+        self.as_slice().iter()
+    }
+
+    fn push(&mut self, e: Membership) {
+        let old = self.take();
+        let mut v = Vec::with_capacity(old.len() + 1);
+        v.extend(old);
+        v.push(e);
+        self.0 = Some(v.into_boxed_slice());
+    }
+
+    fn swap_remove(&mut self, i: usize) -> Option<Membership> {
+        let mut v = self.take();
+        let e = (i < v.len()).then(|| v.swap_remove(i));
+        if !v.is_empty() {
+            self.0 = Some(v.into_boxed_slice());
+        }
+        e
+    }
+
+    fn take(&mut self) -> Vec<Membership> {
+        self.0.take().map(Vec::from).unwrap_or_default()
+    }
+}
+
+/// The profiles one dialog belongs to: 32 bytes inline, heap only while it is in a profile;
+/// guarded by a tiny uncontended lock (only the dialog's own requests and its end path touch
+/// it).
 #[derive(Debug, Default)]
 pub struct Memberships {
-    list: Mutex<Vec<Membership>>,
+    list: Mutex<List>,
     released: AtomicBool,
 }
 
@@ -400,12 +438,12 @@ impl Memberships {
 
     /// Number of memberships held.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().as_slice().len()
     }
 
     /// True when the dialog is in no profile.
     pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.lock().as_slice().is_empty()
     }
 
     /// True once [`release_all`](Self::release_all) ran.
@@ -428,7 +466,7 @@ impl Memberships {
             if self.released.swap(true, Ordering::AcqRel) {
                 return 0;
             }
-            std::mem::take(&mut *list)
+            list.take()
         };
         for e in &taken {
             e.profile.sub(e.value.as_ref());
@@ -436,9 +474,9 @@ impl Memberships {
         taken.len()
     }
 
-    fn lock(&self) -> MutexGuard<'_, Vec<Membership>> {
-        // A panic while holding this lock cannot leave the list half-edited (each edit is a
-        // single push/remove), so a poisoned lock is still consistent.
+    fn lock(&self) -> MutexGuard<'_, List> {
+        // A panic while holding this lock cannot leave the list half-edited (each edit
+        // rebuilds the list and stores it in one move), so a poisoned lock is still consistent.
         self.list.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -459,6 +497,33 @@ mod tests {
         let a = p.index("inbound").unwrap_or(ProfileIdx(99));
         let b = p.index("caller").unwrap_or(ProfileIdx(99));
         (p, a, b)
+    }
+
+    #[test]
+    fn memberships_hold_heap_only_while_in_a_profile() {
+        assert!(
+            size_of::<Memberships>() <= 32,
+            "{}",
+            size_of::<Memberships>()
+        );
+        let (p, inb, caller) = reg();
+        let m = Memberships::new();
+        assert!(m.lock().0.is_none());
+        assert_eq!(p.set(&m, inb, None), Ok(true));
+        assert_eq!(p.set(&m, caller, Some(b"x")), Ok(true));
+        assert_eq!(m.len(), 2);
+        assert_eq!(p.unset(&m, inb, None), Ok(true));
+        assert_eq!(p.unset(&m, inb, None), Ok(false));
+        assert!(p.is_in(&m, caller, Some(b"x")));
+        assert_eq!(p.unset(&m, caller, Some(b"x")), Ok(true));
+        assert!(m.lock().0.is_none(), "emptied list frees its block");
+        assert_eq!(p.size(caller, Some(b"x")), 0);
+        assert_eq!(p.set(&m, inb, None), Ok(true));
+        assert_eq!(m.release_all(), 1);
+        assert_eq!(m.release_all(), 0);
+        assert!(m.lock().0.is_none());
+        assert_eq!(p.size(inb, None), 0);
+        assert_eq!(p.set(&m, inb, None), Err(ProfileError::Released));
     }
 
     #[test]

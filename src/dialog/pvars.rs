@@ -55,15 +55,15 @@ impl Dialog {
             "fromroute" => join(self.strs.get(Field::CallerRoutes)),
             "from_bind_addr" => format!(
                 "{}:{}",
-                self.caller_socket.transport.as_str(),
-                self.caller_socket.addr
+                self.caller_socket().transport.as_str(),
+                self.caller_socket().addr
             ),
-            "to_tag" => String::from_utf8_lossy(&callee?.tag).into_owned(),
-            "to_contact" => String::from_utf8_lossy(&callee?.contact).into_owned(),
-            "toroute" => join(&callee?.routes),
+            "to_tag" => String::from_utf8_lossy(callee?.tag()).into_owned(),
+            "to_contact" => String::from_utf8_lossy(callee?.contact()).into_owned(),
+            "toroute" => join(callee?.routes()),
             "to_bind_addr" => {
-                let c = callee?;
-                format!("{}:{}", c.socket.transport.as_str(), c.socket.addr)
+                let c = callee?.socket();
+                format!("{}:{}", c.transport.as_str(), c.addr)
             }
             _ => return None,
         })

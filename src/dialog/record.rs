@@ -6,9 +6,9 @@
 //! - `state` only moves forward, by compare-and-swap ([`Dialog::advance`]); reaching `Deleted`
 //!   happens exactly once ([`Dialog::try_end`]), and only the caller that won it runs the end
 //!   effects (statistics, profile release, callbacks).
-//! - Caller-side strings live in one arena allocation; the callee side is set once at 2xx.
+//! - Caller-side strings live in one arena allocation; the callee side is set once at 2xx
+//!   (both in [`legs`]).
 
-use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::*};
 
@@ -17,90 +17,11 @@ use arc_swap::ArcSwapOption;
 use super::id::DialogId;
 use super::profile::Memberships;
 use super::state::{DlgState, EndReason, Side};
-use crate::engine::Transport;
+use super::table::CallIdentity;
 
-/// Indexes of the caller-side strings in [`Strs`].
-#[derive(Clone, Copy, Debug)]
-#[repr(usize)]
-pub enum Field {
-    /// Call-ID.
-    CallId = 0,
-    /// Whole From header value (display, URI, params incl. tag).
-    From,
-    /// From URI.
-    FromUri,
-    /// From tag.
-    FromTag,
-    /// Whole To header value of the INVITE (no tag).
-    To,
-    /// To URI.
-    ToUri,
-    /// Request-URI of the initial INVITE as received.
-    Ruri,
-    /// Caller Contact URI.
-    CallerContact,
-    /// Route set toward the caller, one name-addr per line (`\n` separated), nearest first.
-    CallerRoutes,
-}
-const NFIELDS: usize = 9;
-
-/// A small arena of byte strings: one allocation, addressed by [`Field`].
-#[derive(Debug)]
-pub struct Strs {
-    buf: Box<[u8]>,
-    spans: [(u32, u32); NFIELDS],
-}
-
-impl Strs {
-    /// Build from the field values, in [`Field`] order.
-    pub fn new(parts: [&[u8]; NFIELDS]) -> Strs {
-        let total: usize = parts.iter().map(|p| p.len()).sum();
-        let mut buf = Vec::with_capacity(total);
-        let mut spans = [(0u32, 0u32); NFIELDS];
-        for (i, p) in parts.iter().enumerate() {
-            let s = buf.len() as u32;
-            buf.extend_from_slice(p);
-            spans[i] = (s, buf.len() as u32);
-        }
-        Strs {
-            buf: buf.into_boxed_slice(),
-            spans,
-        }
-    }
-    /// One field.
-    pub fn get(&self, f: Field) -> &[u8] {
-        let (s, e) = self.spans[f as usize];
-        self.buf.get(s as usize..e as usize).unwrap_or(&[])
-    }
-}
-
-/// Where a leg's requests go and came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Socket {
-    /// Peer address.
-    pub addr: SocketAddr,
-    /// Transport.
-    pub transport: Transport,
-    /// Our listener index.
-    pub local: usize,
-    /// TCP connection id, if any.
-    pub conn: Option<u64>,
-}
-
-/// The callee leg, set once when the 2xx is relayed.
-#[derive(Debug)]
-pub struct CalleeLeg {
-    /// To-tag of the winning 2xx.
-    pub tag: Box<[u8]>,
-    /// Whole To header value of the 2xx (with tag).
-    pub to: Box<[u8]>,
-    /// Contact URI of the 2xx.
-    pub contact: Box<[u8]>,
-    /// Route set toward the callee, nearest first, `\n` separated.
-    pub routes: Box<[u8]>,
-    /// Where the INVITE went for this leg.
-    pub socket: Socket,
-}
+mod legs;
+use legs::PackedSocket;
+pub use legs::{CalleeLeg, Field, Socket, Strs};
 
 /// One early leg (a distinct To-tag seen in a 1xx), for listings.
 #[derive(Debug, Clone)]
@@ -123,8 +44,8 @@ pub struct Dialog {
     pub id: DialogId,
     /// Caller-side strings.
     pub strs: Strs,
-    /// Where the caller's INVITE came from.
-    pub caller_socket: Socket,
+    /// Where the caller's INVITE came from ([`Dialog::caller_socket`]).
+    caller_socket: PackedSocket,
     /// When the INVITE arrived (ms, engine clock).
     pub init_ms: u64,
     state: AtomicU8,
@@ -158,9 +79,10 @@ pub struct Dialog {
     /// Slot of the INVITE transaction in the owning worker's table (`u32::MAX` = none).
     pub txn_slot: AtomicU32,
     // persist: begin
-    /// Set only on dialogs rebuilt from the store (`dialog::persist`): the boot tag their
-    /// cookies were minted under, so cookies from before the restart are still accepted.
-    pub loaded_boot: Option<u32>,
+    /// Boot tag of a dialog rebuilt from the store, valid when `loaded` ([`Dialog::loaded_boot`];
+    /// a `u32` and a `bool` pack into 8 bytes fewer than an `Option<u32>` here).
+    loaded_boot: u32,
+    loaded: bool,
     // persist: end
 }
 
@@ -177,7 +99,7 @@ impl Dialog {
         Dialog {
             id,
             strs,
-            caller_socket,
+            caller_socket: PackedSocket::pack(caller_socket),
             init_ms: now_ms,
             state: AtomicU8::new(DlgState::Unconfirmed as u8),
             end_reason: AtomicU8::new(EndReason::None as u8),
@@ -195,8 +117,26 @@ impl Dialog {
             vars: ArcSwapOption::empty(),
             profiles: Memberships::default(),
             txn_slot: AtomicU32::new(u32::MAX),
-            loaded_boot: None,
+            loaded_boot: 0,
+            loaded: false,
         }
+    }
+
+    /// Set only on dialogs rebuilt from the store (`dialog::persist`): the boot tag their
+    /// cookies were minted under, so cookies from before the restart are still accepted.
+    pub fn loaded_boot(&self) -> Option<u32> {
+        self.loaded.then_some(self.loaded_boot)
+    }
+
+    /// Marks the dialog as rebuilt from the store under `boot` (before it is published).
+    pub fn set_loaded_boot(&mut self, boot: u32) {
+        self.loaded_boot = boot;
+        self.loaded = true;
+    }
+
+    /// Where the caller's INVITE came from.
+    pub fn caller_socket(&self) -> Socket {
+        self.caller_socket.get()
     }
 
     /// Current state.
@@ -336,7 +276,7 @@ impl Dialog {
         }
         let ftag = self.strs.get(Field::FromTag);
         let callee_tag_ok = |t: &[u8]| match self.callee.get() {
-            Some(c) => &*c.tag == t,
+            Some(c) => c.tag() == t,
             None => self
                 .early_legs
                 .load()
@@ -353,7 +293,60 @@ impl Dialog {
     }
 }
 
+impl CallIdentity for Dialog {
+    fn call_id(&self) -> &[u8] {
+        self.strs.get(Field::CallId)
+    }
+    fn ftag(&self) -> &[u8] {
+        self.strs.get(Field::FromTag)
+    }
+}
+
 /// Split a stored `\n`-separated route set into entries.
 pub fn route_entries(routes: &[u8]) -> impl Iterator<Item = &[u8]> {
     routes.split(|&c| c == b'\n').filter(|e| !e.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::legs::NFIELDS;
+    use super::*;
+    use crate::engine::Transport;
+    use std::net::SocketAddr;
+
+    #[test]
+    fn record_sizes_stay_within_the_memory_budget() {
+        // Issue 8: ≤ 1 KiB resident per held dialog. `Arc<Dialog>` is one 16-byte-rounded
+        // malloc chunk: 312 + 16 (Arc counts) + 8 (chunk header) = 336.
+        assert!(size_of::<Dialog>() <= 312, "Dialog {}", size_of::<Dialog>());
+        assert!(size_of::<Strs>() <= 56, "Strs {}", size_of::<Strs>());
+        assert!(
+            size_of::<CalleeLeg>() <= 80,
+            "CalleeLeg {}",
+            size_of::<CalleeLeg>()
+        );
+        assert!(size_of::<PackedSocket>() <= 48);
+        let mut d = Dialog::new(
+            DialogId::new(0, 1, 1),
+            Strs::new([&[]; NFIELDS]),
+            Socket {
+                addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+                transport: Transport::Udp,
+                local: usize::MAX,
+                conn: Some(u64::MAX),
+            },
+            0,
+            60,
+            1,
+        );
+        assert_eq!(d.loaded_boot(), None);
+        d.set_loaded_boot(0);
+        assert_eq!(d.loaded_boot(), Some(0));
+        assert_eq!(d.caller_socket().conn, Some(u64::MAX));
+        assert_eq!(
+            d.caller_socket().local,
+            u32::MAX as usize,
+            "saturates, never wraps"
+        );
+    }
 }

@@ -10,12 +10,17 @@
 //!   counter dead (`0 -> DEAD`), so a racing increment either wins before the mark (and the
 //!   remove is skipped) or sees the mark, removes the dead entry and inserts a fresh one:
 //!   no lost update and no zero entry left behind.
-//! - Lookups never allocate: the `(Call-ID, From-tag)` index is probed with a borrowed
-//!   [`CallKeyRef`] whose hash and equality agree with the owned [`CallKey`].
+//! - The `(Call-ID, From-tag)` index ([`call_index`]: lock-striped std maps, entries inline)
+//!   stores no strings: its key is a 64-bit hash of the pair,
+//!   keyed by a per-table random seed (std `RandomState`), and its value the `DialogId`. A
+//!   lookup verifies the candidate record's own Call-ID and From-tag ([`CallIdentity`]) and
+//!   answers `None` on a mismatch, so a hash collision can hide a dialog from the index (the
+//!   newer insert wins, as for equal keys) but never return a wrong one. Neither inserts nor
+//!   lookups allocate a key.
 //! - Paging (`collect_page`, `page`) walks the map in its internal order; under concurrent
 //!   changes an entry may be seen twice or missed across pages (management use only).
 
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -23,12 +28,17 @@ pub use papaya::Equivalent;
 
 use super::id::DialogId;
 
+mod call_index;
+use call_index::CallIndex;
+pub use call_index::PassThrough;
+
 /// A lock-free hash map (papaya) with owned-value accessors and atomic counter helpers.
-pub struct ConcurrentMap<K, V> {
-    inner: papaya::HashMap<K, V>,
+/// `S` builds the hasher (std's keyed SipHash unless the keys are already keyed hashes).
+pub struct ConcurrentMap<K, V, S = RandomState> {
+    inner: papaya::HashMap<K, V, S>,
 }
 
-impl<K: Hash + Eq, V> std::fmt::Debug for ConcurrentMap<K, V> {
+impl<K: Hash + Eq, V, S: BuildHasher> std::fmt::Debug for ConcurrentMap<K, V, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConcurrentMap")
             .field("len", &self.inner.len())
@@ -36,27 +46,29 @@ impl<K: Hash + Eq, V> std::fmt::Debug for ConcurrentMap<K, V> {
     }
 }
 
-impl<K: Hash + Eq, V> Default for ConcurrentMap<K, V> {
+impl<K: Hash + Eq, V, S: BuildHasher + Default> Default for ConcurrentMap<K, V, S> {
     fn default() -> Self {
-        Self::new()
+        Self::with_capacity(0)
     }
 }
 
 impl<K: Hash + Eq, V> ConcurrentMap<K, V> {
     /// An empty map.
     pub fn new() -> Self {
-        Self {
-            inner: papaya::HashMap::new(),
-        }
+        Self::with_capacity(0)
     }
+}
 
+impl<K: Hash + Eq, V, S: BuildHasher + Default> ConcurrentMap<K, V, S> {
     /// An empty map sized for `cap` entries.
     pub fn with_capacity(cap: usize) -> Self {
         Self {
-            inner: papaya::HashMap::with_capacity(cap),
+            inner: papaya::HashMap::with_capacity_and_hasher(cap, S::default()),
         }
     }
+}
 
+impl<K: Hash + Eq, V, S: BuildHasher> ConcurrentMap<K, V, S> {
     /// Number of entries (approximate while other threads write).
     pub fn len(&self) -> usize {
         self.inner.len()
@@ -93,7 +105,7 @@ impl<K: Hash + Eq, V> ConcurrentMap<K, V> {
     }
 }
 
-impl<K: Hash + Eq, V: Clone> ConcurrentMap<K, V> {
+impl<K: Hash + Eq, V: Clone, S: BuildHasher> ConcurrentMap<K, V, S> {
     /// A clone of the value of `key`.
     pub fn get<Q: Equivalent<K> + Hash + ?Sized>(&self, key: &Q) -> Option<V> {
         self.inner.pin().get(key).cloned()
@@ -129,7 +141,7 @@ impl<K: Hash + Eq, V: Clone> ConcurrentMap<K, V> {
     }
 }
 
-impl<K: Hash + Eq + Clone, V: Clone> ConcurrentMap<K, V> {
+impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher> ConcurrentMap<K, V, S> {
     /// Up to `count` entries after skipping `start`, in the map's internal order.
     pub fn collect_page(&self, start: usize, count: usize) -> Vec<(K, V)> {
         self.inner
@@ -154,7 +166,7 @@ pub enum Bounded {
 /// Marks a counter that reached zero and is being removed; never incremented again.
 const DEAD: i64 = i64::MIN;
 
-impl<K: Hash + Eq> ConcurrentMap<K, AtomicI64> {
+impl<K: Hash + Eq, S: BuildHasher> ConcurrentMap<K, AtomicI64, S> {
     /// Adds one to the counter of `key`, inserting it at 1 (with a key from `make_key`, the only
     /// allocation, called again only if an insert race is lost) if absent. Returns the new count.
     ///
@@ -240,40 +252,26 @@ impl<K: Hash + Eq> ConcurrentMap<K, AtomicI64> {
     }
 }
 
-/// Owned secondary-index key: `(Call-ID, From-tag)` of the dialog's creating request.
-#[derive(Clone, PartialEq, Eq, Hash, Debug)]
-pub struct CallKey {
+/// What the table needs to read from a dialog value to verify an index hit: the Call-ID and
+/// From-tag of the dialog's creating request (the same bytes given to [`DialogTable::insert`]).
+pub trait CallIdentity {
     /// Call-ID bytes.
-    pub call_id: Box<[u8]>,
+    fn call_id(&self) -> &[u8];
     /// From-tag bytes.
-    pub from_tag: Box<[u8]>,
+    fn ftag(&self) -> &[u8];
 }
 
-/// Borrowed form of [`CallKey`] for allocation-free lookups (same `Hash` as the owned key:
-/// both hash the two byte slices in field order).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub struct CallKeyRef<'a> {
-    /// Call-ID bytes.
-    pub call_id: &'a [u8],
-    /// From-tag bytes.
-    pub from_tag: &'a [u8],
-}
-
-impl Equivalent<CallKey> for CallKeyRef<'_> {
-    fn equivalent(&self, key: &CallKey) -> bool {
-        *self.call_id == *key.call_id && *self.from_tag == *key.from_tag
-    }
-}
-
-/// The shared dialog table: `DialogId -> Arc<V>` plus a `(Call-ID, From-tag) -> DialogId`
-/// index for spiral detection and lookup by Call-ID.
+/// The shared dialog table: `DialogId -> Arc<V>` (papaya) plus a
+/// `hash(Call-ID, From-tag) -> DialogId` index for spiral detection and lookup by Call-ID.
 ///
-/// `V` is the dialog record (owned by `dialog::record`); the table never looks inside it.
-/// The two maps are updated one after the other, so a concurrent reader may briefly see a
-/// dialog by id but not yet by Call-ID (or the reverse on removal).
+/// `V` is the dialog record (owned by `dialog::record`); the table reads only its
+/// [`CallIdentity`] to verify index hits. The two maps are updated one after the other, so a
+/// concurrent reader may briefly see a dialog by id but not yet by Call-ID (or the reverse on
+/// removal).
 pub struct DialogTable<V> {
     by_id: ConcurrentMap<DialogId, Arc<V>>,
-    by_call: ConcurrentMap<CallKey, DialogId>,
+    by_call: CallIndex,
+    seed: RandomState,
 }
 
 impl<V> std::fmt::Debug for DialogTable<V> {
@@ -300,13 +298,20 @@ impl<V> DialogTable<V> {
     pub fn with_capacity(cap: usize) -> Self {
         Self {
             by_id: ConcurrentMap::with_capacity(cap),
-            by_call: ConcurrentMap::with_capacity(cap),
+            by_call: CallIndex::with_capacity(cap),
+            seed: RandomState::new(),
         }
     }
 
-    /// Publishes a dialog. Allocates the index key (once per dialog). If another dialog holds
-    /// the same `(call_id, from_tag)`, the index now points at `id`. Returns the previous
-    /// record under `id`, if any.
+    /// The index key of `(call_id, from_tag)`: length-prefixed, so no concatenation aliases.
+    fn call_hash(&self, call_id: &[u8], from_tag: &[u8]) -> u64 {
+        self.seed.hash_one((call_id, from_tag))
+    }
+
+    /// Publishes a dialog; `call_id` and `from_tag` must be `v`'s own [`CallIdentity`].
+    /// Allocates nothing for the index key. If another dialog holds the same
+    /// `(call_id, from_tag)` (or, rarely, the same hash), the index now points at `id`.
+    /// Returns the previous record under `id`, if any.
     pub fn insert(
         &self,
         id: DialogId,
@@ -315,11 +320,7 @@ impl<V> DialogTable<V> {
         from_tag: &[u8],
     ) -> Option<Arc<V>> {
         let prev = self.by_id.insert(id, v);
-        let key = CallKey {
-            call_id: call_id.into(),
-            from_tag: from_tag.into(),
-        };
-        self.by_call.insert(key, id);
+        self.by_call.insert(self.call_hash(call_id, from_tag), id);
         prev
     }
 
@@ -332,24 +333,8 @@ impl<V> DialogTable<V> {
     pub fn remove(&self, id: DialogId, call_id: &[u8], from_tag: &[u8]) -> Option<Arc<V>> {
         let removed = self.by_id.remove(&id);
         self.by_call
-            .remove_if(&CallKeyRef { call_id, from_tag }, |d| *d == id);
+            .remove_if_is(self.call_hash(call_id, from_tag), id);
         removed
-    }
-
-    /// The dialog created by `(call_id, from_tag)`, without allocating.
-    pub fn find_by_callid_ftag(&self, call_id: &[u8], from_tag: &[u8]) -> Option<DialogId> {
-        self.by_call.get(&CallKeyRef { call_id, from_tag })
-    }
-
-    /// Every dialog with this Call-ID (a full scan: management only).
-    pub fn find_by_callid(&self, call_id: &[u8]) -> Vec<DialogId> {
-        let mut out = Vec::new();
-        self.by_call.for_each(|k, id| {
-            if *k.call_id == *call_id {
-                out.push(*id);
-            }
-        });
-        out
     }
 
     /// Number of dialogs.
@@ -373,6 +358,29 @@ impl<V> DialogTable<V> {
     }
 }
 
+impl<V: CallIdentity> DialogTable<V> {
+    /// The dialog created by `(call_id, from_tag)`, without allocating. The candidate's own
+    /// Call-ID and From-tag are compared, so a hash collision answers `None`, never a stranger.
+    pub fn find_by_callid_ftag(&self, call_id: &[u8], from_tag: &[u8]) -> Option<DialogId> {
+        let id = self.by_call.get(self.call_hash(call_id, from_tag))?;
+        self.by_id
+            .with(&id, |v| v.call_id() == call_id && v.ftag() == from_tag)
+            .filter(|&ok| ok)
+            .map(|_| id)
+    }
+
+    /// Every dialog with this Call-ID (a full scan: management only).
+    pub fn find_by_callid(&self, call_id: &[u8]) -> Vec<DialogId> {
+        let mut out = Vec::new();
+        self.by_id.for_each(|id, v| {
+            if v.call_id() == call_id {
+                out.push(*id);
+            }
+        });
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,14 +391,44 @@ mod tests {
         DialogId::new(1, n, n)
     }
 
+    /// A test record that knows its own `(Call-ID, From-tag)`.
+    #[derive(Debug, PartialEq)]
+    struct Rec {
+        call: Vec<u8>,
+        tag: Vec<u8>,
+        v: u16,
+    }
+
+    impl CallIdentity for Rec {
+        fn call_id(&self) -> &[u8] {
+            &self.call
+        }
+        fn ftag(&self) -> &[u8] {
+            &self.tag
+        }
+    }
+
+    fn rec(call: &[u8], tag: &[u8], v: u16) -> Arc<Rec> {
+        Arc::new(Rec {
+            call: call.to_vec(),
+            tag: tag.to_vec(),
+            v,
+        })
+    }
+
+    fn put(t: &DialogTable<Rec>, n: u32, call: &[u8], tag: &[u8]) -> Option<u16> {
+        t.insert(did(n), rec(call, tag, n as u16), call, tag)
+            .map(|r| r.v)
+    }
+
     #[test]
     fn table_basic_and_index() {
-        let t: DialogTable<&str> = DialogTable::new();
-        assert!(t.insert(did(1), Arc::new("a"), b"call-1", b"ft1").is_none());
-        t.insert(did(2), Arc::new("b"), b"call-1", b"ft2");
-        t.insert(did(3), Arc::new("c"), b"call-2", b"ft1");
+        let t: DialogTable<Rec> = DialogTable::new();
+        assert!(put(&t, 1, b"call-1", b"ft1").is_none());
+        put(&t, 2, b"call-1", b"ft2");
+        put(&t, 3, b"call-2", b"ft1");
         assert_eq!(t.len(), 3);
-        assert_eq!(t.get(did(2)).as_deref(), Some(&"b"));
+        assert_eq!(t.get(did(2)).map(|r| r.v), Some(2));
         assert_eq!(t.find_by_callid_ftag(b"call-1", b"ft2"), Some(did(2)));
         assert_eq!(t.find_by_callid_ftag(b"call-1", b"ft3"), None);
         assert_eq!(
@@ -402,8 +440,8 @@ mod tests {
         same.sort_by_key(|d| d.h_id);
         assert_eq!(same, vec![did(1), did(2)]);
         // A newer dialog took over the index; removing the old one must keep it.
-        t.insert(did(4), Arc::new("d"), b"call-2", b"ft1");
-        assert_eq!(t.remove(did(3), b"call-2", b"ft1").as_deref(), Some(&"c"));
+        put(&t, 4, b"call-2", b"ft1");
+        assert_eq!(t.remove(did(3), b"call-2", b"ft1").map(|r| r.v), Some(3));
         assert_eq!(t.find_by_callid_ftag(b"call-2", b"ft1"), Some(did(4)));
         assert_eq!(t.remove(did(3), b"call-2", b"ft1"), None);
         let mut all: Vec<u32> = (0..4)
@@ -413,6 +451,27 @@ mod tests {
         all.sort_unstable();
         assert_eq!(all, vec![1, 2, 4]);
         assert!(t.page(3, 10).is_empty());
+        // Removing the index owner leaves no stale entry behind.
+        assert!(t.remove(did(4), b"call-2", b"ft1").is_some());
+        assert_eq!(t.find_by_callid_ftag(b"call-2", b"ft1"), None);
+        assert_eq!(
+            t.by_call.len(),
+            2,
+            "index holds exactly call-1/ft1 and call-1/ft2"
+        );
+    }
+
+    #[test]
+    fn index_hit_is_verified_against_the_record() {
+        // An index entry whose record does not carry the probed strings (what a 64-bit hash
+        // collision looks like) is not a match.
+        let t: DialogTable<Rec> = DialogTable::new();
+        t.insert(did(1), rec(b"real-call", b"real-tag", 1), b"probe", b"tag");
+        assert_eq!(t.find_by_callid_ftag(b"probe", b"tag"), None);
+        assert_eq!(t.find_by_callid(b"real-call"), vec![did(1)]);
+        // The key is keyed per table: two tables hash the same pair differently.
+        let u: DialogTable<Rec> = DialogTable::new();
+        assert_ne!(t.call_hash(b"c", b"t"), u.call_hash(b"c", b"t"));
     }
 
     #[test]
@@ -512,19 +571,19 @@ mod tests {
     proptest! {
         #[test]
         fn differential_against_std_hashmap(ops in proptest::collection::vec(op(), 1..300)) {
-            let t: DialogTable<u16> = DialogTable::new();
+            let t: DialogTable<Rec> = DialogTable::new();
             let mut model: HashMap<DialogId, u16> = HashMap::new();
             for op in ops {
                 match op {
                     Op::Insert(k, v) => {
                         let (c, f) = call_of(k);
-                        let got = t.insert(did(k.into()), Arc::new(v), &c, &f).map(|a| *a);
+                        let got = t.insert(did(k.into()), rec(&c, &f, v), &c, &f).map(|a| a.v);
                         prop_assert_eq!(got, model.insert(did(k.into()), v));
                     }
-                    Op::Get(k) => prop_assert_eq!(t.get(did(k.into())).map(|a| *a), model.get(&did(k.into())).copied()),
+                    Op::Get(k) => prop_assert_eq!(t.get(did(k.into())).map(|a| a.v), model.get(&did(k.into())).copied()),
                     Op::Remove(k) => {
                         let (c, f) = call_of(k);
-                        prop_assert_eq!(t.remove(did(k.into()), &c, &f).map(|a| *a), model.remove(&did(k.into())));
+                        prop_assert_eq!(t.remove(did(k.into()), &c, &f).map(|a| a.v), model.remove(&did(k.into())));
                     }
                     Op::Find(k) => {
                         let (c, f) = call_of(k);
@@ -533,6 +592,8 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(t.len(), model.len());
+                // Distinct keys per id here: the index has one entry per live dialog.
+                prop_assert_eq!(t.by_call.len(), model.len());
             }
         }
     }

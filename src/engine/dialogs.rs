@@ -82,7 +82,7 @@ impl Engine {
                 .shared
                 .table
                 .get(id)
-                .filter(|d| d.loaded_boot == Some(boot))
+                .filter(|d| d.loaded_boot() == Some(boot))
                 .map(|_| id),
             None => None,
         }
@@ -343,20 +343,20 @@ impl Engine {
         let settings = self.shared.settings.load_full();
         let (ruri, routes, from, to, cseq, fallback) = match to_side {
             Side::Callee => (
-                &*callee.contact,
-                &*callee.routes,
+                callee.contact(),
+                callee.routes(),
                 d.strs.get(Field::From),
-                &*callee.to,
+                callee.to(),
                 d.caller_cseq.fetch_add(1, AcqRel).wrapping_add(1),
-                callee.socket,
+                callee.socket(),
             ),
             _ => (
                 d.strs.get(Field::CallerContact),
                 d.strs.get(Field::CallerRoutes),
-                &*callee.to,
+                callee.to(),
                 d.strs.get(Field::From),
                 d.callee_cseq.fetch_add(1, AcqRel).wrapping_add(1).max(1),
-                d.caller_socket,
+                d.caller_socket(),
             ),
         };
         let route_vec: Vec<&[u8]> = route_entries(routes).collect();

@@ -102,7 +102,7 @@ impl Engine {
         let mut arm = Vec::new();
         let mut max_h_id = None;
         self.shared.table.for_each(|id, d| {
-            if d.loaded_boot.is_none() {
+            if d.loaded_boot().is_none() {
                 return;
             }
             let owner = crate::dialog::id::worker_of(*id);

@@ -632,7 +632,7 @@ impl Engine {
         let tag = msg.to().and_then(|x| x.tag()).unwrap_or(&[]);
         let settings = self.shared.settings.load_full();
         if let Some(d) = &dialog {
-            let same_leg = d.callee.get().is_some_and(|c| &*c.tag == tag);
+            let same_leg = d.callee.get().is_some_and(|c| c.tag() == tag);
             if first_2xx && d.state() != DlgState::Deleted {
                 if cancelled {
                     d.races.fetch_add(1, AcqRel);
@@ -718,13 +718,13 @@ impl Engine {
             );
             routes.push(b'\n');
         }
-        let _ = d.callee.set(CalleeLeg {
-            tag: tag.into(),
-            to: to.into(),
-            contact: contact.into(),
-            routes: routes.into_boxed_slice(),
-            socket: socket.unwrap_or(d.caller_socket),
-        });
+        let _ = d.callee.set(CalleeLeg::new(
+            tag,
+            to,
+            contact,
+            &routes,
+            socket.unwrap_or(d.caller_socket()),
+        ));
         // Confirmed: the callee leg replaces the early legs (tag matching uses it from now on).
         d.early_legs.store(None);
         if let Some(prev) = d.advance(

@@ -123,15 +123,15 @@ impl EngineBackend {
             contact: s(Field::CallerContact),
             cseq: d.caller_cseq.load(Relaxed).to_string(),
             route_set: routes(d.strs.get(Field::CallerRoutes)),
-            socket: sock(&d.caller_socket),
+            socket: sock(&d.caller_socket()),
         };
         let callee = match d.callee.get() {
             Some(c) => LegInfo {
-                tag: text(&c.tag),
-                contact: text(&c.contact),
+                tag: text(c.tag()),
+                contact: text(c.contact()),
                 cseq: d.callee_cseq.load(Relaxed).to_string(),
-                route_set: routes(&c.routes),
-                socket: sock(&c.socket),
+                route_set: routes(c.routes()),
+                socket: sock(&c.socket()),
             },
             None => LegInfo::default(),
         };
