@@ -7,7 +7,7 @@
 //! - `[core]`: `listen` (list of `udp:IP:PORT` / `tcp:[IPv6]:PORT`, default
 //!   `["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]`), `workers` (0 = one per core),
 //!   `spread` (`adaptive`: as many workers as the load needs, default; `all`: every worker),
-//!   `spread_busy` (0.6: the fraction of a core per active worker above which adaptive
+//!   `spread_busy` (0.8: the fraction of a core per active worker above which adaptive
 //!   spreading adds a worker; it drops one when the load fits under half of it),
 //!   `node_id` (u16, part of every dialog id), `log_level` (`trace|debug|info|warn|error`,
 //!   default `info`), `log_format` (`text|json`), `advertise` (optional IP/host written in
@@ -95,7 +95,7 @@ pub enum LogFormat {
 #[serde(rename_all = "lowercase")]
 pub enum Spread {
     /// Over as many workers as the load needs, at random among them (default): one worker
-    /// while it is under ~60% of a core, more as they get busy.
+    /// while it is under `spread_busy` (80%) of a core, more as they get busy.
     #[default]
     Adaptive,
     /// Always over every worker, at random.
@@ -153,7 +153,7 @@ impl Default for CoreConfig {
             ],
             workers: 0,
             spread: Spread::Adaptive,
-            spread_busy: 0.6,
+            spread_busy: 0.8,
             node_id: 0,
             log_level: LogLevel::Info,
             log_format: LogFormat::Text,

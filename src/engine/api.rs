@@ -10,6 +10,8 @@ use crate::wire::Message;
 impl Shared {
     /// `dlg_get(callid, ftag, ttag)`: the live dialog with this Call-ID whose tags match in
     /// either direction (an empty `ttag` matches a dialog by Call-ID and From-tag alone).
+    /// O(1): two index probes. A dialog whose (Call-ID, From-tag) a newer dialog took over in
+    /// the index (a re-sent INVITE after an auth challenge) is found only through the newer.
     pub fn dlg_get(&self, call_id: &[u8], ftag: &[u8], ttag: &[u8]) -> Option<Arc<Dialog>> {
         if ttag.is_empty() {
             let id = self.table.find_by_callid_ftag(call_id, ftag)?;
@@ -18,9 +20,11 @@ impl Shared {
                 .get(id)
                 .filter(|d| d.state() != DlgState::Deleted);
         }
-        self.table
-            .find_by_callid(call_id)
+        // The index holds a dialog under its creator's (Call-ID, From-tag): a request from the
+        // caller names that tag as From, one from the callee as To. Two O(1) probes, no scan.
+        [ftag, ttag]
             .into_iter()
+            .filter_map(|t| self.table.find_by_callid_ftag(call_id, t))
             .filter_map(|id| self.table.get(id))
             .find(|d| d.state() != DlgState::Deleted && d.match_tags(call_id, ftag, ttag).is_some())
     }
