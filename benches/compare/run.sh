@@ -127,17 +127,28 @@ finish_proxy() { # stop; keep the relay's datagram count and Kamailio's log head
 lg() { local t=$1 r=$2 c=$3 js=$4; shift 4
   "$LOADGEN" both --target "$t" --rate "$r" --calls "$c" --json "$js" --quiet "$@" \
     >"${js%.json}.txt" 2>&1; }
-clean() { # $1 json: 0 failed and retrans < 0.1% of calls
-  jq -e '(.failed_total == 0) and (.ok > 0) and (.retrans * 1000 < .started)' "$1" >/dev/null 2>&1; }
+# A ladder step is clean with 0 failed calls, retransmissions under 0.1% of calls, and the last
+# call done within 1 s of its schedule (sending time + hold + 1 s): a proxy that falls behind
+# (calls queue up, none fail) is not sustaining the rate.
+case $LADDER_HOLD in *ms) HOLD_S=$(( (${LADDER_HOLD%ms} + 999) / 1000 )) ;; *s) HOLD_S=${LADDER_HOLD%s} ;; *) HOLD_S=$LADDER_HOLD ;; esac
+LADDER_LIMIT=$(( STEP_S + HOLD_S + 1 ))
+clean() { # $1 ladder json
+  jq -e --argjson lim "$LADDER_LIMIT" '(.failed_total == 0) and (.ok > 0) and (.retrans * 1000 < .started) and (.elapsed_s <= $lim)' "$1" >/dev/null 2>&1; }
 
 declare -A MAXCPS CPU LAT MEM SCALE RDG RDGC SCAP
 # ---- 1. ladder: max sustained cps --------------------------------------------------------------
 ladder() { local name=$1 best=0
   start_proxy "$name"
   for R in $RATES; do
-    local js=$OUT/$name.ladder.$R.json
+    local js=$OUT/$name.ladder.$R.json c0=0 c1=0
+    [ -n "$PPID_" ] && c0=$(ticks "$PPID_")
     lg "$(target_of "$name")" "$R" $((R * STEP_S)) "$js" --hold "$LADDER_HOLD"
-    log "ladder $name $R cps: ok=$(j "$js" .ok) failed=$(j "$js" .failed_total) retrans=$(j "$js" .retrans) achieved=$(j "$js" .achieved_cps) p99_us=$(j "$js" '.latency.invite_200.percentiles_us.p99')"
+    [ -n "$PPID_" ] && c1=$(ticks "$PPID_")
+    local el; el=$(j "$js" .elapsed_s)
+    # CPU over the step as % of one core: the proxy (from /proc) and loadgen (its own report)
+    awk -v c=$((c1 - c0)) -v h="$HZ" -v e="$el" -v l="$(j "$js" .cpu_s)" \
+      'BEGIN{ if (e > 0) printf "%.0f %.0f\n", 100*c/h/e, 100*l/e; else print "NA NA" }' >"$js.cpu"
+    log "ladder $name $R cps: ok=$(j "$js" .ok) failed=$(j "$js" .failed_total) retrans=$(j "$js" .retrans) elapsed_s=$el (limit $LADDER_LIMIT) p99_us=$(j "$js" '.latency.invite_200.percentiles_us.p99') cpu proxy/loadgen %: $(cat "$js.cpu")"
     clean "$js" || break
     best=$R; sleep 1
   done
@@ -304,7 +315,7 @@ T1=$(date +%s); STEAL_PCT=$(awk -v a="$STEAL0" -v b="$(steal)" -v h="$HZ" -v t=$
   done
   echo
   if on ladder; then
-    echo "INVITE→200 p99 (µs) at each ladder step (hold ${LADDER_HOLD}; '-' = not run, the ladder stopped):"
+    echo "INVITE→200 p99 (µs) at each ladder step, then CPU over the step as % of one core: proxy + loadgen (lg); the box has 200% (hold ${LADDER_HOLD}; '-' = not run, the ladder stopped):"
     echo
     printf '| proxy |'; for R in $RATES; do printf ' %s |' "$R"; done; echo
     printf '|---|'; for R in $RATES; do printf -- '---:|'; done; echo
@@ -312,7 +323,12 @@ T1=$(date +%s); STEAL_PCT=$(awk -v a="$STEAL0" -v b="$(steal)" -v h="$HZ" -v t=$
       printf '| %s |' "$p"
       for R in $RATES; do
         f=$OUT/$p.ladder.$R.json
-        if [ -f "$f" ]; then v=$(j "$f" '.latency.invite_200.percentiles_us.p99'); clean "$f" || v="$v (not clean)"; else v=-; fi
+        if [ -f "$f" ]; then
+          v=$(j "$f" '.latency.invite_200.percentiles_us.p99')
+          read -r pc lc <"$f.cpu" 2>/dev/null || { pc=NA; lc=NA; }
+          clean "$f" || v="**$v not clean** ($(j "$f" .failed_total) failed, $(j "$f" .retrans) retr, $(j "$f" .elapsed_s) s)"
+          [ "$p" = direct ] && v="$v · lg $lc%" || v="$v · $pc% + lg $lc%"
+        else v=-; fi
         printf ' %s |' "$v"
       done; echo
     done
@@ -339,7 +355,7 @@ T1=$(date +%s); STEAL_PCT=$(awk -v a="$STEAL0" -v b="$(steal)" -v h="$HZ" -v t=$
     [ -n "${SCALE[$p]:-}" ] && echo "| $l | ${SCALE[$p]} |"
   done
   echo
-  echo "Ladder: 0 failed calls and < 0.1% retransmissions per step, hold ${LADDER_HOLD}; rates: $RATES."
+  echo "Ladder: a step is clean with 0 failed calls, < 0.1% retransmissions and the last call done within ${LADDER_LIMIT} s (${STEP_S} s of sending + hold ${LADDER_HOLD} + 1 s); rates: $RATES."
   echo "Latency run: ${LAT_RATE} cps for ${LAT_S} s, hold 0. CPU: utime+stime of the proxy (all threads; Kamailio: main + children) over the whole loadgen run, / ok calls."
   echo "Memory: marginal = slope between two samples inside the sending window (same INVITE-transaction population), / dialogs added; sipedge VmRSS, Kamailio (pre-faults shm) shm real_used + summed PSS. 'Delta from idle' also counts buffers first touched under load."
   echo "The relay forwards only INVITE and its responses (ACK/BYE go to the Contact directly), so compare it per datagram."
