@@ -148,7 +148,7 @@ ladder() { local name=$1 best=0
     # CPU over the step as % of one core: the proxy (from /proc) and loadgen (its own report)
     awk -v c=$((c1 - c0)) -v h="$HZ" -v e="$el" -v l="$(j "$js" .cpu_s)" \
       'BEGIN{ if (e > 0) printf "%.0f %.0f\n", 100*c/h/e, 100*l/e; else print "NA NA" }' >"$js.cpu"
-    log "ladder $name $R cps: ok=$(j "$js" .ok) failed=$(j "$js" .failed_total) retrans=$(j "$js" .retrans) elapsed_s=$el (limit $LADDER_LIMIT) p99_us=$(j "$js" '.latency.invite_200.percentiles_us.p99') cpu proxy/loadgen %: $(cat "$js.cpu")"
+    log "ladder $name $R cps: ok=$(j "$js" .ok) failed=$(j "$js" .failed_total) retrans=$(j "$js" .retrans) elapsed_s=$el (limit $LADDER_LIMIT) p99_us=$(j "$js" '.latency.invite_200.percentiles_us.p99') cpu proxy/loadgen %: $(cat "$js.cpu") loadgen_late_calls=$(j "$js" .behind_schedule) max_late_ms=$(j "$js" '.max_behind_us / 1000 | floor')"
     clean "$js" || break
     best=$R; sleep 1
   done
@@ -315,7 +315,7 @@ T1=$(date +%s); STEAL_PCT=$(awk -v a="$STEAL0" -v b="$(steal)" -v h="$HZ" -v t=$
   done
   echo
   if on ladder; then
-    echo "INVITE→200 p99 (µs) at each ladder step, then CPU over the step as % of one core: proxy + loadgen (lg); the box has 200% (hold ${LADDER_HOLD}; '-' = not run, the ladder stopped):"
+    echo "INVITE→200 p99 (µs) at each ladder step, then CPU over the step as % of one core: proxy + loadgen (lg); the box has 200%; 'lg late' = calls loadgen started > 10 ms behind its schedule (their latency includes that lag) (hold ${LADDER_HOLD}; '-' = not run, the ladder stopped):"
     echo
     printf '| proxy |'; for R in $RATES; do printf ' %s |' "$R"; done; echo
     printf '|---|'; for R in $RATES; do printf -- '---:|'; done; echo
@@ -328,6 +328,7 @@ T1=$(date +%s); STEAL_PCT=$(awk -v a="$STEAL0" -v b="$(steal)" -v h="$HZ" -v t=$
           read -r pc lc <"$f.cpu" 2>/dev/null || { pc=NA; lc=NA; }
           clean "$f" || v="**$v not clean** ($(j "$f" .failed_total) failed, $(j "$f" .retrans) retr, $(j "$f" .elapsed_s) s)"
           [ "$p" = direct ] && v="$v · lg $lc%" || v="$v · $pc% + lg $lc%"
+          late=$(j "$f" .behind_schedule); [ "$late" != 0 ] && v="$v · lg late: $late calls, ≤ $(j "$f" '.max_behind_us / 1000 | floor') ms"
         else v=-; fi
         printf ' %s |' "$v"
       done; echo
