@@ -512,12 +512,16 @@ impl LatencyRecorder {
     }
 
     /// Hand the local histograms to management now (e.g. at shutdown). Returns true when a
-    /// set was handed over; false when there was nothing to send or the channel was full.
+    /// set was handed over; false when there was nothing to send, the channel was full, or no
+    /// emptied set is back from management yet (values keep accumulating locally: the
+    /// worker never allocates a set).
     pub fn flush(&mut self) -> bool {
         if self.local.is_empty() || self.tx.is_full() {
             return false;
         }
-        let fresh = self.spares.try_recv().unwrap_or_default();
+        let Ok(fresh) = self.spares.try_recv() else {
+            return false;
+        };
         let full = std::mem::replace(&mut self.local, fresh);
         match self.tx.try_send(full) {
             Ok(()) => true,
@@ -561,7 +565,14 @@ impl LatencyHub {
     }
 
     /// A recorder for one worker; its first flush happens at `now_ms + FLUSH_INTERVAL_MS`.
+    /// Tops the spare queue up to its capacity here, off the packet path, so flushes only
+    /// swap in sets allocated now or recycled by [`LatencyHub::snapshot`].
     pub fn recorder(&self, now_ms: u64) -> LatencyRecorder {
+        while !self.spare_tx.is_full() {
+            if self.spare_tx.try_send(LatencySet::default()).is_err() {
+                break;
+            }
+        }
         LatencyRecorder {
             local: LatencySet::default(),
             tx: self.tx.clone(),
@@ -668,5 +679,27 @@ mod tests {
         assert_eq!(hub.snapshot().summary(LatencyMetric::Packet).count, 1);
         assert!(r.flush());
         assert_eq!(hub.snapshot().summary(LatencyMetric::Packet).count, 2);
+    }
+
+    #[test]
+    fn flushes_circulate_sets_made_at_recorder_creation() {
+        let hub = LatencyHub::new(3);
+        let mut r = hub.recorder(0);
+        assert_eq!(hub.spare_rx.len(), 3, "spares made off the packet path");
+        let _second = hub.recorder(0);
+        assert_eq!(hub.spare_rx.len(), 3, "topped up to capacity, not beyond");
+        r.record(LatencyMetric::Packet, 1);
+        assert!(r.flush());
+        assert_eq!(
+            (hub.spare_rx.len(), hub.rx.len()),
+            (2, 1),
+            "a spare swapped in"
+        );
+        assert_eq!(hub.snapshot().summary(LatencyMetric::Packet).count, 1);
+        assert_eq!(
+            (hub.spare_rx.len(), hub.rx.len()),
+            (3, 0),
+            "merged set recycled"
+        );
     }
 }

@@ -166,9 +166,9 @@ pub fn start(
         true
     };
     shared.active_workers.store(1, Ordering::Relaxed);
-    // The spawn consumes the sockets; keep clones to fall back on if it fails.
-    let fallback: Vec<_> = socks.iter().filter_map(|s| s.try_clone().ok()).collect();
-    let sh = shared.clone();
+    // Shared with the thread so the fallback below can still reach the groups.
+    let socks = Arc::new(socks);
+    let (sh, thread_socks) = (shared.clone(), socks.clone());
     let spawned = std::thread::Builder::new()
         .name("sipedge-spread".into())
         .spawn(move || {
@@ -189,7 +189,7 @@ pub fn start(
                 }
                 let n = ctl.active;
                 if let Some(next) = ctl.step(&cpu, wall) {
-                    if attach(&socks, next) {
+                    if attach(&thread_socks, next) {
                         tracing::debug!(from = n, to = next, busy = ?ctl.busy, "active workers changed");
                         sh.active_workers.store(next, Ordering::Relaxed);
                     } else {
@@ -202,7 +202,7 @@ pub fn start(
         Ok(h) => Some(h),
         Err(e) => {
             tracing::warn!(error = %e, "cannot start the spreader; spreading over all workers");
-            all(&fallback);
+            all(&socks);
             None
         }
     }
