@@ -110,7 +110,8 @@ fn per_caller_limit_of_two() {
 
     let mut alice = UacRun::new("alice", "uac_caller.xml", 2)
         .caller("alice")
-        .hold_ms(4000)
+        // Long enough that a slow CI box finishes the refused and bob's calls inside it.
+        .hold_ms(12_000)
         .start(&dir, &uas, proxy.sip_addr());
     let both_up = wait_until(Duration::from_secs(5), || {
         proxy.profile_size("caller", Some("alice")) == 2 && proxy.active_dialogs().ongoing == 2
@@ -181,10 +182,11 @@ fn reload_applies_to_new_calls_and_bad_file_keeps_old() {
     let uas = Uas::start(&dir, "uas", "uas.xml");
     let blocked = |role: &str| UacRun::new(role, "uac_reject.xml", 1).service("blocked");
 
-    let mut long =
-        UacRun::new("long", "uac.xml", 1)
-            .hold_ms(4000)
-            .start(&dir, &uas, proxy.sip_addr());
+    let mut long = UacRun::new("long", "uac.xml", 1)
+        // Outlasts four SIPp runs and two reloads even on a loaded 2-core CI box (4 s did
+        // not, once).
+        .hold_ms(20_000)
+        .start(&dir, &uas, proxy.sip_addr());
     let up = wait_until(Duration::from_secs(5), || {
         proxy.active_dialogs().ongoing == 1
     });
