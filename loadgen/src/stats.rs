@@ -22,15 +22,24 @@ pub enum Metric {
     /// Call intended start → the final response that completes setup (200 for INVITE calls,
     /// 486/487/408 for reject/cancel/noanswer, 200 for OPTIONS).
     Setup,
+    /// The generator's own lag: call intended start → the loop actually started it. Not a
+    /// latency of the system under test; it tells how much of the others is the generator's.
+    StartLag,
+    /// INVITE actually handed to the socket layer → 200 OK: `invite_200` minus this call's
+    /// start lag. Service time only (it omits queueing behind a late generator), so use it to
+    /// split a tail between generator and proxy, never as the headline figure.
+    Invite200Sent,
 }
 
 /// All metrics in index order.
-pub const METRICS: [Metric; 5] = [
+pub const METRICS: [Metric; 7] = [
     Metric::Invite100,
     Metric::Invite180,
     Metric::Invite200,
     Metric::Bye200,
     Metric::Setup,
+    Metric::StartLag,
+    Metric::Invite200Sent,
 ];
 
 impl Metric {
@@ -42,6 +51,8 @@ impl Metric {
             Metric::Invite200 => "invite_200",
             Metric::Bye200 => "bye_200",
             Metric::Setup => "setup",
+            Metric::StartLag => "start_lag",
+            Metric::Invite200Sent => "invite_200_sent",
         }
     }
 }
@@ -143,7 +154,7 @@ impl Counters {
 #[derive(Clone, Debug)]
 pub struct Stats {
     /// One histogram per [`Metric`], µs.
-    pub hist: [Histogram<u64>; 5],
+    pub hist: [Histogram<u64>; METRICS.len()],
     /// Counters.
     pub c: Counters,
     /// Worst lateness of a call start behind schedule, µs.

@@ -61,6 +61,8 @@ struct Call {
     scen: Scenario,
     sock: u16,
     start_us: u64,
+    /// When the loop actually started the call (≥ `start_us` when the generator is late).
+    sent_us: u64,
     hold_us: u64,
     req_us: u64,
     retx_at: u64,
@@ -97,6 +99,7 @@ impl Call {
             scen: Scenario::Basic,
             sock: 0,
             start_us: 0,
+            sent_us: 0,
             hold_us: 0,
             req_us: 0,
             retx_at: NEVER,
@@ -224,6 +227,7 @@ impl Uac {
             self.stats.c.behind += 1;
         }
         self.stats.max_behind_us = self.stats.max_behind_us.max(late);
+        self.stats.record(Metric::StartLag, late);
         let target = self.cfg.target;
         let Some(c) = self.calls.get_mut(slot as usize) else {
             return Err(StartError::Full);
@@ -237,6 +241,7 @@ impl Uac {
         c.scen = scen;
         c.sock = sock;
         c.start_us = intended_us;
+        c.sent_us = now_us.max(intended_us);
         c.req_us = intended_us;
         c.hold_us = hold_us;
         c.retx_at = first_retx(self.cfg.reliable, now_us);
@@ -468,6 +473,8 @@ impl Uac {
             }
             (St::Inviting, 200..=299) => {
                 self.stats.record(Metric::Invite200, since);
+                let served = now_us.saturating_sub(c.sent_us);
+                self.stats.record(Metric::Invite200Sent, served);
                 self.stats.record(Metric::Setup, since);
                 self.store_dialog(slot, m);
                 self.send_ack(slot, 1, out);

@@ -209,6 +209,17 @@ fn latency_counts_from_intended_start_not_from_late_send() {
         "{setup}"
     );
     assert_eq!(n.uac.stats.max_behind_us, 5_000);
+    // The generator's own lag and the service time split that figure into its two parts.
+    let lag = n.uac.stats.hist(Metric::StartLag);
+    assert_eq!(lag.len(), 1);
+    assert!(lag.equivalent(lag.max(), 5_000), "{}", lag.max()); // 3 significant digits
+    let served = n.uac.stats.hist(Metric::Invite200Sent).max();
+    let total = n.uac.stats.hist(Metric::Invite200).max();
+    assert!((2 * DELAY..2 * DELAY + 10).contains(&served), "{served}");
+    assert!(
+        total.abs_diff(served + 5_000) <= 10,
+        "{total} vs {served} + 5000"
+    );
 }
 
 #[test]
