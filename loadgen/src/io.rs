@@ -95,6 +95,38 @@ pub struct RunConfig {
     pub seed: u64,
     /// UDP or TCP.
     pub transport: Transport,
+    /// `both` over UDP with several threads: thread `w` runs its UAS on the listen port + `w`
+    /// and its UAC calls that port (the R-URI, and the target when it is the UAS), so every
+    /// request of a call reaches the thread that owns the dialog whatever socket a proxy
+    /// sends it from. With one shared `SO_REUSEPORT` port the kernel hashes by source
+    /// address, and a proxy that sends ACK/BYE from another socket than the INVITE would
+    /// land them on a thread that never saw the call.
+    pub uas_port_per_thread: bool,
+}
+
+impl RunConfig {
+    /// Thread `w`'s (UAS listen address, UAC target, R-URI).
+    pub fn thread_addrs(&self, w: usize) -> Result<(SocketAddr, SocketAddr, String), IoError> {
+        if !self.uas_port_per_thread || w == 0 {
+            return Ok((self.listen, self.target, self.ruri.clone()));
+        }
+        let port = u16::try_from(w)
+            .ok()
+            .and_then(|w| self.listen.port().checked_add(w))
+            .ok_or_else(|| {
+                IoError::Config(format!(
+                    "UAS port {} + thread {w} is past 65535",
+                    self.listen.port()
+                ))
+            })?;
+        let listen = SocketAddr::new(self.listen.ip(), port);
+        let target = if self.target == self.listen {
+            listen
+        } else {
+            self.target
+        };
+        Ok((listen, target, format!("sip:service@{listen}")))
+    }
 }
 
 /// What a run measured.
@@ -126,6 +158,9 @@ pub enum IoError {
     /// Spawning a worker failed.
     #[error("spawning worker: {0}")]
     Spawn(std::io::Error),
+    /// The options do not describe a runnable set-up.
+    #[error("{0}")]
+    Config(String),
 }
 
 /// State shared between the workers and the main thread.
@@ -344,6 +379,7 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<RunResult, IoError>
     let t0_us = 20_000; // let all workers get going before call 0
     let tcp = cfg.transport == Transport::Tcp;
     for w in 0..threads {
+        let (listen, target, ruri) = cfg.thread_addrs(w)?;
         let n_uac = if with_uac {
             sockets / threads + usize::from(w < sockets % threads)
         } else {
@@ -353,27 +389,27 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<RunResult, IoError>
         let mut tcp_streams = Vec::new();
         // The listener comes first so that `both` can connect to itself.
         let listener = if tcp && with_uas {
-            Some(tcp::listen(cfg.listen)?)
+            Some(tcp::listen(listen)?)
         } else {
             None
         };
         let mut local: Vec<SocketAddr> = Vec::new();
         for _ in 0..n_uac {
             if tcp {
-                let st = tcp::connect(cfg.local_ip, cfg.target)?;
-                local.push(st.local_addr().unwrap_or(cfg.listen));
+                let st = tcp::connect(cfg.local_ip, target)?;
+                local.push(st.local_addr().unwrap_or(listen));
                 tcp_streams.push(st);
             } else {
                 let so = udp_socket(SocketAddr::new(cfg.local_ip, 0), false)?;
-                local.push(so.local_addr().unwrap_or(cfg.listen));
+                local.push(so.local_addr().unwrap_or(listen));
                 udp_socks.push(so);
             }
         }
         let uas_sock = if with_uas {
             if !tcp {
-                udp_socks.push(udp_socket(cfg.listen, true)?);
+                udp_socks.push(udp_socket(listen, true)?);
             }
-            local.push(cfg.listen);
+            local.push(listen);
             Some(n_uac)
         } else {
             None
@@ -396,8 +432,8 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<RunResult, IoError>
                 end,
             );
             let ucfg = UacConfig {
-                target: cfg.target,
-                ruri: cfg.ruri.clone(),
+                target: target,
+                ruri,
                 local: local.get(..n_uac).unwrap_or(&[]).to_vec(),
                 invite_timeout_us: cfg.invite_timeout_us,
                 max_concurrent: (cfg.max_concurrent / threads).max(1),
@@ -408,7 +444,7 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<RunResult, IoError>
         });
         let uas = with_uas.then(|| {
             Uas::new(UasConfig {
-                local: if tcp { vec![cfg.listen] } else { local.clone() },
+                local: if tcp { vec![listen] } else { local.clone() },
                 send_100: cfg.uas_100,
                 reliable: tcp,
                 ..UasConfig::default()

@@ -122,7 +122,13 @@ fn main() {
     if cli.mode != Mode::Uas && cli.calls.is_none() && cli.duration.is_none() {
         eprintln!("loadgen: no --calls or --duration; running until Ctrl-C");
     }
+    let uas_port_per_thread = cli.mode == Mode::Both
+        && cli.transport == Transport::Udp
+        && cli.threads > 1
+        && cli.ruri.is_none()
+        && listen == cli.uas;
     let cfg = RunConfig {
+        uas_port_per_thread,
         mode: cli.mode,
         target,
         ruri: cli

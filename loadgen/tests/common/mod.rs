@@ -41,6 +41,7 @@ pub fn config(
         progress: false,
         seed: 1,
         transport: loadgen::io::Transport::Udp,
+        uas_port_per_thread: false,
     }
 }
 
