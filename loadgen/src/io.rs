@@ -432,7 +432,7 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> Result<RunResult, IoError>
                 end,
             );
             let ucfg = UacConfig {
-                target: target,
+                target,
                 ruri,
                 local: local.get(..n_uac).unwrap_or(&[]).to_vec(),
                 invite_timeout_us: cfg.invite_timeout_us,
