@@ -5,14 +5,16 @@
 #
 # usage: benches/compare/run.sh            (from anywhere; ~8-12 min)
 # env (defaults in brackets):
-#   RATES ["2000 4000 6000 8000 12000 16000 20000"]  ladder rates, cps; stop at first failure
+#   RATES ["2000 4000 6000 8000 12000 16000 18000 20000"]  ladder rates, cps; stop at first failure
+#   LG_THREADS [2]      loadgen threads in the ladder (one thread falls behind past ~12000 cps here)
 #   STEP_S [5]          seconds of calls per ladder step     LADDER_HOLD [1s] hold per call
 #   FIXED_RATE [4000]   rate for CPU/call and latency         FIXED_S [10]   its length, s
 #   MEM_CALLS [50000]   held dialogs for the memory run       MEM_RATE [3000] their rate
 #   SIPP_RATE [2000]    SIPp cross-check rate                 SIPP_CALLS [10000]
 #   SCALE_RATE [6000]   1-vs-2-worker run, one UAC socket     SCALE_S [10]
-#   LAT_RATE [2000]     latency-floor run (half Kamailio's max) LAT_S [15]
-#   SIPP_RATES ["4000 6000 8000 10000 12000 14000"]  SIPp capacity ladder   SIPP_STEP_S [5]
+#   LAT_RATE [2000]     latency-floor run (half Kamailio's max) LAT_S [10]
+#   LAT_ROUNDS [3]      interleaved latency rounds (all proxies once per round); medians reported
+#   SIPP_RATES ["4000 6000 8000 10000 12000 12600 14000 16000"]  SIPp capacity ladder   SIPP_STEP_S [5]
 #   PHASES ["ladder fixed latency memory sipp sippcap scaling"]  which phases to run
 #   PROXIES ["direct relay sipedge sipedge_all kamailio"]  which rows to run
 #   SKIP_BUILD [0]      1 = use the existing target/release binaries
@@ -20,13 +22,13 @@
 set -u
 D=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$D/../.." && pwd)
-RATES=${RATES:-"2000 4000 6000 8000 12000 16000 20000"} STEP_S=${STEP_S:-5}
+RATES=${RATES:-"2000 4000 6000 8000 12000 16000 18000 20000"} LG_THREADS=${LG_THREADS:-2} STEP_S=${STEP_S:-5}
 LADDER_HOLD=${LADDER_HOLD:-1s} FIXED_RATE=${FIXED_RATE:-4000} FIXED_S=${FIXED_S:-10}
 MEM_CALLS=${MEM_CALLS:-50000} MEM_RATE=${MEM_RATE:-3000}
 SIPP_RATE=${SIPP_RATE:-2000} SIPP_CALLS=${SIPP_CALLS:-10000}
 SCALE_RATE=${SCALE_RATE:-6000} SCALE_S=${SCALE_S:-10}
-LAT_RATE=${LAT_RATE:-2000} LAT_S=${LAT_S:-15}
-SIPP_RATES=${SIPP_RATES:-"4000 6000 8000 10000 12000 14000"} SIPP_STEP_S=${SIPP_STEP_S:-5}
+LAT_RATE=${LAT_RATE:-2000} LAT_S=${LAT_S:-10} LAT_ROUNDS=${LAT_ROUNDS:-3}
+SIPP_RATES=${SIPP_RATES:-"4000 6000 8000 10000 12000 12600 14000 16000"} SIPP_STEP_S=${SIPP_STEP_S:-5}
 PHASES=${PHASES:-"ladder fixed latency memory sipp sippcap scaling"}
 PROXIES=${PROXIES:-"direct relay sipedge sipedge_all kamailio"}
 STAMP=$(date +%Y%m%d-%H%M)
@@ -80,6 +82,9 @@ pss_kib() { # summed Pss (KiB) of $1 plus its direct children (shared pages coun
     awk '{s+=$1} END{print s+0}'
 }
 steal() { awk '/^cpu /{print $9}' /proc/stat; }
+# CPU pressure (PSI): µs during which some runnable task waited for a CPU. Precise, unlike the
+# tick-sampled /proc/stat busy time, which misses processes that run between two ticks.
+psi_us() { sed -n 's/^some .*total=\([0-9]*\).*/\1/p' /proc/pressure/cpu 2>/dev/null || echo 0; }
 j() { jq -r "$2" "$1" 2>/dev/null || echo NA; }
 kam() { kamcmd -s "unix:$KDIR/ctl" "$@"; }
 rpc() { curl -s -m 5 -X POST -H 'Content-Type: application/json' \
@@ -135,14 +140,17 @@ LADDER_LIMIT=$(( STEP_S + HOLD_S + 1 ))
 clean() { # $1 ladder json
   jq -e --argjson lim "$LADDER_LIMIT" '(.failed_total == 0) and (.ok > 0) and (.retrans * 1000 < .started) and (.elapsed_s <= $lim)' "$1" >/dev/null 2>&1; }
 
-declare -A MAXCPS CPU LAT MEM SCALE RDG RDGC SCAP
+declare -A MAXCPS CPU LAT MEM SCALE RDG RDGC SCAP MEDP99
 # ---- 1. ladder: max sustained cps --------------------------------------------------------------
 ladder() { local name=$1 best=0
   start_proxy "$name"
   for R in $RATES; do
     local js=$OUT/$name.ladder.$R.json c0=0 c1=0
     [ -n "$PPID_" ] && c0=$(ticks "$PPID_")
-    lg "$(target_of "$name")" "$R" $((R * STEP_S)) "$js" --hold "$LADDER_HOLD"
+    # The relay returns every response to the last client address it saw, so it gets one
+    # loadgen thread (one UAC socket); it sustained the whole ladder that way in earlier runs.
+    local lt=$LG_THREADS; [ "$name" = relay ] && lt=1
+    lg "$(target_of "$name")" "$R" $((R * STEP_S)) "$js" --hold "$LADDER_HOLD" --threads "$lt"
     [ -n "$PPID_" ] && c1=$(ticks "$PPID_")
     local el; el=$(j "$js" .elapsed_s)
     # CPU over the step as % of one core: the proxy (from /proc) and loadgen (its own report)
@@ -176,7 +184,7 @@ fixed() { # $1 proxy, $2 rate, $3 seconds, $4 tag (results go to CPU/LAT["$4:$1"
   fi
   CPU[$tag:$name]="$us"
   LAT[$tag:$name]="$(j "$js" '[.latency.invite_200.percentiles_us | .p50, .p99, ."p99.9"] | map(tostring) | join(" / ")')"
-  log "$tag $name $rate cps: ok=$ok failed=$(j "$js" .failed_total) retrans=$(j "$js" .retrans) cpu_us_per_call=$us invite_200 p50/p99/p99.9 us=${LAT[$tag:$name]} loadgen_cpu_us_per_call=$(j "$js" .cpu_us_per_call) steal=${st}%"
+  log "$tag $name $rate cps: ok=$ok failed=$(j "$js" .failed_total) retrans=$(j "$js" .retrans) cpu_us_per_call=$us invite_200 p50/p99/p99.9 us=${LAT[$tag:$name]} loadgen_cpu_us_per_call=$(j "$js" .cpu_us_per_call) start_lag p99=$(j "$js" '.latency.start_lag.percentiles_us.p99') invite_200_sent p99=$(j "$js" '.latency.invite_200_sent.percentiles_us.p99') steal=${st}%"
 }
 
 # ---- 3. memory per held dialog ---------------------------------------------------------------
@@ -243,10 +251,12 @@ sippcap() { local name=$1 best=0 R
   for R in $SIPP_RATES; do
     local c0=0 c1=0 r="" tgt=127.0.0.1:5060
     if [ "$name" = direct ]; then tgt=127.0.0.1:5090; PPID_=""; else start_proxy "$name"; c0=$(ticks "$PPID_"); fi
+    local q0 q1; q0=$(psi_us)
     for _ in 1 2 3; do
       r=$("$D/sipp_step.sh" "$tgt" "$R" $((R * SIPP_STEP_S)) 0 2>>"$OUT/sipp.stderr" | grep '^RESULT')
       [ -n "$r" ] && break; sleep 3
     done
+    q1=$(psi_us)
     [ -n "$PPID_" ] && c1=$(ticks "$PPID_")
     [ "$name" = direct ] || finish_proxy "$name"
     echo "cap $name $r" >>"$OUT/sipp.txt"
@@ -255,7 +265,9 @@ sippcap() { local name=$1 best=0 R
     local scpu pcpu; scpu=$(awk -v c="$(kv sipp_cpu_s)" -v e="$el" 'BEGIN{ if (e>0) printf "%.0f", 100*c/e; else print "NA"}')
     pcpu=$(awk -v c=$((c1 - c0)) -v h="$HZ" -v e="$el" 'BEGIN{ if (e>0) printf "%.0f", 100*c/h/e; else print "NA"}')
     local clean=0; [ "$(kv failed)" = 0 ] && [ -n "$(kv retrans)" ] && [ $(( $(kv retrans) * 1000 )) -lt $((R * SIPP_STEP_S)) ] && clean=1
-    SCAP[$name:$R]="$(kv ok)/$(kv failed)/$(kv retrans), SIPp ${scpu}% + proxy ${pcpu}%"
+    # share of the step's wall time (incl. the script's ~2 s of set-up) in which a task waited for a CPU
+    local psi; psi=$(awk -v a="$q0" -v b="$q1" -v e="$el" 'BEGIN{ if (e>0) printf "%.0f", (b-a)/1e4/(e+2.1); else print "NA"}')
+    SCAP[$name:$R]="$(kv ok)/$(kv failed)/$(kv retrans), SIPp ${scpu}% + proxy ${pcpu}%, cpu wait ${psi}%"
     log "sippcap $name $R cps: ${SCAP[$name:$R]} clean=$clean"
     [ "$clean" = 1 ] || break
     best=$R; sleep 2
@@ -285,10 +297,23 @@ LOAD0=$(cut -d' ' -f1-3 /proc/loadavg); STEAL0=$(steal); T0=$(date +%s)
 on() { case " $PHASES " in *" $1 "*) return 0 ;; esac; return 1; }
 on ladder && for p in $PROXIES; do ladder "$p"; done
 on fixed && for p in $PROXIES; do fixed "$p" "$FIXED_RATE" "$FIXED_S" fixed; done
-on latency && for p in $PROXIES; do fixed "$p" "$LAT_RATE" "$LAT_S" lat; done
+on latency && for k in $(seq "$LAT_ROUNDS"); do for p in $PROXIES; do fixed "$p" "$LAT_RATE" "$LAT_S" "lat$k"; done; done
+# Latency rounds: the round with the median p99 gives each proxy's "lat" figures.
+median_round() { # $1 proxy -> round number whose invite_200 p99 is the median
+  for k in $(seq "$LAT_ROUNDS"); do echo "$k $(j "$OUT/$1.lat$k.json" '.latency.invite_200.percentiles_us.p99')"; done |
+    sort -k2,2n | awk '{r[NR]=$1} END{print r[int((NR+1)/2)]}'
+}
+p99s() { # $1 proxy, $2 metric -> "a, b, c" p99 of each round
+  for k in $(seq "$LAT_ROUNDS"); do j "$OUT/$1.lat$k.json" ".latency.$2.percentiles_us.p99"; done | paste -sd, | sed 's/,/, /g'
+}
+if on latency; then for p in $PROXIES; do
+  m=$(median_round "$p"); CPU[lat:$p]=${CPU[lat$m:$p]:-NA}; LAT[lat:$p]=${LAT[lat$m:$p]:-NA}
+  [ "$p" = relay ] && RDG[lat]=${RDG[lat$m]:-NA}
+  MEDP99[$p]=$(j "$OUT/$p.lat$m.json" '.latency.invite_200.percentiles_us.p99')
+done; fi
 on memory && for p in $PROXIES; do case $p in sipedge|kamailio) memory "$p" ;; esac; done
 on sipp && for p in $PROXIES; do case $p in sipedge|kamailio) sipp_check "$p" ;; esac; done
-on sippcap && for p in direct sipedge kamailio; do case " $PROXIES " in *" $p "*) sippcap "$p" ;; esac; done
+on sippcap && for p in direct relay sipedge kamailio; do case " $PROXIES " in *" $p "*) sippcap "$p" ;; esac; done
 on scaling && case " $PROXIES " in *" sipedge "*) scaling sipedge1; scaling sipedge_all; scaling sipedge ;; esac
 T1=$(date +%s); STEAL_PCT=$(awk -v a="$STEAL0" -v b="$(steal)" -v h="$HZ" -v t=$((T1 - T0)) 'BEGIN{printf "%.1f", 100*(b-a)/h/t}')
 
@@ -336,14 +361,25 @@ T1=$(date +%s); STEAL_PCT=$(awk -v a="$STEAL0" -v b="$(steal)" -v h="$HZ" -v t=$
     echo
   fi
   if on sippcap; then
-    echo "SIPp capacity (${SIPP_STEP_S} s of calls per step, hold 0; ok/failed/retrans, CPU as % of one core over the step; the box has 200%):"
+    echo "SIPp capacity (${SIPP_STEP_S} s of calls per step, hold 0; ok/failed/retrans, CPU as % of one core over the step; the box has 200%; 'cpu wait' = share of the step in which some task waited for a CPU, from /proc/pressure/cpu; the relay carries only INVITE and its responses):"
     echo
     printf '| SIPp UAC→UAS via |'; for R in $SIPP_RATES; do printf ' %s |' "$R"; done; echo " max clean |"
     printf '|---|'; for R in $SIPP_RATES; do printf -- '---|'; done; echo "---:|"
-    for p in direct sipedge kamailio; do
+    for p in direct relay sipedge kamailio; do
       case " $PROXIES " in *" $p "*) ;; *) continue ;; esac
       printf '| %s |' "$([ $p = direct ] && echo 'nothing (SIPp limit)' || echo $p)"
       for R in $SIPP_RATES; do printf ' %s |' "${SCAP[$p:$R]:--}"; done; echo " ${SCAP[$p:max]:-NA} |"
+    done
+    echo
+  fi
+  if on latency; then
+    echo "Latency at ${LAT_RATE} cps: ${LAT_ROUNDS} interleaved rounds of ${LAT_S} s (every proxy once per round). invite_200 is the headline (from the intended send time); start_lag is loadgen's own lag behind its schedule, invite_200_sent the time from the actual send (so a tail in invite_200 but not in invite_200_sent is the generator's):"
+    echo
+    echo "| proxy | invite_200 p99 per round (µs) | median p99 | median − direct median | start_lag p99 per round | invite_200_sent p99 per round |"
+    echo "|---|---|---:|---:|---|---|"
+    for p in $PROXIES; do
+      d=NA; [[ ${MEDP99[direct]:-} =~ ^[0-9]+$ && ${MEDP99[$p]:-} =~ ^[0-9]+$ ]] && d=$(( ${MEDP99[$p]} - ${MEDP99[direct]} ))
+      echo "| $p | $(p99s "$p" invite_200) | ${MEDP99[$p]:-NA} | $d | $(p99s "$p" start_lag) | $(p99s "$p" invite_200_sent) |"
     done
     echo
   fi
@@ -357,7 +393,7 @@ T1=$(date +%s); STEAL_PCT=$(awk -v a="$STEAL0" -v b="$(steal)" -v h="$HZ" -v t=$
   done
   echo
   echo "Ladder: a step is clean with 0 failed calls, < 0.1% retransmissions and the last call done within ${LADDER_LIMIT} s (${STEP_S} s of sending + hold ${LADDER_HOLD} + 1 s); rates: $RATES."
-  echo "Latency run: ${LAT_RATE} cps for ${LAT_S} s, hold 0. CPU: utime+stime of the proxy (all threads; Kamailio: main + children) over the whole loadgen run, / ok calls."
+  echo "Ladder load: loadgen --threads ${LG_THREADS} (each thread its own UAS port; the relay row: 1 thread). Latency run: ${LAT_RATE} cps for ${LAT_S} s, hold 0, loadgen 1 thread; the table shows the median round. CPU: utime+stime of the proxy (all threads; Kamailio: main + children) over the whole loadgen run, / ok calls."
   echo "Memory: marginal = slope between two samples inside the sending window (same INVITE-transaction population), / dialogs added; sipedge VmRSS, Kamailio (pre-faults shm) shm real_used + summed PSS. 'Delta from idle' also counts buffers first touched under load."
   echo "The relay forwards only INVITE and its responses (ACK/BYE go to the Contact directly), so compare it per datagram."
 } >"$RES"
