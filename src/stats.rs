@@ -76,11 +76,14 @@ pub enum Counter {
     ByeSent,
     /// INVITE branches given up by Timer B or C.
     TxnTimeout,
+    /// UDP receive batches that came back full: at least a batch of datagrams had queued in
+    /// the socket, so the worker is behind (busy, or waiting for its core).
+    FullBatches,
 }
 
 impl Counter {
     /// Number of counters.
-    pub const COUNT: usize = 23;
+    pub const COUNT: usize = 24;
     /// All counters in index order.
     pub const ALL: [Counter; Counter::COUNT] = [
         Counter::PacketsInUdp,
@@ -106,6 +109,7 @@ impl Counter {
         Counter::Absorbed,
         Counter::ByeSent,
         Counter::TxnTimeout,
+        Counter::FullBatches,
     ];
 
     /// Stable snake_case name used in `stats.*` RPCs and metrics.
@@ -134,6 +138,7 @@ impl Counter {
             Counter::Absorbed => "absorbed",
             Counter::ByeSent => "bye_sent",
             Counter::TxnTimeout => "txn_timeout",
+            Counter::FullBatches => "udp_full_batches",
         }
     }
 }

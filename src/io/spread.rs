@@ -20,6 +20,11 @@
 //!   than `up` of a core (`core.spread_busy`, default [`UP`]), and shrinks only when the
 //!   total would fit in one worker fewer at under `up / 2` each, so it cannot flap between
 //!   two neighbouring values.
+//! - CPU time alone misses a worker that is behind because it waits for its core (another
+//!   process runs there): its clock shows it half idle while datagrams queue. So the
+//!   controller also grows when an active worker's receive batches came back full
+//!   ([`BACKLOG`] or more times in a period: a backlog of a whole batch waited in its
+//!   socket), and after any growth it does not shrink for [`HOLD`] periods.
 //! - A failed re-attach leaves the previous program in place (logged once per failure).
 
 use std::sync::Arc;
@@ -34,6 +39,12 @@ pub const PERIOD: Duration = Duration::from_millis(250);
 /// Default `up`: grow when the active workers use more than this fraction of a core each
 /// (`core.spread_busy`; one worker at 6000 calls/s used ~65% of a core on the dev box).
 pub const UP: f64 = 0.8;
+/// Full receive batches of one active worker in one period that count as a backlog (one
+/// alone can be a single scheduling hiccup; an overloaded worker makes dozens).
+pub const BACKLOG: u64 = 4;
+/// Periods, counting the one that grew, during which the controller does not shrink after a
+/// growth (5 s at [`PERIOD`]).
+pub const HOLD: u32 = 20;
 
 /// The next number of active workers, given the current one, the maximum, each worker's CPU
 /// use over the last period (fraction of one core, all workers, active or not) and the `up`
@@ -59,6 +70,8 @@ pub struct Controller {
     max: usize,
     up: f64,
     last: Vec<Option<u64>>,
+    last_full: Vec<u64>,
+    hold: u32,
     /// Each worker's CPU use over the last step (fraction of one core).
     pub busy: Vec<f64>,
 }
@@ -72,13 +85,16 @@ impl Controller {
             max,
             up,
             last: vec![None; max],
+            last_full: vec![0; max],
+            hold: 0,
             busy: vec![0.0; max],
         }
     }
 
-    /// One sample: each worker's CPU clock in ns (`None` = unreadable) and the wall time since
-    /// the previous sample. Returns the new active count when it changes.
-    pub fn step(&mut self, cpu_ns: &[Option<u64>], wall_ns: u64) -> Option<usize> {
+    /// One sample: each worker's CPU clock in ns (`None` = unreadable), its count of full
+    /// receive batches so far (missing = 0) and the wall time since the previous sample.
+    /// Returns the new active count when it changes.
+    pub fn step(&mut self, cpu_ns: &[Option<u64>], full: &[u64], wall_ns: u64) -> Option<usize> {
         for (i, (b, l)) in self.busy.iter_mut().zip(self.last.iter_mut()).enumerate() {
             let c = cpu_ns.get(i).copied().flatten();
             *b = match (c, *l) {
@@ -87,7 +103,25 @@ impl Controller {
             };
             *l = c;
         }
-        let next = decide(self.active, self.max, &self.busy, self.up);
+        let mut backlog = false;
+        for (i, l) in self.last_full.iter_mut().enumerate() {
+            let f = full.get(i).copied().unwrap_or(0);
+            // A counter reset (stats.reset_statistics) reads as no backlog, never as a huge one.
+            if i < self.active && f.saturating_sub(*l) >= BACKLOG {
+                backlog = true;
+            }
+            *l = f;
+        }
+        let mut next = decide(self.active, self.max, &self.busy, self.up);
+        if backlog && self.active < self.max {
+            next = next.max(self.active + 1);
+        }
+        if next > self.active {
+            self.hold = HOLD;
+        } else if next < self.active && self.hold > 0 {
+            next = self.active;
+        }
+        self.hold = self.hold.saturating_sub(1);
         (next != self.active).then(|| {
             self.active = next;
             next
@@ -175,10 +209,20 @@ pub fn start(
             let mut ctl = Controller::new(max, up);
             let mut t_last = Instant::now();
             let mut cpu = vec![None; max];
+            let mut full = vec![0u64; max];
+            let read_full = |full: &mut [u64]| {
+                for (i, f) in full.iter_mut().enumerate() {
+                    *f = sh
+                        .worker_stats
+                        .get(i)
+                        .map_or(0, |s| s.get(crate::stats::Counter::FullBatches));
+                }
+            };
             for (i, c) in cpu.iter_mut().enumerate() {
                 *c = clocks.read(i);
             }
-            ctl.step(&cpu, 0);
+            read_full(&mut full);
+            ctl.step(&cpu, &full, 0);
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(PERIOD);
                 let now = Instant::now();
@@ -187,8 +231,9 @@ pub fn start(
                 for (i, c) in cpu.iter_mut().enumerate() {
                     *c = clocks.read(i);
                 }
+                read_full(&mut full);
                 let n = ctl.active;
-                if let Some(next) = ctl.step(&cpu, wall) {
+                if let Some(next) = ctl.step(&cpu, &full, wall) {
                     if attach(&thread_socks, next) {
                         tracing::debug!(from = n, to = next, busy = ?ctl.busy, "active workers changed");
                         sh.active_workers.store(next, Ordering::Relaxed);
@@ -266,21 +311,59 @@ mod tests {
     fn controller_follows_cpu_clocks() {
         let ms = 1_000_000u64;
         let mut c = Controller::new(2, T);
+        let none = [0, 0];
         assert_eq!(
-            c.step(&[Some(0), Some(0)], 0),
+            c.step(&[Some(0), Some(0)], &none, 0),
             None,
             "first sample only primes"
         );
         // worker 0 used 200 of 250 ms: grow to 2.
-        assert_eq!(c.step(&[Some(200 * ms), Some(0)], 250 * ms), Some(2));
+        assert_eq!(c.step(&[Some(200 * ms), Some(0)], &none, 250 * ms), Some(2));
         assert!((c.busy[0] - 0.8).abs() < 1e-9);
         // both busy: stay.
-        assert_eq!(c.step(&[Some(350 * ms), Some(150 * ms)], 250 * ms), None);
-        // idle (an unreadable clock counts as idle): back to 1.
-        assert_eq!(c.step(&[Some(360 * ms), None], 250 * ms), Some(1));
+        assert_eq!(
+            c.step(&[Some(350 * ms), Some(150 * ms)], &none, 250 * ms),
+            None
+        );
+        // idle (an unreadable clock counts as idle): held at 2 until HOLD periods have passed
+        // since the growth (two of them above), then 1.
+        let mut t = 360 * ms;
+        for _ in 2..HOLD {
+            assert_eq!(c.step(&[Some(t), None], &none, 250 * ms), None);
+            t += ms;
+        }
+        assert_eq!(c.step(&[Some(t), None], &none, 250 * ms), Some(1));
         assert_eq!(c.active, 1);
         // a clock going backwards is not negative load.
-        assert_eq!(c.step(&[Some(0), Some(0)], 250 * ms), None);
+        assert_eq!(c.step(&[Some(0), Some(0)], &none, 250 * ms), None);
+    }
+
+    #[test]
+    fn a_backlog_grows_even_when_the_cpu_clock_looks_idle() {
+        let ms = 1_000_000u64;
+        let mut c = Controller::new(2, UP);
+        c.step(&[Some(0), Some(0)], &[0, 0], 0);
+        // Worker 0 got only 40% of its core (it waited for it) but its batches came back full.
+        assert_eq!(
+            c.step(&[Some(100 * ms), Some(0)], &[BACKLOG - 1, 0], 250 * ms),
+            None,
+            "fewer than BACKLOG full batches is a hiccup"
+        );
+        assert_eq!(
+            c.step(&[Some(200 * ms), Some(0)], &[2 * BACKLOG, 0], 250 * ms),
+            Some(2)
+        );
+        // An inactive worker's backlog (its private socket) is not a reason to grow; at the
+        // maximum there is nothing to grow to.
+        let mut d = Controller::new(3, UP);
+        d.step(&[Some(0); 3], &[0; 3], 0);
+        assert_eq!(d.step(&[Some(0); 3], &[0, 99, 0], 250 * ms), None);
+        assert_eq!(
+            c.step(&[Some(300 * ms), Some(0)], &[99, 99], 250 * ms),
+            None
+        );
+        // A counter reset reads as no backlog.
+        assert_eq!(c.step(&[Some(300 * ms), Some(0)], &[0, 0], 250 * ms), None);
     }
 
     #[test]

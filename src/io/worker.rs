@@ -167,7 +167,13 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
                 // Drain until WouldBlock, flushing after each batch.
                 for _ in 0..64 {
                     match batch.recv(sock) {
-                        Ok(_) => {}
+                        Ok(n) => {
+                            if n >= super::udp::BATCH
+                                && let Some(s) = &stats
+                            {
+                                s.inc(Counter::FullBatches);
+                            }
+                        }
                         Err(_) => break,
                     }
                     let t0 = Instant::now();

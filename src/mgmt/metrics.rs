@@ -126,7 +126,7 @@ impl MetricsSnapshot {
         worker_counter(enc, "sipedge_packets_in", "Packets received", &packets_in)?;
         let packets_out = by_transport(Counter::PacketsOutUdp, Counter::PacketsOutTcp);
         worker_counter(enc, "sipedge_packets_out", "Packets sent", &packets_out)?;
-        let simple: [(&str, &str, Counter); 10] = [
+        let simple: [(&str, &str, Counter); 11] = [
             ("sipedge_bytes_in", "Bytes received", Counter::BytesIn),
             ("sipedge_bytes_out", "Bytes sent", Counter::BytesOut),
             (
@@ -150,6 +150,11 @@ impl MetricsSnapshot {
                 Counter::RetransSent,
             ),
             ("sipedge_dropped", "Packets dropped", Counter::Dropped),
+            (
+                "sipedge_udp_full_batches",
+                "UDP receive batches that came back full (a backlog waited in the socket)",
+                Counter::FullBatches,
+            ),
             (
                 "sipedge_tcp_accepted",
                 "TCP connections accepted",
