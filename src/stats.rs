@@ -370,16 +370,21 @@ pub enum LatencyMetric {
     InviteToProvisional,
     /// INVITE received → final response forwarded, µs.
     InviteToFinal,
+    /// One flush of a worker's output (`sendmmsg` and TCP writes), µs. Part of `Packet`; on
+    /// loopback it includes delivery to the receiver and whatever softirq work the kernel
+    /// runs in the sender's context, so it separates kernel time from proxy work.
+    Send,
 }
 
 impl LatencyMetric {
     /// Number of metrics.
-    pub const COUNT: usize = 3;
+    pub const COUNT: usize = 4;
     /// All metrics in index order.
     pub const ALL: [LatencyMetric; LatencyMetric::COUNT] = [
         LatencyMetric::Packet,
         LatencyMetric::InviteToProvisional,
         LatencyMetric::InviteToFinal,
+        LatencyMetric::Send,
     ];
 
     /// Stable name used in `stats.latency` and metrics.
@@ -388,6 +393,7 @@ impl LatencyMetric {
             LatencyMetric::Packet => "packet_processing",
             LatencyMetric::InviteToProvisional => "invite_to_provisional",
             LatencyMetric::InviteToFinal => "invite_to_final",
+            LatencyMetric::Send => "send",
         }
     }
 }

@@ -297,6 +297,26 @@ fn metrics_and_ctl_against_running_proxy() {
             .any(|l| l.starts_with("sipedge_dialog_active_dialogs ")),
         "no sipedge_dialog_active_dialogs in /metrics:\n{body}"
     );
+    // Every received batch was forwarded with one flush, timed apart from the packet work:
+    // at least one send sample, and never more than packets processed. Workers hand their
+    // histograms over once a second, so look again for up to 3 s.
+    let (mut sends, mut packets) = (0.0, 0.0);
+    for _ in 0..10 {
+        let b = match agent.get(&url).call() {
+            Ok(r) => r.into_body().read_to_string().unwrap_or_default(),
+            Err(e) => panic!("GET {url}: {e}"),
+        };
+        sends = metric_sum(&b, "sipedge_send_latency_us_count", "").unwrap_or(0.0);
+        packets = metric_sum(&b, "sipedge_packet_processing_latency_us_count", "").unwrap_or(0.0);
+        if sends >= 1.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        sends >= 1.0 && sends <= packets,
+        "send samples {sends}, packet samples {packets}"
+    );
     for counter in ["sipedge_packets_in_total", "sipedge_packets_out_total"] {
         let total = metric_sum(&body, counter, "transport=\"udp\"").unwrap_or(0.0);
         assert!(total >= 20.0 * 4.0, "{counter} = {total} after 20 calls");

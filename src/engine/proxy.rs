@@ -236,6 +236,11 @@ impl Engine {
         self.latency.record(LatencyMetric::Packet, us);
     }
 
+    /// Record how long one flush of the output (the send syscalls) took, µs.
+    pub fn record_send_us(&mut self, us: u64) {
+        self.latency.record(LatencyMetric::Send, us);
+    }
+
     /// Hand this worker's histograms to management if a second has passed.
     pub fn flush_latency(&mut self, now_ms: u64) {
         self.latency.maybe_flush(now_ms);

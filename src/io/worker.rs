@@ -197,6 +197,7 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
                         };
                         deliver(&mut engine, &shared, stats.as_deref(), inb, &mut out);
                     }
+                    let t1 = Instant::now();
                     flush(
                         &mut out,
                         &socks,
@@ -206,7 +207,9 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
                         stats.as_deref(),
                     );
                     // Every packet of the batch waited from receive until this send.
-                    let us = t0.elapsed().as_micros() as u64;
+                    let t2 = Instant::now();
+                    engine.record_send_us(t2.duration_since(t1).as_micros() as u64);
+                    let us = t2.duration_since(t0).as_micros() as u64;
                     for _ in 0..batch.len() {
                         engine.record_packet_us(us);
                     }
