@@ -3,7 +3,7 @@
 # (2 children, -x tlsf -m 2048), a no-op UDP relay (the physical floor) and the direct
 # loadgen UAC -> UAS case. See README.md in this directory for what each column means.
 #
-# usage: benches/compare/run.sh            (from anywhere; ~8-12 min)
+# usage: benches/compare/run.sh            (from anywhere; ~15 min)
 # env (defaults in brackets):
 #   RATES ["2000 4000 6000 8000 12000 16000 18000 20000"]  ladder rates, cps; stop at first failure
 #   LG_THREADS [2]      loadgen threads in the ladder (one thread falls behind past ~12000 cps here)
@@ -250,7 +250,7 @@ declare -A SIPP
 sippcap() { local name=$1 best=0 R
   for R in $SIPP_RATES; do
     # SIPp alone fails a step now and then at rates it passes in the next minute (its limit
-    # moved between 6000 and 14000 across runs), so a failed step gets one more try, for
+    # moved between 6000 and >=16000 across runs), so a failed step gets one more try, for
     # every row alike; the second result stands.
     local try
     for try in 1 2; do
