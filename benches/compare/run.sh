@@ -252,7 +252,7 @@ sippcap() { local name=$1 best=0 R
     # SIPp alone fails a step now and then at rates it passes in the next minute (its limit
     # moved between 6000 and >=16000 across runs), so a failed step gets one more try, for
     # every row alike; the second result stands.
-    local try
+    local try clean=0   # set by sippcap_step (bash scoping: the caller's local)
     for try in 1 2; do
       sippcap_step "$name" "$R" "$try"
       [ "$clean" = 1 ] && break
@@ -263,7 +263,7 @@ sippcap() { local name=$1 best=0 R
   done
   SCAP[$name:max]=$best
 }
-sippcap_step() { # $1 proxy, $2 rate, $3 try; sets SCAP[$1:$2] and clean
+sippcap_step() { # $1 proxy, $2 rate, $3 try; sets SCAP[$1:$2] and the caller's clean
   local name=$1 R=$2 try=$3
   local c0=0 c1=0 r="" tgt=127.0.0.1:5060
   if [ "$name" = direct ]; then tgt=127.0.0.1:5090; PPID_=""; else start_proxy "$name"; c0=$(ticks "$PPID_"); fi

@@ -53,11 +53,10 @@ impl Dialog {
             "to_cseq" => self.callee_cseq.load(Relaxed).to_string(),
             "from_contact" => s(Field::CallerContact),
             "fromroute" => join(self.strs.get(Field::CallerRoutes)),
-            "from_bind_addr" => format!(
-                "{}:{}",
-                self.caller_socket().transport.as_str(),
-                self.caller_socket().addr
-            ),
+            "from_bind_addr" => {
+                let c = self.caller_socket();
+                format!("{}:{}", c.transport.as_str(), c.addr)
+            }
             "to_tag" => String::from_utf8_lossy(callee?.tag()).into_owned(),
             "to_contact" => String::from_utf8_lossy(callee?.contact()).into_owned(),
             "toroute" => join(callee?.routes()),
