@@ -3,17 +3,18 @@
 # (2 children, -x tlsf -m 2048), a no-op UDP relay (the physical floor) and the direct
 # loadgen UAC -> UAS case. See README.md in this directory for what each column means.
 #
-# usage: benches/compare/run.sh            (from anywhere; ~15 min)
+# usage: benches/compare/run.sh            (from anywhere; ~27 min)
 # env (defaults in brackets):
 #   RATES ["2000 4000 6000 8000 12000 16000 18000 20000"]  ladder rates, cps; stop at first failure
 #   LG_THREADS [2]      loadgen threads in the ladder (one thread falls behind past ~12000 cps here)
 #   STEP_S [5]          seconds of calls per ladder step     LADDER_HOLD [1s] hold per call
+#   LADDER_ROUNDS [3]   interleaved ladder rounds (every proxy climbs once per round); medians reported
 #   FIXED_RATE [4000]   rate for CPU/call and latency         FIXED_S [10]   its length, s
 #   MEM_CALLS [50000]   held dialogs for the memory run       MEM_RATE [3000] their rate
 #   SIPP_RATE [2000]    SIPp cross-check rate                 SIPP_CALLS [10000]
 #   SCALE_RATE [6000]   1-vs-2-worker run, one UAC socket     SCALE_S [10]
 #   LAT_RATE [2000]     latency-floor run (half Kamailio's max) LAT_S [10]
-#   LAT_ROUNDS [3]      interleaved latency rounds (all proxies once per round); medians reported
+#   LAT_ROUNDS [5]      interleaved latency rounds (all proxies once per round); medians reported
 #   SIPP_RATES ["4000 6000 8000 10000 12000 12600 14000 16000"]  SIPp capacity ladder   SIPP_STEP_S [5]
 #   PHASES ["ladder fixed latency memory sipp sippcap scaling"]  which phases to run
 #   PROXIES ["direct relay sipedge sipedge_all kamailio"]  which rows to run
@@ -23,11 +24,12 @@ set -u
 D=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$D/../.." && pwd)
 RATES=${RATES:-"2000 4000 6000 8000 12000 16000 18000 20000"} LG_THREADS=${LG_THREADS:-2} STEP_S=${STEP_S:-5}
+LADDER_ROUNDS=${LADDER_ROUNDS:-3}
 LADDER_HOLD=${LADDER_HOLD:-1s} FIXED_RATE=${FIXED_RATE:-4000} FIXED_S=${FIXED_S:-10}
 MEM_CALLS=${MEM_CALLS:-50000} MEM_RATE=${MEM_RATE:-3000}
 SIPP_RATE=${SIPP_RATE:-2000} SIPP_CALLS=${SIPP_CALLS:-10000}
 SCALE_RATE=${SCALE_RATE:-6000} SCALE_S=${SCALE_S:-10}
-LAT_RATE=${LAT_RATE:-2000} LAT_S=${LAT_S:-10} LAT_ROUNDS=${LAT_ROUNDS:-3}
+LAT_RATE=${LAT_RATE:-2000} LAT_S=${LAT_S:-10} LAT_ROUNDS=${LAT_ROUNDS:-5}
 SIPP_RATES=${SIPP_RATES:-"4000 6000 8000 10000 12000 12600 14000 16000"} SIPP_STEP_S=${SIPP_STEP_S:-5}
 PHASES=${PHASES:-"ladder fixed latency memory sipp sippcap scaling"}
 PROXIES=${PROXIES:-"direct relay sipedge sipedge_all kamailio"}
@@ -140,28 +142,51 @@ LADDER_LIMIT=$(( STEP_S + HOLD_S + 1 ))
 clean() { # $1 ladder json
   jq -e --argjson lim "$LADDER_LIMIT" '(.failed_total == 0) and (.ok > 0) and (.retrans * 1000 < .started) and (.elapsed_s <= $lim)' "$1" >/dev/null 2>&1; }
 
-declare -A MAXCPS CPU LAT MEM SCALE RDG RDGC SCAP MEDP99
+declare -A MAXCPS MAXR MAXALL LP99 CPU LAT MEM SCALE RDG RDGC SCAP MEDP99 STEALR
 # ---- 1. ladder: max sustained cps --------------------------------------------------------------
-ladder() { local name=$1 best=0
+# LADDER_ROUNDS interleaved rounds (every proxy climbs once per round), so one noisy minute of
+# the VM does not decide a row: the table gives each row's median max and median p99 per rate.
+ladder() { local name=$1 k=$2 best=0
   start_proxy "$name"
   for R in $RATES; do
-    local js=$OUT/$name.ladder.$R.json c0=0 c1=0
+    local js=$OUT/$name.ladder$k.$R.json c0=0 c1=0 s0 t0 t1
     [ -n "$PPID_" ] && c0=$(ticks "$PPID_")
+    s0=$(steal); t0=$(date +%s.%N)
     # The relay returns every response to the last client address it saw, so it gets one
     # loadgen thread (one UAC socket); it sustained the whole ladder that way in earlier runs.
     local lt=$LG_THREADS; [ "$name" = relay ] && lt=1
     lg "$(target_of "$name")" "$R" $((R * STEP_S)) "$js" --hold "$LADDER_HOLD" --threads "$lt"
+    t1=$(date +%s.%N)
     [ -n "$PPID_" ] && c1=$(ticks "$PPID_")
     local el; el=$(j "$js" .elapsed_s)
-    # CPU over the step as % of one core: the proxy (from /proc) and loadgen (its own report)
+    # CPU over the step as % of one core: the proxy (from /proc) and loadgen (its own report);
+    # then the host's steal over the step, % of one vCPU
     awk -v c=$((c1 - c0)) -v h="$HZ" -v e="$el" -v l="$(j "$js" .cpu_s)" \
-      'BEGIN{ if (e > 0) printf "%.0f %.0f\n", 100*c/h/e, 100*l/e; else print "NA NA" }' >"$js.cpu"
-    log "ladder $name $R cps: ok=$(j "$js" .ok) failed=$(j "$js" .failed_total) retrans=$(j "$js" .retrans) elapsed_s=$el (limit $LADDER_LIMIT) p99_us=$(j "$js" '.latency.invite_200.percentiles_us.p99') cpu proxy/loadgen %: $(cat "$js.cpu") loadgen_late_calls=$(j "$js" .behind_schedule) max_late_ms=$(j "$js" '.max_behind_us / 1000 | floor')"
+        -v sa="$s0" -v sb="$(steal)" -v w0="$t0" -v w1="$t1" \
+      'BEGIN{ st = (w1 > w0) ? 100*(sb-sa)/h/(w1-w0) : 0;
+              if (e > 0) printf "%.0f %.0f %.1f\n", 100*c/h/e, 100*l/e, st; else print "NA NA NA" }' >"$js.cpu"
+    log "ladder $name round $k $R cps: ok=$(j "$js" .ok) failed=$(j "$js" .failed_total) retrans=$(j "$js" .retrans) elapsed_s=$el (limit $LADDER_LIMIT) p99_us=$(j "$js" '.latency.invite_200.percentiles_us.p99') cpu proxy/loadgen/steal %: $(cat "$js.cpu") loadgen_late_calls=$(j "$js" .behind_schedule) max_late_ms=$(j "$js" '.max_behind_us / 1000 | floor')"
     clean "$js" || break
     best=$R; sleep 1
   done
-  MAXCPS[$name]=$best; [ "$best" = "${RATES##* }" ] && MAXCPS[$name]="≥$best (ladder top)"
+  MAXR[$name:$k]=$best
   finish_proxy "$name"
+}
+median() { # numbers on stdin (inf allowed) -> the median (the lower middle for an even count)
+  sort -g | awk '{v[NR]=$1} END{ if (NR) print v[int((NR+1)/2)]; else print "NA" }'
+}
+ladder_summary() { # $1 proxy: MAXCPS = median of the rounds' max; LP99[$1:R] = median p99 at R
+  local p=$1 k R
+  MAXCPS[$p]=$(for k in $(seq "$LADDER_ROUNDS"); do echo "${MAXR[$p:$k]:-0}"; done | median)
+  MAXALL[$p]=$(for k in $(seq "$LADDER_ROUNDS"); do echo "${MAXR[$p:$k]:-0}"; done | paste -sd/)
+  [ "${MAXCPS[$p]}" = "${RATES##* }" ] && MAXCPS[$p]="≥${MAXCPS[$p]} (ladder top)"
+  MAXCPS[$p]="${MAXCPS[$p]} (rounds: ${MAXALL[$p]})"
+  for R in $RATES; do
+    # a step that did not run (the round's ladder stopped below it) counts as infinitely slow
+    LP99[$p:$R]=$(for k in $(seq "$LADDER_ROUNDS"); do
+        f=$OUT/$p.ladder$k.$R.json; [ -f "$f" ] && j "$f" '.latency.invite_200.percentiles_us.p99' || echo inf
+      done | median)
+  done
 }
 
 # ---- 2. fixed rate: CPU per call + latency ---------------------------------------------------
@@ -173,7 +198,7 @@ fixed() { # $1 proxy, $2 rate, $3 seconds, $4 tag (results go to CPU/LAT["$4:$1"
   lg "$(target_of "$name")" "$rate" $((rate * secs)) "$js"
   t1=$(date +%s.%N)
   local c1=0; [ -n "$PPID_" ] && c1=$(ticks "$PPID_")
-  local st; st=$(awk -v a="$s0" -v b="$(steal)" -v h="$HZ" -v s="$t0" -v e="$t1" 'BEGIN{printf "%.0f", 100*(b-a)/h/(e-s)}')
+  local st; st=$(awk -v a="$s0" -v b="$(steal)" -v h="$HZ" -v s="$t0" -v e="$t1" 'BEGIN{printf "%.1f", 100*(b-a)/h/(e-s)}')
   local ok; ok=$(j "$js" .ok)
   local us=NA; [ -n "$PPID_" ] && us=$(awk -v c=$((c1 - c0)) -v h="$HZ" -v n="$ok" 'BEGIN{printf "%.1f", (n>0 ? c*1e6/h/n : 0)}')
   finish_proxy "$name"
@@ -183,6 +208,7 @@ fixed() { # $1 proxy, $2 rate, $3 seconds, $4 tag (results go to CPU/LAT["$4:$1"
     RDGC[$tag]=$(awk -v d="${dg:-0}" -v n="$ok" 'BEGIN{printf "%.1f", (n>0 ? d/n : 0)}')
   fi
   CPU[$tag:$name]="$us"
+  STEALR[$tag:$name]=$st
   LAT[$tag:$name]="$(j "$js" '[.latency.invite_200.percentiles_us | .p50, .p99, ."p99.9"] | map(tostring) | join(" / ")')"
   log "$tag $name $rate cps: ok=$ok failed=$(j "$js" .failed_total) retrans=$(j "$js" .retrans) cpu_us_per_call=$us invite_200 p50/p99/p99.9 us=${LAT[$tag:$name]} loadgen_cpu_us_per_call=$(j "$js" .cpu_us_per_call) start_lag p99=$(j "$js" '.latency.start_lag.percentiles_us.p99') invite_200_sent p99=$(j "$js" '.latency.invite_200_sent.percentiles_us.p99') steal=${st}%"
 }
@@ -308,7 +334,10 @@ scaling() { local name=$1 js=$OUT/$1.scale.json
   echo "# RATES=$RATES STEP_S=$STEP_S FIXED_RATE=$FIXED_RATE FIXED_S=$FIXED_S MEM_CALLS=$MEM_CALLS MEM_RATE=$MEM_RATE"; } | tee -a "$OUT/run.log"
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg); STEAL0=$(steal); T0=$(date +%s)
 on() { case " $PHASES " in *" $1 "*) return 0 ;; esac; return 1; }
-on ladder && for p in $PROXIES; do ladder "$p"; done
+if on ladder; then
+  for k in $(seq "$LADDER_ROUNDS"); do for p in $PROXIES; do ladder "$p" "$k"; done; done
+  for p in $PROXIES; do ladder_summary "$p"; done
+fi
 on fixed && for p in $PROXIES; do fixed "$p" "$FIXED_RATE" "$FIXED_S" fixed; done
 on latency && for k in $(seq "$LAT_ROUNDS"); do for p in $PROXIES; do fixed "$p" "$LAT_RATE" "$LAT_S" "lat$k"; done; done
 # Latency rounds: the round with the median p99 gives each proxy's "lat" figures.
@@ -336,7 +365,7 @@ T1=$(date +%s); STEAL_PCT=$(awk -v a="$STEAL0" -v b="$(steal)" -v h="$HZ" -v t=$
   echo "Machine: $(nproc) vCPU, $(uname -r). Load average at start: $LOAD0; at end: $(cut -d' ' -f1-3 /proc/loadavg)."
   echo "Host steal over the run: ${STEAL_PCT}% of one cpu. Run took $((T1 - T0)) s. Raw logs: \`$(basename "$OUT")/\`."
   echo
-  echo "| proxy | max clean cps (ladder ${STEP_S} s/step) | CPU µs/call @ ${FIXED_RATE} cps | INVITE→200 p50 / p99 / p99.9 µs @ ${FIXED_RATE} cps | CPU µs/call @ ${LAT_RATE} cps | INVITE→200 p50 / p99 / p99.9 µs @ ${LAT_RATE} cps | memory per held dialog (${MEM_CALLS} held) | SIPp ${SIPP_RATE} cps ok/fail/retr |"
+  echo "| proxy | max clean cps (ladder ${STEP_S} s/step, median of ${LADDER_ROUNDS} rounds) | CPU µs/call @ ${FIXED_RATE} cps | INVITE→200 p50 / p99 / p99.9 µs @ ${FIXED_RATE} cps | CPU µs/call @ ${LAT_RATE} cps | INVITE→200 p50 / p99 / p99.9 µs @ ${LAT_RATE} cps | memory per held dialog (${MEM_CALLS} held) | SIPp ${SIPP_RATE} cps ok/fail/retr |"
   echo "|---|---:|---:|---|---:|---|---|---|"
   for p in $PROXIES; do
     case $p in
@@ -353,22 +382,36 @@ T1=$(date +%s); STEAL_PCT=$(awk -v a="$STEAL0" -v b="$(steal)" -v h="$HZ" -v t=$
   done
   echo
   if on ladder; then
-    echo "INVITE→200 p99 (µs) at each ladder step, then CPU over the step as % of one core: proxy + loadgen (lg); the box has 200%; 'lg late' = calls loadgen started > 10 ms behind its schedule (their latency includes that lag) (hold ${LADDER_HOLD}; '-' = not run, the ladder stopped):"
+    echo "INVITE→200 p99 (µs) at each ladder step: the median over ${LADDER_ROUNDS} interleaved rounds, then each round's value in brackets (✗ = that step was not clean; - = not run, that round's ladder had stopped; a step not run counts as infinitely slow in the median). Hold ${LADDER_HOLD}."
     echo
     printf '| proxy |'; for R in $RATES; do printf ' %s |' "$R"; done; echo
     printf '|---|'; for R in $RATES; do printf -- '---:|'; done; echo
     for p in $PROXIES; do
       printf '| %s |' "$p"
       for R in $RATES; do
-        f=$OUT/$p.ladder.$R.json
-        if [ -f "$f" ]; then
-          v=$(j "$f" '.latency.invite_200.percentiles_us.p99')
-          read -r pc lc <"$f.cpu" 2>/dev/null || { pc=NA; lc=NA; }
-          clean "$f" || v="**$v not clean** ($(j "$f" .failed_total) failed, $(j "$f" .retrans) retr, $(j "$f" .elapsed_s) s)"
-          [ "$p" = direct ] && v="$v · lg $lc%" || v="$v · $pc% + lg $lc%"
-          late=$(j "$f" .behind_schedule); [ "$late" != 0 ] && v="$v · lg late: $late calls, ≤ $(j "$f" '.max_behind_us / 1000 | floor') ms"
-        else v=-; fi
-        printf ' %s |' "$v"
+        v=${LP99[$p:$R]:-NA}; [ "$v" = inf ] && v="-"
+        per=$(for k in $(seq "$LADDER_ROUNDS"); do
+            f=$OUT/$p.ladder$k.$R.json
+            if [ -f "$f" ]; then x=$(j "$f" '.latency.invite_200.percentiles_us.p99'); clean "$f" || x="$x✗"; echo "$x"; else echo -; fi
+          done | paste -sd/)
+        printf ' **%s** (%s) |' "$v" "$per"
+      done; echo
+    done
+    echo
+    echo "CPU over each ladder step as % of one core, per round: proxy + loadgen (lg), and the host's steal (st, % of one vCPU). The box has 200%."
+    echo
+    printf '| proxy |'; for R in $RATES; do printf ' %s |' "$R"; done; echo
+    printf '|---|'; for R in $RATES; do printf -- '---|'; done; echo
+    for p in $PROXIES; do
+      printf '| %s |' "$p"
+      for R in $RATES; do
+        per=$(for k in $(seq "$LADDER_ROUNDS"); do
+            f=$OUT/$p.ladder$k.$R.json
+            if [ -f "$f.cpu" ]; then read -r pc lc st <"$f.cpu"
+              [ "$p" = direct ] && echo "lg $lc st $st" || echo "$pc+lg $lc st $st"
+            else echo -; fi
+          done | paste -sd'|' | sed 's/|/ · /g')
+        printf ' %s |' "$per"
       done; echo
     done
     echo
@@ -388,11 +431,11 @@ T1=$(date +%s); STEAL_PCT=$(awk -v a="$STEAL0" -v b="$(steal)" -v h="$HZ" -v t=$
   if on latency; then
     echo "Latency at ${LAT_RATE} cps: ${LAT_ROUNDS} interleaved rounds of ${LAT_S} s (every proxy once per round). invite_200 is the headline (from the intended send time); start_lag is loadgen's own lag behind its schedule, invite_200_sent the time from the actual send (so a tail in invite_200 but not in invite_200_sent is the generator's):"
     echo
-    echo "| proxy | invite_200 p99 per round (µs) | median p99 | median − direct median | start_lag p99 per round | invite_200_sent p99 per round |"
-    echo "|---|---|---:|---:|---|---|"
+    echo "| proxy | invite_200 p99 per round (µs) | median p99 | median − direct median | start_lag p99 per round | invite_200_sent p99 per round | host steal per round (% of one vCPU) |"
+    echo "|---|---|---:|---:|---|---|---|"
     for p in $PROXIES; do
       d=NA; [[ ${MEDP99[direct]:-} =~ ^[0-9]+$ && ${MEDP99[$p]:-} =~ ^[0-9]+$ ]] && d=$(( ${MEDP99[$p]} - ${MEDP99[direct]} ))
-      echo "| $p | $(p99s "$p" invite_200) | ${MEDP99[$p]:-NA} | $d | $(p99s "$p" start_lag) | $(p99s "$p" invite_200_sent) |"
+      echo "| $p | $(p99s "$p" invite_200) | ${MEDP99[$p]:-NA} | $d | $(p99s "$p" start_lag) | $(p99s "$p" invite_200_sent) | $(for k in $(seq "$LAT_ROUNDS"); do echo "${STEALR[lat$k:$p]:-NA}"; done | paste -sd, | sed 's/,/, /g') |"
     done
     echo
   fi
