@@ -32,10 +32,10 @@ impl Shared {
     /// `is_known_dlg()`: does this message belong to a dialog the proxy tracks (by Call-ID and
     /// tags, in either direction)?
     pub fn is_known_dlg(&self, msg: &Message<'_>) -> bool {
-        let (Some(call_id), Some(ftag)) = (msg.call_id(), msg.from().and_then(|f| f.tag())) else {
+        let (Some(call_id), Some(ftag)) = (msg.call_id(), msg.from_tag()) else {
             return false;
         };
-        let ttag = msg.to().and_then(|t| t.tag()).unwrap_or(&[]);
+        let ttag = msg.to_tag().unwrap_or(&[]);
         self.dlg_get(call_id, ftag, ttag).is_some()
             || (!ttag.is_empty() && self.dlg_get(call_id, ttag, ftag).is_some())
     }

@@ -27,6 +27,11 @@ pub(crate) enum HopError {
 /// Resolve a SIP URI to a socket address: maddr, then host; port default 5060.
 pub(crate) fn uri_target(uri: &[u8]) -> Result<(SocketAddr, Transport), HopError> {
     let u = wire::parse_uri(uri).map_err(|_| HopError::BadUri)?;
+    uri_target_parsed(&u)
+}
+
+/// [`uri_target`] for a URI already parsed.
+pub(crate) fn uri_target_parsed(u: &wire::Uri<'_>) -> Result<(SocketAddr, Transport), HopError> {
     let transport = u
         .transport()
         .and_then(Transport::from_token)

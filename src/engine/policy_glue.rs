@@ -12,12 +12,12 @@ use super::dialogs::Decision;
 use super::{Engine, Inbound, Settings, Shared, Transport};
 use crate::dialog::Dialog;
 use crate::policy::{DialogOps, RequestView, Verdict};
-use crate::wire::{Message, Uri, parse_uri};
+use crate::wire::{Message, Uri};
 
 /// A request as the policy sees it.
 pub(crate) struct View<'m, 'a> {
     msg: &'m Message<'a>,
-    inb: &'m Inbound<'a>,
+    inb: &'m Inbound<'m>,
     initial: bool,
     ruri: Option<Uri<'a>>,
     from: Option<Uri<'a>>,
@@ -28,7 +28,7 @@ pub(crate) struct View<'m, 'a> {
 impl<'m, 'a> View<'m, 'a> {
     pub(crate) fn new(
         msg: &'m Message<'a>,
-        inb: &'m Inbound<'a>,
+        inb: &'m Inbound<'m>,
         initial: bool,
         dialog: Option<&Dialog>,
     ) -> Self {
@@ -36,7 +36,7 @@ impl<'m, 'a> View<'m, 'a> {
             msg,
             inb,
             initial,
-            ruri: msg.request_uri().and_then(|u| parse_uri(u).ok()),
+            ruri: msg.parsed_request_uri().ok(),
             from: msg.from().and_then(|f| f.parsed_uri().ok()),
             to: msg.to().and_then(|t| t.parsed_uri().ok()),
             vars: dialog.map(|d| d.vars.load()),

@@ -276,7 +276,7 @@ impl Engine {
     /// reply is recognised and absorbed without state (like Kamailio's `sl`).
     pub(crate) fn local_tag(&self, msg: &crate::wire::Message<'_>) -> [u8; 10] {
         let call_id = msg.call_id().unwrap_or(&[]);
-        let ftag = msg.from().and_then(|f| f.tag()).unwrap_or(&[]);
+        let ftag = msg.from_tag().unwrap_or(&[]);
         let boot = self.shared.boot.to_le_bytes();
         let mut h = crate::txn::branch::hash(&[call_id, ftag, &boot]);
         let mut t = *LOCAL_TAG_PREFIX_BUF;

@@ -5,7 +5,7 @@
 //! Invariants: every request either gets a reply, is forwarded, is absorbed by its
 //! transaction, is handed to the owning worker, or is dropped and counted.
 
-use super::forward::{HopError, RecordRoute, uri_target};
+use super::forward::{HopError, RecordRoute, uri_target, uri_target_parsed};
 use super::{Engine, Inbound, Output};
 use crate::dialog::{DlgEvent, DlgState, EndReason, Side, Socket};
 use crate::stats::Counter;
@@ -76,7 +76,7 @@ impl Engine {
         let settings = self.shared.settings.load();
         let rr_param = settings.rr_param.as_bytes();
         let mut info = RouteInfo::default();
-        let ruri = msg.request_uri().and_then(|r| wire::parse_uri(r).ok());
+        let ruri = msg.parsed_request_uri().ok();
         let ruri_ours = ruri
             .as_ref()
             .is_some_and(|u| self.shared.locals.is_ours(u.host, u.port));
@@ -144,7 +144,7 @@ impl Engine {
         if info.ruri_ours && info.next_route.is_none() && self.on_bridge_request(inb, msg, out) {
             return;
         }
-        let to_tag = msg.to().and_then(|t| t.tag());
+        let to_tag = msg.to_tag();
         // OPTIONS to the proxy itself: keep-alive probes.
         if method == Method::Options
             && to_tag.is_none()
@@ -231,7 +231,9 @@ impl Engine {
                     .ok_or(HopError::Ours)?;
                 return Ok(t);
             }
-            (None, Some(ruri)) => uri_target(ruri)?,
+            (None, Some(_)) => {
+                uri_target_parsed(&msg.parsed_request_uri().map_err(|_| HopError::BadUri)?)?
+            }
             (None, None) => return Err(HopError::BadUri),
         };
         Ok(Socket {
@@ -320,7 +322,7 @@ impl Engine {
             return;
         }
         // Dialog-creating requests other than tracked INVITEs still get a Record-Route.
-        let rr = if msg.to().and_then(|t| t.tag()).is_none()
+        let rr = if msg.to_tag().is_none()
             && matches!(method, Method::Invite | Method::Subscribe | Method::Refer)
         {
             RecordRoute::Add(None)
@@ -350,8 +352,8 @@ impl Engine {
             .and_then(|id| self.shared.table.get(id));
         let side = dialog.as_ref().and_then(|d| {
             let call_id = msg.call_id()?;
-            let ftag = msg.from().and_then(|f| f.tag())?;
-            let ttag = msg.to().and_then(|t| t.tag()).unwrap_or(&[]);
+            let ftag = msg.from_tag()?;
+            let ttag = msg.to_tag().unwrap_or(&[]);
             d.match_tags(call_id, ftag, ttag)
         });
         let (Some(d), Some(side)) = (dialog, side) else {
@@ -469,7 +471,7 @@ impl Engine {
             }
         }
         // The ACK of a reply we generated without a transaction (policy reply, 404, 503).
-        if let Some(tag) = msg.to().and_then(|t| t.tag())
+        if let Some(tag) = msg.to_tag()
             && tag.starts_with(super::proxy::LOCAL_TAG_PREFIX)
             && tag == self.local_tag(msg)
         {
@@ -483,7 +485,7 @@ impl Engine {
     /// worker and slot, via the Call-ID + From-tag index.
     pub(crate) fn txn_of(&self, msg: &Message<'_>) -> Option<(usize, u32)> {
         let call_id = msg.call_id()?;
-        let ftag = msg.from().and_then(|f| f.tag())?;
+        let ftag = msg.from_tag()?;
         let id = self.shared.table.find_by_callid_ftag(call_id, ftag)?;
         let d = self.shared.table.get(id)?;
         let slot = d.txn_slot.load(std::sync::atomic::Ordering::Acquire);
@@ -550,7 +552,7 @@ impl Engine {
         }
         // Loop or spiral (RFC 3261 §16.3 step 4): a Via of ours with a dialog branch.
         let call_id = msg.call_id().unwrap_or(&[]);
-        let ftag = msg.from().and_then(|f| f.tag()).unwrap_or(&[]);
+        let ftag = msg.from_tag().unwrap_or(&[]);
         let cseq = msg.cseq().map(|c| c.num).unwrap_or(0);
         let ruri = msg.request_uri().unwrap_or(&[]);
         let cseq_b = cseq.to_le_bytes();

@@ -423,7 +423,7 @@ impl Engine {
         msg: &Message<'_>,
         into: &mut Vec<u8>,
     ) -> Option<(std::net::SocketAddr, Transport)> {
-        let next = msg.vias().nth(1)?;
+        let next = msg.second_via()?;
         if is_broadcast(&next) {
             self.stats.inc(Counter::Dropped);
             return None;
@@ -448,7 +448,7 @@ impl Engine {
         conn_owner: Option<usize>,
         out: &mut Output,
     ) -> bool {
-        if let Some(next) = msg.vias().nth(1) {
+        if let Some(next) = msg.second_via() {
             let t = Transport::from_token(next.transport).unwrap_or(Transport::Udp);
             if t == Transport::Tcp && conn_owner.is_some_and(|w| w != self.worker) {
                 out.handoff = conn_owner;
@@ -553,7 +553,7 @@ impl Engine {
         let first = !t.first_prov_seen;
         t.first_prov_seen = true;
         let started = t.started_us;
-        if let (Some(d), Some(tag)) = (&dialog, msg.to().and_then(|x| x.tag())) {
+        if let (Some(d), Some(tag)) = (&dialog, msg.to_tag()) {
             let contact = msg.contacts().next().map(|c| c.uri).unwrap_or(&[]);
             if d.add_early_leg(tag, contact, leg as u8) {
                 if let Some(prev) = d.advance(&[DlgState::Unconfirmed], DlgState::Early) {
@@ -629,7 +629,7 @@ impl Engine {
         let started = t.started_us;
         let dialog = t.dialog.clone();
         let socket = t.branches.get(leg).map(|b| b.socket);
-        let tag = msg.to().and_then(|x| x.tag()).unwrap_or(&[]);
+        let tag = msg.to_tag().unwrap_or(&[]);
         let settings = self.shared.settings.load_full();
         if let Some(d) = &dialog {
             let same_leg = d.callee.get().is_some_and(|c| c.tag() == tag);
@@ -696,7 +696,7 @@ impl Engine {
         socket: Option<Socket>,
         settings: &Settings,
     ) {
-        let tag = msg.to().and_then(|x| x.tag()).unwrap_or(&[]);
+        let tag = msg.to_tag().unwrap_or(&[]);
         let to = msg.header_value(wire::HeaderName::To).unwrap_or(&[]);
         let contact = msg.contacts().next().map(|c| c.uri).unwrap_or(&[]);
         // Route set toward the callee: the Record-Route entries above ours, reversed.

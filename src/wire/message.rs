@@ -15,6 +15,9 @@
 //!   in both modes (on a stream the caller closes the connection).
 //! - The header section is capped at [`MAX_HEAD_BYTES`]; more headers than [`MAX_HEADERS`] is
 //!   [`ParseError::TooManyHeaders`] (513).
+//! - The only state besides spans is a per-message memo of typed views (top two Vias, From,
+//!   To, their tags, the parsed Request-URI), filled on first use from the same immutable bytes, so it can never disagree with a
+//!   fresh parse.
 
 use memchr::{memchr, memrchr};
 
@@ -104,6 +107,39 @@ pub struct Message<'a> {
     body: Span,
     len: u32,
     content_length: Option<u32>,
+    /// Typed views the proxy reads several times per message, computed on first use.
+    pub(crate) memo: Memo<'a>,
+}
+
+/// Per-message memo of parsed views (`None` = not computed yet). The views are pure functions
+/// of the immutable buffer and spans, so a memoised value always equals a fresh parse; it only
+/// saves re-scanning the same bytes (a response's top Via was parsed seven times per relay).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Memo<'a> {
+    pub(crate) top_via: std::cell::Cell<Option<Option<super::Via<'a>>>>,
+    pub(crate) second_via: std::cell::Cell<Option<Option<super::Via<'a>>>>,
+    pub(crate) from: std::cell::Cell<Option<Option<super::NameAddr<'a>>>>,
+    pub(crate) to: std::cell::Cell<Option<Option<super::NameAddr<'a>>>>,
+    pub(crate) ruri: std::cell::Cell<Option<Result<super::Uri<'a>, ParseError>>>,
+    pub(crate) from_tag: std::cell::Cell<Option<Option<&'a [u8]>>>,
+    pub(crate) to_tag: std::cell::Cell<Option<Option<&'a [u8]>>>,
+}
+
+impl<T: Copy> MemoCell<T> for std::cell::Cell<Option<T>> {
+    fn get_or(&self, f: impl FnOnce() -> T) -> T {
+        if let Some(v) = self.get() {
+            return v;
+        }
+        let v = f();
+        self.set(Some(v));
+        v
+    }
+}
+
+/// Compute-once access to a memo cell.
+pub(crate) trait MemoCell<T> {
+    /// The memoised value, computing and storing it with `f` on first use.
+    fn get_or(&self, f: impl FnOnce() -> T) -> T;
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -323,6 +359,7 @@ fn parse_inner(buf: &[u8], mode: Mode) -> Result<Message<'_>, ParseError> {
         body: Span::default(),
         len: 0,
         content_length: None,
+        memo: Memo::default(),
     };
     let head_start = nl + 1;
     let mut pos = head_start;
@@ -455,6 +492,15 @@ impl<'a> Message<'a> {
     /// The Request-URI bytes of a request.
     pub fn request_uri(&self) -> Option<&'a [u8]> {
         self.request_uri_span().map(|s| s.get(self.buf))
+    }
+
+    /// The Request-URI parsed (parsed once per message, then memoised); `WrongKind` for a
+    /// response.
+    pub fn parsed_request_uri(&self) -> Result<super::Uri<'a>, ParseError> {
+        self.memo.ruri.get_or(|| {
+            let r = self.request_uri().ok_or(ParseError::WrongKind)?;
+            super::parse_uri(r)
+        })
     }
 
     /// The Request-URI span of a request.

@@ -65,17 +65,18 @@ pub(crate) fn skip_lws(s: &[u8], mut pos: usize) -> usize {
 }
 
 /// Given `s[pos] == '"'`, returns the offset just past the closing quote (honouring `\`
-/// escapes), or `None` if the string is unterminated.
+/// escapes), or `None` if the string is unterminated. Jumps between `\` and `"` with memchr.
 pub(crate) fn skip_quoted(s: &[u8], pos: usize) -> Option<usize> {
     let mut i = pos + 1;
-    while let Some(&b) = s.get(i) {
-        match b {
-            b'\\' => i += 2,
-            b'"' => return Some(i + 1),
-            _ => i += 1,
+    loop {
+        let rest = s.get(i..)?;
+        let k = memchr::memchr2(b'\\', b'"', rest)?;
+        let at = i + k;
+        match rest.get(k) {
+            Some(b'"') => return Some(at + 1),
+            _ => i = at + 2,
         }
     }
-    None
 }
 
 /// Finds the next comma-separated element of a multi-value header in `s` from `pos`.
@@ -90,36 +91,42 @@ pub(crate) fn next_element(s: &[u8], mut pos: usize) -> Option<(usize, usize, us
             return None;
         }
         let start = pos;
-        let mut i = pos;
-        let mut in_angle = false;
-        while let Some(&b) = s.get(i) {
-            match b {
-                b'"' if !in_angle => match skip_quoted(s, i) {
-                    Some(j) => i = j,
-                    None => {
-                        i = s.len();
-                        break;
-                    }
-                },
-                b'<' => {
-                    in_angle = true;
-                    i += 1;
-                }
-                b'>' => {
-                    in_angle = false;
-                    i += 1;
-                }
-                b',' if !in_angle => break,
-                _ => i += 1,
-            }
-        }
-        let i = i.min(s.len());
+        let i = element_end(s, pos);
         let (a, b) = trim_range(s, start, i);
         let next = i + 1;
         if a < b {
             return Some((a, b, next));
         }
         pos = next;
+    }
+}
+
+/// The offset of the comma that ends the element starting at `pos`, or `s.len()`. Outside
+/// `<...>` only `,`, `"` and `<` matter; inside, only the closing `>` (quotes and commas in a
+/// URI do not count), so the scan jumps between those bytes with memchr.
+fn element_end(s: &[u8], mut i: usize) -> usize {
+    loop {
+        let Some(rest) = s.get(i..) else {
+            return s.len();
+        };
+        let Some(k) = memchr::memchr3(b',', b'"', b'<', rest) else {
+            return s.len();
+        };
+        let at = i + k;
+        match rest.get(k) {
+            Some(b',') => return at,
+            Some(b'"') => match skip_quoted(s, at) {
+                Some(j) => i = j,
+                None => return s.len(),
+            },
+            _ => {
+                // '<': skip to just past the matching '>' (or to the end).
+                match s.get(at + 1..).and_then(|r| memchr::memchr(b'>', r)) {
+                    Some(g) => i = at + 1 + g + 1,
+                    None => return s.len(),
+                }
+            }
+        }
     }
 }
 
@@ -323,5 +330,121 @@ mod tests {
         assert!(is_token_str(b"INVITE"));
         assert!(!is_token_str(b"IN VITE"));
         assert!(!is_token_str(b""));
+    }
+
+    /// The byte-at-a-time scanners the memchr versions replaced, kept as the oracle.
+    mod reference {
+        use super::super::{is_lws, trim_range};
+
+        pub fn skip_quoted(s: &[u8], pos: usize) -> Option<usize> {
+            let mut i = pos + 1;
+            while let Some(&b) = s.get(i) {
+                match b {
+                    b'\\' => i += 2,
+                    b'"' => return Some(i + 1),
+                    _ => i += 1,
+                }
+            }
+            None
+        }
+
+        pub fn next_element(s: &[u8], mut pos: usize) -> Option<(usize, usize, usize)> {
+            loop {
+                while s.get(pos).is_some_and(|&b| is_lws(b)) {
+                    pos += 1;
+                }
+                if pos >= s.len() {
+                    return None;
+                }
+                let start = pos;
+                let mut i = pos;
+                let mut in_angle = false;
+                while let Some(&b) = s.get(i) {
+                    match b {
+                        b'"' if !in_angle => match skip_quoted(s, i) {
+                            Some(j) => i = j,
+                            None => {
+                                i = s.len();
+                                break;
+                            }
+                        },
+                        b'<' => {
+                            in_angle = true;
+                            i += 1;
+                        }
+                        b'>' => {
+                            in_angle = false;
+                            i += 1;
+                        }
+                        b',' if !in_angle => break,
+                        _ => i += 1,
+                    }
+                }
+                let i = i.min(s.len());
+                let (a, b) = trim_range(s, start, i);
+                if a < b {
+                    return Some((a, b, i + 1));
+                }
+                pos = i + 1;
+            }
+        }
+
+        /// A parameter as `(name bounds, value bounds)`.
+        pub type Param = ((usize, usize), Option<(usize, usize)>);
+
+        pub fn params(s: &[u8]) -> Vec<Param> {
+            let mut out = Vec::new();
+            let mut pos = 0;
+            while pos < s.len() {
+                let seg_start = pos;
+                let mut i = seg_start;
+                let mut eq_at: Option<usize> = None;
+                while let Some(&b) = s.get(i) {
+                    match b {
+                        b'"' => i = skip_quoted(s, i).unwrap_or(s.len()),
+                        b';' => break,
+                        b'=' if eq_at.is_none() => {
+                            eq_at = Some(i);
+                            i += 1;
+                        }
+                        _ => i += 1,
+                    }
+                }
+                let seg_end = i.min(s.len());
+                pos = seg_end + 1;
+                let (name, value) = match eq_at {
+                    Some(e) => (
+                        trim_range(s, seg_start, e),
+                        Some(trim_range(s, e + 1, seg_end)),
+                    ),
+                    None => (trim_range(s, seg_start, seg_end), None),
+                };
+                if name.0 < name.1 {
+                    out.push((name, value));
+                }
+            }
+            out
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+
+        /// The memchr scanners agree with the byte-at-a-time reference on inputs dense in
+        /// the bytes that matter (quotes, escapes, angle brackets, commas, `;`, `=`, LWS).
+        #[test]
+        fn memchr_scanners_match_the_reference(
+            s in proptest::collection::vec(proptest::sample::select(
+                b"ab,\"<>\\;= \t\r\n".to_vec()), 0..48),
+            pos in 0usize..50,
+        ) {
+            proptest::prop_assert_eq!(skip_quoted(&s, pos), reference::skip_quoted(&s, pos));
+            proptest::prop_assert_eq!(next_element(&s, pos), reference::next_element(&s, pos));
+            let ours: Vec<_> = ParamIter::new(&s)
+                .map(|(n, v)| ((n.start_usize(), n.end_usize()),
+                    v.map(|v| (v.start_usize(), v.end_usize()))))
+                .collect();
+            proptest::prop_assert_eq!(ours, reference::params(&s));
+        }
     }
 }

@@ -11,7 +11,6 @@
 use super::error::ParseError;
 use super::message::Message;
 use super::names::HeaderName;
-use super::uri::parse_uri;
 
 const REQUIRED: [HeaderName; 5] = [
     HeaderName::Via,
@@ -31,14 +30,39 @@ const SINGLE: [HeaderName; 7] = [
     HeaderName::ContentType,
 ];
 
+/// Slot of a header name in the one-pass count of [`common`] (the union of REQUIRED and SINGLE).
+fn slot(name: HeaderName) -> Option<usize> {
+    Some(match name {
+        HeaderName::Via => 0,
+        HeaderName::To => 1,
+        HeaderName::From => 2,
+        HeaderName::CallId => 3,
+        HeaderName::CSeq => 4,
+        HeaderName::MaxForwards => 5,
+        HeaderName::ContentLength => 6,
+        HeaderName::ContentType => 7,
+        _ => return None,
+    })
+}
+
 fn common(m: &Message) -> Result<(), ParseError> {
+    // One pass over the header lines counts every name checked below (instead of one scan
+    // per name); the checks then report in the same order as before: the first missing
+    // REQUIRED name, then the first repeated SINGLE name.
+    let mut counts = [0u32; 8];
+    for h in m.headers() {
+        if let Some(c) = slot(h.name).and_then(|i| counts.get_mut(i)) {
+            *c += 1;
+        }
+    }
+    let count = |name| slot(name).and_then(|i| counts.get(i)).copied().unwrap_or(0);
     for name in REQUIRED {
-        if m.header(name).is_none() {
+        if count(name) == 0 {
             return Err(ParseError::MissingHeader(name));
         }
     }
     for name in SINGLE {
-        if m.count_named(name) > 1 {
+        if count(name) > 1 {
             return Err(ParseError::DuplicateHeader(name));
         }
     }
@@ -66,8 +90,7 @@ fn common(m: &Message) -> Result<(), ParseError> {
 /// CANCEL included); Max-Forwards, when present, in 0..=255; the Request-URI a parseable
 /// `sip`/`sips`/`tel` URI (416 for other schemes).
 pub fn validate_request(m: &Message) -> Result<(), ParseError> {
-    let ruri = m.request_uri().ok_or(ParseError::WrongKind)?;
-    parse_uri(ruri)?;
+    m.parsed_request_uri()?;
     common(m)?;
     let cseq = m
         .cseq()

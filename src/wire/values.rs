@@ -1,8 +1,9 @@
 //! Lazy typed views of header values: name-addr (From/To/Route/Contact), Via, CSeq, option
 //! tags, and the iterators that walk multi-value headers across lines and comma lists.
 //!
-//! Invariants: every view borrows the message buffer and is computed on call; nothing is
-//! cached or allocated. Spans in views are absolute offsets into `Message::buf`. Iterators
+//! Invariants: every view borrows the message buffer and nothing is allocated. Views are
+//! computed on call, except the top two Vias, From and To and their tags, which are memoised in the message
+//! on first use (same bytes, same result). Spans in views are absolute offsets into `Message::buf`. Iterators
 //! visit header lines in order and, within a line, comma elements left to right (commas inside
 //! quotes or `<...>` do not split); an iterator stops at the first element that does not parse,
 //! so a malformed hop is never skipped over silently.
@@ -11,7 +12,7 @@ use std::net::IpAddr;
 
 use super::Span;
 use super::error::ParseError;
-use super::message::Message;
+use super::message::{MemoCell, Message};
 use super::names::{HeaderName, Method};
 use super::scan::{
     is_lws, is_token, next_element, param_lookup, parse_u16, parse_u32, skip_lws, skip_quoted,
@@ -400,6 +401,15 @@ impl<'a> Message<'a> {
     }
 
     fn name_addr_of(&self, name: HeaderName) -> Option<NameAddr<'a>> {
+        let cell = match name {
+            HeaderName::From => &self.memo.from,
+            HeaderName::To => &self.memo.to,
+            _ => return self.parse_name_addr_of(name),
+        };
+        cell.get_or(|| self.parse_name_addr_of(name))
+    }
+
+    fn parse_name_addr_of(&self, name: HeaderName) -> Option<NameAddr<'a>> {
         let h = self.header(name)?;
         parse_name_addr(self.buf(), h.value.start_usize(), h.value.end_usize())
     }
@@ -414,6 +424,18 @@ impl<'a> Message<'a> {
         self.name_addr_of(HeaderName::To)
     }
 
+    /// The From tag (memoised: the proxy reads it several times per message).
+    pub fn from_tag(&self) -> Option<&'a [u8]> {
+        self.memo
+            .from_tag
+            .get_or(|| self.from().and_then(|f| f.tag()))
+    }
+
+    /// The To tag (memoised like [`Message::from_tag`]).
+    pub fn to_tag(&self) -> Option<&'a [u8]> {
+        self.memo.to_tag.get_or(|| self.to().and_then(|t| t.tag()))
+    }
+
     /// The CSeq header, parsed.
     pub fn cseq(&self) -> Option<CSeq<'a>> {
         parse_cseq(self.header_value(HeaderName::CSeq)?)
@@ -424,9 +446,15 @@ impl<'a> Message<'a> {
         parse_u32(self.header_value(HeaderName::MaxForwards)?)
     }
 
-    /// The topmost Via value.
+    /// The topmost Via value (parsed once per message, then memoised).
     pub fn top_via(&self) -> Option<Via<'a>> {
-        self.vias().next()
+        self.memo.top_via.get_or(|| self.vias().next())
+    }
+
+    /// The second Via value: where a proxy sends a response after removing its own Via
+    /// (parsed once per message, then memoised).
+    pub fn second_via(&self) -> Option<Via<'a>> {
+        self.memo.second_via.get_or(|| self.vias().nth(1))
     }
 
     /// Every Via value across lines and commas, top first.
