@@ -82,17 +82,27 @@ impl LocalAddrs {
     /// 5060) name one of our listeners (or a worker's private send socket)?
     pub fn is_ours(&self, host: &[u8], port: Option<u16>) -> bool {
         let port = port.unwrap_or(5060);
-        let ip = parse_ip(host);
-        self.listeners.iter().enumerate().any(|(i, l)| {
+        // The host is parsed as an IP only when a listener's port matches and its host text
+        // does not (most hosts a proxy checks are its peers', on other ports).
+        let mut ip: Option<Option<IpAddr>> = None;
+        for (i, l) in self.listeners.iter().enumerate() {
             let port_ok = l.addr.port() == port
                 || self
                     .private_ports
                     .iter()
                     .any(|w| w.get(i).is_some_and(|&p| p != 0 && p == port));
-            port_ok
-                && (l.host.as_bytes().eq_ignore_ascii_case(host)
-                    || ip.is_some_and(|ip| ip == l.addr.ip() || l.addr.ip().is_unspecified()))
-        })
+            if !port_ok {
+                continue;
+            }
+            if l.host.as_bytes().eq_ignore_ascii_case(host) {
+                return true;
+            }
+            let ip = *ip.get_or_insert_with(|| parse_ip(host));
+            if ip.is_some_and(|ip| ip == l.addr.ip() || l.addr.ip().is_unspecified()) {
+                return true;
+            }
+        }
+        false
     }
 }
 
@@ -103,4 +113,61 @@ pub fn parse_ip(host: &[u8]) -> Option<IpAddr> {
         .and_then(|h| h.strip_suffix(b"]"))
         .unwrap_or(host);
     std::str::from_utf8(h).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is a failure
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn is_ours_matches_host_text_ip_private_ports_and_wildcards() {
+        let mut l = LocalAddrs::new(
+            &[
+                (Transport::Udp, sa("127.0.0.1:5060")),
+                (Transport::Udp, sa("[::1]:5070")),
+            ],
+            None,
+        );
+        l.private_ports = vec![vec![41000, 0], vec![41001, 0]];
+        assert!(l.is_ours(b"127.0.0.1", Some(5060)));
+        assert!(l.is_ours(b"127.0.0.1", None), "no port means 5060");
+        assert!(
+            l.is_ours(b"127.0.0.1", Some(41001)),
+            "a worker's private port"
+        );
+        assert!(!l.is_ours(b"127.0.0.1", Some(5061)));
+        assert!(!l.is_ours(b"10.0.0.2", Some(5060)), "a peer on our port");
+        assert!(!l.is_ours(b"example.com", Some(5060)));
+        assert!(l.is_ours(b"[::1]", Some(5070)));
+        assert!(
+            l.is_ours(b"[0:0:0:0:0:0:0:1]", Some(5070)),
+            "same IP, other text"
+        );
+        assert!(!l.is_ours(b"[::1]", Some(5060)));
+        assert!(!l.is_ours(b"", Some(5060)));
+
+        let any = LocalAddrs::new(&[(Transport::Udp, sa("0.0.0.0:5060"))], None);
+        assert!(
+            any.is_ours(b"192.0.2.7", Some(5060)),
+            "wildcard listener owns every IP"
+        );
+        assert!(
+            !any.is_ours(b"pbx.example.com", Some(5060)),
+            "names are not resolved"
+        );
+
+        let adv = LocalAddrs::new(
+            &[(Transport::Udp, sa("0.0.0.0:5060"))],
+            Some("sip.example.com"),
+        );
+        assert!(
+            adv.is_ours(b"SIP.example.com", Some(5060)),
+            "advertised name, any case"
+        );
+    }
 }
