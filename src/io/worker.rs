@@ -365,8 +365,10 @@ fn flush(
     }
     let mut n_udp = 0usize;
     // Requests leave from the private socket (responses come back to this worker),
-    // responses from the shared listening socket (RFC 3581 symmetric response).
-    for (i, (_, sock)) in socks.socks.iter().enumerate() {
+    // responses from the shared listening socket (RFC 3581 symmetric response). The private
+    // sockets go first (reverse order): an INVITE's forwarded copy then leaves before its
+    // 100 Trying, so the next hop does not wait for the 100's loopback delivery.
+    for (i, (_, sock)) in socks.socks.iter().enumerate().rev() {
         let (main, private) = if i < socks.nmain {
             (i, false)
         } else {
