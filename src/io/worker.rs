@@ -59,6 +59,7 @@ pub fn timer_wake_at(deadline: u64) -> u64 {
         .div_ceil(TIMER_GRID_MS)
         .saturating_mul(TIMER_GRID_MS)
 }
+
 const UDP_BASE: usize = 1;
 const TCPL_BASE: usize = 1 << 16;
 

@@ -16,8 +16,8 @@
 //! - The header section is capped at [`MAX_HEAD_BYTES`]; more headers than [`MAX_HEADERS`] is
 //!   [`ParseError::TooManyHeaders`] (513).
 //! - The only state besides spans is a per-message memo of typed views (top two Vias, From,
-//!   To, their tags, the parsed Request-URI), filled on first use from the same immutable bytes, so it can never disagree with a
-//!   fresh parse.
+//!   To, their tags, the parsed Request-URI), filled on first use from the same immutable
+//!   bytes, so it can never disagree with a fresh parse.
 
 use memchr::{memchr, memrchr};
 
