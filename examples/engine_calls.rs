@@ -29,7 +29,7 @@ mod flows;
 use std::time::{Duration, Instant};
 
 use flows::*;
-use sipedge::engine::{Engine, Inbound, Output, Settings, Transport};
+use sipedge::engine::{Engine, Inbound, Output, Settings};
 
 /// The measured span: one datagram through the engine. Never inlined, so callgrind's inclusive
 /// count for `engine_step` is the engine's cost alone.
@@ -41,17 +41,8 @@ fn engine_step(engine: &mut Engine, inb: Inbound<'_>, out: &mut Output) {
 /// Delivers `bytes` from `src` to worker 0, following hand-offs; returns what the engine sent
 /// and the time spent inside `handle_datagram`.
 fn deliver(net: &mut Net, src: &str, text: &str) -> (Vec<Sent>, Duration) {
-    let src = sa(src);
     net.out.clear();
-    let inb = Inbound {
-        now_ms: net.now,
-        now_us: net.now * 1000,
-        src,
-        local: 0,
-        transport: Transport::Udp,
-        conn: None,
-        bytes: text.as_bytes(),
-    };
+    let inb = net.inbound(sa(src), text.as_bytes());
     let t0 = Instant::now();
     engine_step(&mut net.engines[0], inb, &mut net.out);
     let took = t0.elapsed();

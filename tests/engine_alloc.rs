@@ -12,7 +12,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use flows::*;
-use sipedge::engine::{Inbound, Output, Settings, Transport};
+use sipedge::engine::{Output, Settings};
 
 struct Counting;
 
@@ -69,23 +69,11 @@ fn count(f: impl FnOnce()) -> u64 {
 /// Feed one packet straight to worker 0 with a warm `Output`; returns allocations and the
 /// messages sent.
 fn packet(net: &mut Net, out: &mut Output, src: &str, bytes: &[u8]) -> (u64, Vec<Sent>) {
-    let src = sa(src);
-    let now = net.now;
+    let inb = net.inbound(sa(src), bytes);
     let e = &mut net.engines[0];
     let n = count(|| {
         out.clear();
-        e.handle_datagram(
-            Inbound {
-                now_ms: now,
-                now_us: now * 1000,
-                src,
-                local: 0,
-                transport: Transport::Udp,
-                conn: None,
-                bytes,
-            },
-            out,
-        );
+        e.handle_datagram(inb, out);
     });
     let sent = out
         .tx

@@ -172,6 +172,10 @@ ladder() { local name=$1 k=$2 best=0
   MAXR[$name:$k]=$best
   finish_proxy "$name"
 }
+rates_head() { # $1 = column alignment ('---' or '---:'): header of a per-rate Markdown table
+  printf '| proxy |'; for R in $RATES; do printf ' %s |' "$R"; done; echo
+  printf '|---|'; for R in $RATES; do printf -- '%s|' "$1"; done; echo
+}
 median() { # numbers on stdin (inf allowed) -> the median (the lower middle for an even count)
   sort -g | awk '{v[NR]=$1} END{ if (NR) print v[int((NR+1)/2)]; else print "NA" }'
 }
@@ -384,8 +388,7 @@ T1=$(date +%s); STEAL_PCT=$(awk -v a="$STEAL0" -v b="$(steal)" -v h="$HZ" -v t=$
   if on ladder; then
     echo "INVITE→200 p99 (µs) at each ladder step: the median over ${LADDER_ROUNDS} interleaved rounds, then each round's value in brackets (✗ = that step was not clean; - = not run, that round's ladder had stopped; a step not run counts as infinitely slow in the median). Hold ${LADDER_HOLD}."
     echo
-    printf '| proxy |'; for R in $RATES; do printf ' %s |' "$R"; done; echo
-    printf '|---|'; for R in $RATES; do printf -- '---:|'; done; echo
+    rates_head '---:'
     for p in $PROXIES; do
       printf '| %s |' "$p"
       for R in $RATES; do
@@ -400,8 +403,7 @@ T1=$(date +%s); STEAL_PCT=$(awk -v a="$STEAL0" -v b="$(steal)" -v h="$HZ" -v t=$
     echo
     echo "CPU over each ladder step as % of one core, per round: proxy + loadgen (lg), and the host's steal (st, % of one vCPU). The box has 200%."
     echo
-    printf '| proxy |'; for R in $RATES; do printf ' %s |' "$R"; done; echo
-    printf '|---|'; for R in $RATES; do printf -- '---|'; done; echo
+    rates_head '---'
     for p in $PROXIES; do
       printf '| %s |' "$p"
       for R in $RATES; do

@@ -218,10 +218,10 @@ impl Engine {
         msg: &Message<'_>,
         info: &RouteInfo<'_>,
     ) -> Result<Socket, HopError> {
-        let (addr, transport) = match (info.next_route, msg.request_uri()) {
-            (Some(r), _) => uri_target(r)?,
-            (None, _) if info.strict.is_some() => uri_target(info.strict.unwrap_or(&[]))?,
-            (None, _) if info.ruri_ours => {
+        let (addr, transport) = match info.next_route {
+            Some(r) => uri_target(r)?,
+            None if info.strict.is_some() => uri_target(info.strict.unwrap_or(&[]))?,
+            None if info.ruri_ours => {
                 let s = self.shared.settings.load();
                 let t = s
                     .default_group
@@ -231,10 +231,8 @@ impl Engine {
                     .ok_or(HopError::Ours)?;
                 return Ok(t);
             }
-            (None, Some(_)) => {
-                uri_target_parsed(&msg.parsed_request_uri().map_err(|_| HopError::BadUri)?)?
-            }
-            (None, None) => return Err(HopError::BadUri),
+            // The Request-URI as parsed (and memoised) by validation; none or bad: 400-class.
+            None => uri_target_parsed(&msg.parsed_request_uri().map_err(|_| HopError::BadUri)?)?,
         };
         Ok(Socket {
             addr,

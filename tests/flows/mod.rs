@@ -161,15 +161,7 @@ impl Net {
         let mut result = Vec::new();
         for _ in 0..4 {
             self.out.clear();
-            let inb = Inbound {
-                now_ms: self.now,
-                now_us: self.now * 1000,
-                src,
-                local: 0,
-                transport: Transport::Udp,
-                conn: None,
-                bytes,
-            };
+            let inb = self.inbound(src, bytes);
             self.engines[worker].handle_datagram(inb, &mut self.out);
             result.extend(self.collect());
             match self.out.handoff {
@@ -178,6 +170,19 @@ impl Net {
             }
         }
         result
+    }
+
+    /// A UDP datagram from `src` on listener 0 at the current virtual time.
+    pub fn inbound<'b>(&self, src: SocketAddr, bytes: &'b [u8]) -> Inbound<'b> {
+        Inbound {
+            now_ms: self.now,
+            now_us: self.now * 1000,
+            src,
+            local: 0,
+            transport: Transport::Udp,
+            conn: None,
+            bytes,
+        }
     }
 
     fn collect(&mut self) -> Vec<Sent> {
