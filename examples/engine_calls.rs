@@ -1,15 +1,17 @@
 //! Engine cost per call, sans-IO: CPU time and (under callgrind) instructions spent inside
 //! `Engine::handle_datagram` for one whole call, with no sockets and no clock.
 //!
-//! Drives `N` calls (INVITE → 100 + forwarded INVITE, 180, 200, ACK, BYE, 200: six datagrams
-//! in, seven out) through one engine built by the test harness in `tests/flows`, advancing
+//! Drives `N` calls (INVITE → forwarded INVITE, 180, 200, ACK, BYE, 200: six datagrams in, six
+//! out; the default settings hold our 100 Trying back, and the 180 makes it unneeded; with
+//! `INV_100_DELAY_MS=0` in the environment the 100 goes out at once, seven out) through one
+//! engine built by the test harness in `tests/flows`, advancing
 //! virtual time 1 ms every 10 calls (10k cps of virtual time) so transactions linger out as in
 //! a live proxy. Only the `handle_datagram` calls are timed; building the messages and reading
 //! the engine's output (to learn the forwarded branch, tags and routes, as a real UA would)
 //! happen outside the timed spans.
 //!
 //! Invariants: the run fails (exit 1) unless every call produced exactly the expected
-//! messages (100 and the forwarded INVITE, the relayed 180 and 200, the forwarded ACK and BYE,
+//! messages (the forwarded INVITE and the 100 exactly when it is due, the relayed 180 and 200, the forwarded ACK and BYE,
 //! the relayed BYE 200) and the dialog table is empty at the end (every dialog ended).
 //!
 //! Usage:
@@ -59,7 +61,7 @@ fn deliver(net: &mut Net, src: &str, text: &str) -> (Vec<Sent>, Duration) {
 }
 
 /// One whole call; returns the engine time it took, or what went wrong.
-fn call(net: &mut Net, i: u64) -> Result<Duration, String> {
+fn call(net: &mut Net, i: u64, trying_at_once: bool) -> Result<Duration, String> {
     let mut spent = Duration::ZERO;
     let mut step = |net: &mut Net, src: &str, text: &str, want: usize| {
         let (s, d) = deliver(net, src, text);
@@ -83,15 +85,15 @@ fn call(net: &mut Net, i: u64) -> Result<Duration, String> {
             &format!("b{i}"),
             "sip:bob@10.0.0.2:5060",
         ),
-        2,
+        if trying_at_once { 2 } else { 1 },
     )?;
     let fwd = s
         .iter()
         .find(|m| m.is("INVITE"))
         .ok_or("no forwarded INVITE")?
         .clone();
-    if !s.iter().any(|m| m.code() == 100) {
-        return Err(format!("call {i}: no 100 Trying"));
+    if s.iter().any(|m| m.code() == 100) != trying_at_once {
+        return Err(format!("call {i}: 100 Trying expected: {trying_at_once}"));
     }
     let tag = format!("t{i}");
     step(net, UAS1, &reply(&fwd, 180, "Ringing", Some(&tag), UAS1), 1)?;
@@ -117,13 +119,21 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(5)
         .max(1);
-    let mut net = Net::build(Settings::default(), 1, false);
+    let mut settings = Settings::default();
+    if let Some(ms) = std::env::var("INV_100_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        settings.inv_100_delay_ms = ms;
+    }
+    let trying_at_once = settings.inv_100_delay_ms == 0;
+    let mut net = Net::build(settings, 1, false);
     let mut per_call = Vec::with_capacity(rounds);
     let mut next = 0u64;
     for _ in 0..rounds {
         let mut total = Duration::ZERO;
         for _ in 0..n {
-            match call(&mut net, next) {
+            match call(&mut net, next, trying_at_once) {
                 Ok(d) => total += d,
                 Err(e) => {
                     eprintln!("{e}");

@@ -227,6 +227,11 @@ pub struct DialogConfig {
     /// INVITE transaction timeout after a provisional reply (Timer C, Kamailio `fr_inv_timer`),
     /// in milliseconds: the branch is cancelled and 408 goes upstream.
     pub fr_inv_timer: u64,
+    /// How long our own 100 Trying to an INVITE waits for a provisional or final reply from
+    /// downstream that makes it unneeded, in ms (RFC 3261 §17.2.1: a server transaction sends
+    /// 100 unless the TU answers within 200 ms). 0 = answer 100 at once, like Kamailio's
+    /// `auto_inv_100`. At most 190, so the 100 still leaves within 200 ms.
+    pub inv_100_delay: u64,
     /// Dialog store: a redb file path; empty = none (dialog_ng `db_url`).
     pub db_url: String,
     /// 0 = dialogs are not stored, 2 = write-behind every `db_update_period` (dialog_ng).
@@ -254,6 +259,7 @@ impl Default for DialogConfig {
             track_all_invites: true,
             max_dialogs: 0,
             fr_inv_timer: 181_000,
+            inv_100_delay: 100,
             db_url: String::new(),
             db_mode: 0,
             db_update_period: 1000,

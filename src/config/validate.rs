@@ -71,6 +71,10 @@ fn name_field_path<'a>(path: &[Seg<'a>], key: &'a str) -> Vec<Seg<'a>> {
 }
 
 /// Runs every semantic check; empty result = valid.
+/// Largest `[dialog] inv_100_delay` (ms): the deferred 100 fires on the worker's timer grid
+/// (up to 10 ms late) and must still leave within RFC 3261's 200 ms.
+pub const MAX_INV_100_DELAY: u64 = 190;
+
 pub(super) fn validate(config: &Config, text: &str) -> Vec<ConfigError> {
     let mut cx = Ctx {
         config,
@@ -132,6 +136,15 @@ fn check_core_mgmt_dialog(cx: &mut Ctx<'_>) {
             format!(
                 "bye_early_code {} out of range (300..=699)",
                 d.bye_early_code
+            ),
+        );
+    }
+    if d.inv_100_delay > MAX_INV_100_DELAY {
+        cx.err(
+            &dp("inv_100_delay"),
+            format!(
+                "inv_100_delay {} ms out of range (0..={MAX_INV_100_DELAY}): RFC 3261 wants the 100 within 200 ms",
+                d.inv_100_delay
             ),
         );
     }
@@ -373,6 +386,17 @@ mod tests {
         assert!(e.contains("timeout needs exactly one"), "{e}");
         assert!(e.contains("set_var needs a non-empty name"), "{e}");
         assert!(e.contains("<config>:11:11: bad method `INV ITE`"), "{e}");
+    }
+
+    #[test]
+    fn inv_100_delay_is_bounded_by_rfc_3261() {
+        let ok = Config::from_toml_str("[dialog]\ninv_100_delay = 190\n").unwrap();
+        assert_eq!(ok.dialog.inv_100_delay, 190);
+        let e = Config::from_toml_str("[dialog]\ninv_100_delay = 191\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "<config>:2:17: inv_100_delay 191 ms out of range (0..=190): RFC 3261 wants the 100 within 200 ms"
+        );
     }
 
     #[test]

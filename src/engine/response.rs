@@ -26,7 +26,8 @@ use crate::wire::{self, Edits, Message, Method};
 pub(crate) const UNTRACKED: &[u8] = b"x";
 
 impl Engine {
-    /// Create the transaction (and dialog) for a new initial INVITE, answer 100 and fork.
+    /// Create the transaction (and dialog) for a new initial INVITE, answer 100 (or arm the
+    /// Trying timer that sends it later if still needed) and fork.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn start_invite(
         &mut self,
@@ -124,6 +125,7 @@ impl Engine {
                 g_interval: T1,
                 timer_g: None,
                 acked: false,
+                trying_sent: false,
             },
             branches: Vec::with_capacity(targets.len()),
             pending_targets: serial_rest.into_iter().rev().collect(),
@@ -144,7 +146,21 @@ impl Engine {
         {
             d.txn_slot.store(slot, Release);
         }
-        self.reply(inb, msg, 100, b"Trying", None, &[], out);
+        // RFC 3261 §17.2.1: 100 Trying unless the next hop answers within 200 ms. With a
+        // delay, a provisional or final relayed before the Trying timer makes it unneeded,
+        // which saves a datagram per call on fast paths.
+        if settings.inv_100_delay_ms == 0 {
+            self.reply(inb, msg, 100, b"Trying", None, &[], out);
+            if let Some(t) = self.txns.get_mut(slot) {
+                t.up.trying_sent = true;
+            }
+        } else if let Some(t) = self.txns.get_mut(slot) {
+            let generation = t.generation;
+            self.wheel.insert(
+                now + settings.inv_100_delay_ms,
+                TimerItem::Trying { slot, generation },
+            );
+        }
         let mut started = 0;
         for t in targets {
             if self.start_branch(inb, msg, info, slot, t, &decision, out) {
@@ -297,7 +313,8 @@ impl Engine {
         } else if !t.up.last_provisional.is_empty() {
             &t.up.last_provisional
         } else {
-            // Only our 100 so far: answer 100 again.
+            // Only our 100 so far (or not even that, while it is held back): answer 100.
+            t.up.trying_sent = true;
             let req = std::mem::take(&mut t.up.request);
             if let Ok(m) = wire::parse(&req) {
                 self.reply(inb, &m, 100, b"Trying", None, &[], out);
@@ -830,6 +847,50 @@ impl Engine {
         let code = t.best_code;
         let best = std::mem::take(&mut t.best);
         self.send_final_upstream(now, slot, code, best, out);
+    }
+
+    /// Timer "Trying": the held-back 100 goes upstream unless a provisional or final reply
+    /// went first (or a retransmission already got one).
+    pub(crate) fn on_timer_trying(
+        &mut self,
+        now: u64,
+        slot: u32,
+        generation: u32,
+        out: &mut Output,
+    ) {
+        let Some(t) = self
+            .txns
+            .get_mut(slot)
+            .filter(|t| t.generation == generation)
+        else {
+            return;
+        };
+        let answered = t.up.trying_sent
+            || t.got_2xx
+            || t.up.final_code != 0
+            || !t.up.last_provisional.is_empty()
+            || !t.up.final_response.is_empty();
+        if answered || t.up.request.is_empty() {
+            return;
+        }
+        t.up.trying_sent = true;
+        let up = t.up.socket;
+        let req = std::mem::take(&mut t.up.request);
+        if let Ok(m) = wire::parse(&req) {
+            let inb = Inbound {
+                now_ms: now,
+                now_us: self.now_us,
+                src: up.addr,
+                local: up.local,
+                transport: up.transport,
+                conn: up.conn,
+                bytes: &req,
+            };
+            self.reply(&inb, &m, 100, b"Trying", None, &[], out);
+        }
+        if let Some(t) = self.txns.get_mut(slot) {
+            t.up.request = req;
+        }
     }
 
     /// Build our own final response from the stored INVITE and send it upstream.

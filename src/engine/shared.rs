@@ -78,6 +78,9 @@ pub struct Settings {
     pub max_dialogs: usize,
     /// Timer C in ms (final reply wait after a provisional).
     pub fr_inv_timer_ms: u64,
+    /// How long our 100 Trying to an INVITE is held back, ms (0 = sent at once); a provisional
+    /// or final reply relayed upstream before then makes it unneeded.
+    pub inv_100_delay_ms: u64,
     /// URI the proxy uses as itself in REFERs it originates (dialog_ng `bridge_controller`).
     pub bridge_controller: String,
 }
@@ -102,6 +105,7 @@ impl Default for Settings {
             default_group: None,
             max_dialogs: 0,
             fr_inv_timer_ms: crate::txn::TIMER_C,
+            inv_100_delay_ms: 100,
             bridge_controller: "sip:controller@127.0.0.1".into(),
         }
     }

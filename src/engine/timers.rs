@@ -36,6 +36,13 @@ pub enum TimerItem {
         /// Slot generation.
         generation: u32,
     },
+    /// Timer "Trying": send the held-back 100 upstream if nothing was relayed yet.
+    Trying {
+        /// Transaction slot.
+        slot: u32,
+        /// Slot generation.
+        generation: u32,
+    },
     /// The transaction is over: free it.
     Linger {
         /// Transaction slot.
@@ -140,6 +147,9 @@ impl Engine {
                 self.maybe_finish(now, slot, out);
             }
             TimerItem::G { slot, generation } => self.on_timer_g(now, slot, generation, out),
+            TimerItem::Trying { slot, generation } => {
+                self.on_timer_trying(now, slot, generation, out)
+            }
             TimerItem::Linger { slot, generation } => {
                 if self
                     .txns

@@ -75,6 +75,7 @@ pub fn settings_from(c: &Config) -> Settings {
         default_group: None,
         max_dialogs: usize::try_from(d.max_dialogs).unwrap_or(usize::MAX),
         fr_inv_timer_ms: d.fr_inv_timer.max(1000),
+        inv_100_delay_ms: d.inv_100_delay,
         bridge_controller: d.bridge_controller.clone(),
     }
 }

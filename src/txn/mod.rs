@@ -1,6 +1,7 @@
 //! INVITE transaction state, owned by the worker that created the dialog.
 //!
-//! The proxy is transaction-stateful for INVITE only (RFC 3261 §16/§17): it answers 100,
+//! The proxy is transaction-stateful for INVITE only (RFC 3261 §16/§17): it answers 100
+//! (at once, or after `inv_100_delay_ms` unless a provisional or final went upstream first),
 //! absorbs retransmitted INVITEs, retransmits downstream (Timer A), gives up on Timer B/C,
 //! handles CANCEL, generates the ACK for non-2xx finals, picks the best final response
 //! (§16.7) and retransmits a non-2xx final upstream until the ACK (Timer G/H).
@@ -87,6 +88,9 @@ pub struct Upstream {
     pub timer_g: Option<TimerKey>,
     /// ACK for the non-2xx final seen.
     pub acked: bool,
+    /// Our 100 Trying went upstream (at once, on a retransmission, or when Timer "Trying"
+    /// fired).
+    pub trying_sent: bool,
 }
 
 /// An INVITE transaction.
