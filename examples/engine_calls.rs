@@ -1,10 +1,10 @@
 //! Engine cost per call, sans-IO: CPU time and (under callgrind) instructions spent inside
 //! `Engine::handle_datagram` for one whole call, with no sockets and no clock.
 //!
-//! Drives `N` calls (INVITE → forwarded INVITE, 180, 200, ACK, BYE, 200: six datagrams in, six
-//! out; the default settings hold our 100 Trying back, and the 180 makes it unneeded; with
-//! `INV_100_DELAY_MS=0` in the environment the 100 goes out at once, seven out) through one
-//! engine built by the test harness in `tests/flows`, advancing
+//! Drives `N` calls (INVITE → 100 + forwarded INVITE, 180, 200, ACK, BYE, 200: six datagrams
+//! in, seven out; with `INV_100_DELAY_MS=100` in the environment our 100 Trying is held back
+//! and the 180 makes it unneeded, six out) through one engine built by the test harness in
+//! `tests/flows`, advancing
 //! virtual time 1 ms every 10 calls (10k cps of virtual time) so transactions linger out as in
 //! a live proxy. Only the `handle_datagram` calls are timed; building the messages and reading
 //! the engine's output (to learn the forwarded branch, tags and routes, as a real UA would)

@@ -1,5 +1,5 @@
 //! Virtual-time proxy call flows (RFC 3261 §16–17) through the sans-IO engine: 100 Trying
-//! (held back `inv_100_delay_ms`, 100 ms by default, or sent at once),
+//! (at once by default, or held back `inv_100_delay_ms`),
 //! retransmissions, Timers A/B/C, CANCEL, ACK handling, 2xx relay, request validation,
 //! loops and spirals, OPTIONS, Via routing and rport/received.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
@@ -11,31 +11,51 @@ use sipedge::dialog::DlgState;
 
 const RURI: &str = "sip:bob@10.0.0.2:5060";
 
-/// The default delay of our own 100 Trying, ms.
-const DELAY: u64 = 100;
-
-/// INVITE in; returns (the INVITE, its copy forwarded to UAS1). With the default settings the
-/// 100 Trying is held back, so the forwarded INVITE is all that leaves at once.
+/// INVITE in; returns (100 upstream, INVITE forwarded to UAS1).
 fn start(net: &mut Net, call: &str) -> (String, Sent) {
     let inv = invite(call, &format!("ft-{call}"), &format!("b-{call}"), RURI);
     let out = net.send(UAC, &inv);
-    assert_eq!(out.len(), 1, "only the forwarded INVITE: {out:#?}");
+    let trying = one(&out, "100", |s| s.code() == 100);
+    assert_eq!(trying.dst, sa(UAC));
     let fwd = one(&out, "forwarded INVITE", |s| s.is("INVITE")).clone();
     assert_eq!(fwd.dst, sa(UAS1));
     (inv, fwd)
 }
 
+/// A held-back 100 Trying's delay, ms.
+const DELAY: u64 = 100;
+
+/// A proxy whose 100 Trying waits `DELAY` ms for a downstream reply that makes it unneeded.
+fn held_net() -> Net {
+    let net = Net::new();
+    net.settings(|s| s.inv_100_delay_ms = DELAY);
+    net
+}
+
+/// INVITE in with the 100 held back: only the forwarded INVITE leaves at once; returns it.
+fn start_held(net: &mut Net, call: &str) -> Sent {
+    let inv = invite(call, &format!("ft-{call}"), &format!("b-{call}"), RURI);
+    let out = net.send(UAC, &inv);
+    assert_eq!(out.len(), 1, "only the forwarded INVITE: {out:#?}");
+    let fwd = one(&out, "forwarded INVITE", |s| s.is("INVITE")).clone();
+    assert_eq!(fwd.dst, sa(UAS1));
+    fwd
+}
+
 #[test]
-fn default_delay_matches_the_config_default() {
-    let c = sipedge::config::Config::default();
-    assert_eq!(c.dialog.inv_100_delay, DELAY);
-    assert_eq!(sipedge::engine::Settings::default().inv_100_delay_ms, DELAY);
+fn default_answers_100_at_once() {
+    assert_eq!(sipedge::config::Config::default().dialog.inv_100_delay, 0);
+    assert_eq!(sipedge::engine::Settings::default().inv_100_delay_ms, 0);
+    let mut net = Net::new();
+    let (_inv, _fwd) = start(&mut net, "t0");
+    let later = net.advance(450);
+    assert!(later.is_empty(), "no second 100: {later:#?}");
 }
 
 #[test]
 fn held_back_100_goes_out_when_nothing_came_back() {
-    let mut net = Net::new();
-    let (_inv, _fwd) = start(&mut net, "t1");
+    let mut net = held_net();
+    start_held(&mut net, "t1");
     assert!(net.advance(DELAY - 10).is_empty(), "not before the delay");
     let out = net.advance(10);
     let t = one(&out, "100", |s| s.code() == 100);
@@ -52,21 +72,21 @@ fn held_back_100_goes_out_when_nothing_came_back() {
 
 #[test]
 fn held_back_100_not_sent_when_a_provisional_or_final_came_first() {
-    let mut net = Net::new();
-    let (_inv, fwd) = start(&mut net, "t2");
+    let mut net = held_net();
+    let fwd = start_held(&mut net, "t2");
     net.advance(DELAY / 2);
     let out = net.send(UAS1, &reply(&fwd, 180, "Ringing", Some("t1"), UAS1));
     assert_eq!(one(&out, "180", |s| s.code() == 180).dst, sa(UAC));
     let later = net.advance(DELAY);
     assert!(later.iter().all(|s| s.code() != 100), "{later:#?}");
     // A downstream 100 is hop-by-hop: it is absorbed, and ours still goes out on time.
-    let (_inv, fwd) = start(&mut net, "t3");
+    let fwd = start_held(&mut net, "t3");
     let out = net.send(UAS1, &reply(&fwd, 100, "Trying", None, ""));
     assert!(out.is_empty(), "{out:#?}");
     let out = net.advance(DELAY);
     assert_eq!(one(&out, "100", |s| s.code() == 100).dst, sa(UAC));
     // A final first: no 100 after it.
-    let (_inv, fwd) = start(&mut net, "t4");
+    let fwd = start_held(&mut net, "t4");
     let out = net.send(UAS1, &reply(&fwd, 200, "OK", Some("t1"), UAS1));
     assert_eq!(one(&out, "200", |s| s.code() == 200).dst, sa(UAC));
     let later = net.advance(DELAY);
@@ -74,16 +94,32 @@ fn held_back_100_not_sent_when_a_provisional_or_final_came_first() {
 }
 
 #[test]
-fn zero_delay_answers_100_at_once() {
-    let mut net = Net::new();
-    net.settings(|s| s.inv_100_delay_ms = 0);
+fn held_back_100_sent_early_on_a_retransmission_and_only_once() {
+    let mut net = held_net();
     let inv = invite("t5", "ft-t5", "b-t5", RURI);
-    let out = net.send(UAC, &inv);
-    assert_eq!(out.len(), 2, "{out:#?}");
-    assert_eq!(one(&out, "100", |s| s.code() == 100).dst, sa(UAC));
-    one(&out, "forwarded INVITE", |s| s.is("INVITE"));
-    let later = net.advance(DELAY * 2);
-    assert!(later.is_empty(), "no second 100: {later:#?}");
+    start_held(&mut net, "t5");
+    let again = net.send(UAC, &inv);
+    assert_eq!(again.len(), 1, "{again:#?}");
+    assert_eq!(again[0].code(), 100);
+    assert_eq!(again[0].dst, sa(UAC));
+    assert!(
+        net.advance(DELAY).is_empty(),
+        "the held-back 100 was sent already"
+    );
+}
+
+#[test]
+fn held_back_100_follows_rport() {
+    let mut net = held_net();
+    let inv = invite("t6", "ft-t6", "b-t6", RURI)
+        .replace(";branch=z9hG4bKb-t6", ";rport;branch=z9hG4bKb-t6");
+    let out = net.send("192.0.2.7:40000", &inv);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    let later = net.advance(DELAY);
+    assert_eq!(
+        one(&later, "100", |s| s.code() == 100).dst,
+        sa("192.0.2.7:40000")
+    );
 }
 
 #[test]
@@ -136,14 +172,10 @@ fn basic_call_relays_and_tracks() {
 fn invite_retransmission_absorbed_with_last_provisional() {
     let mut net = Net::new();
     let (inv, fwd) = start(&mut net, "c2");
-    // Before any provisional: 100 (held back until now), nothing downstream.
+    // Before any provisional: 100 again, nothing downstream.
     let again = net.send(UAC, &inv);
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].code(), 100);
-    assert!(
-        net.advance(DELAY).is_empty(),
-        "the held-back 100 was sent already"
-    );
     net.send(UAS1, &reply(&fwd, 180, "Ringing", Some("t1"), UAS1));
     let again = net.send(UAC, &inv);
     assert_eq!(again.len(), 1, "{again:#?}");
@@ -156,14 +188,9 @@ fn timer_a_retransmits_until_provisional() {
     let mut net = Net::new();
     let (_inv, fwd) = start(&mut net, "c3");
     let mut times = Vec::new();
-    let mut trying = Vec::new();
     for _ in 0..4000 {
         let out = net.advance(50);
         for s in out {
-            if s.code() == 100 {
-                trying.push(net.now);
-                continue;
-            }
             assert_eq!(s.text, fwd.text, "retransmission is the same INVITE");
             times.push(net.now);
         }
@@ -176,7 +203,6 @@ fn timer_a_retransmits_until_provisional() {
         vec![500, 1500, 3500],
         "Timer A: 500, 1000, 2000 ms intervals"
     );
-    assert_eq!(trying, vec![DELAY], "one held-back 100 upstream");
     net.send(UAS1, &reply(&fwd, 100, "Trying", None, ""));
     let later = net.advance(10_000);
     assert!(
@@ -343,15 +369,13 @@ fn rport_and_received() {
         .replace(";branch=z9hG4bKb-rp", ";rport;branch=z9hG4bKb-rp");
     // Arrives from a NATed address and port.
     let out = net.send("192.0.2.7:40000", &inv);
-    let fwd = one(&out, "INVITE", |s| s.is("INVITE")).clone();
-    // The held-back 100 follows rport too.
-    let later = net.advance(DELAY);
-    let t = one(&later, "100", |s| s.code() == 100);
+    let t = one(&out, "100", |s| s.code() == 100);
     assert_eq!(
         t.dst,
         sa("192.0.2.7:40000"),
         "rport: reply to the source port"
     );
+    let fwd = one(&out, "INVITE", |s| s.is("INVITE")).clone();
     let theirs = &fwd.all("Via")[1];
     assert!(theirs.contains("received=192.0.2.7"), "{theirs}");
     assert!(theirs.contains("rport=40000"), "{theirs}");

@@ -230,7 +230,7 @@ pub struct DialogConfig {
     /// How long our own 100 Trying to an INVITE waits for a provisional or final reply from
     /// downstream that makes it unneeded, in ms (RFC 3261 §17.2.1: a server transaction sends
     /// 100 unless the TU answers within 200 ms). 0 = answer 100 at once, like Kamailio's
-    /// `auto_inv_100`. At most 190, so the 100 still leaves within 200 ms.
+    /// `auto_inv_100`, and the default. At most 190, so the 100 still leaves within 200 ms.
     pub inv_100_delay: u64,
     /// Dialog store: a redb file path; empty = none (dialog_ng `db_url`).
     pub db_url: String,
@@ -259,7 +259,7 @@ impl Default for DialogConfig {
             track_all_invites: true,
             max_dialogs: 0,
             fr_inv_timer: 181_000,
-            inv_100_delay: 100,
+            inv_100_delay: 0,
             db_url: String::new(),
             db_mode: 0,
             db_update_period: 1000,

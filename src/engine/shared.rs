@@ -105,7 +105,7 @@ impl Default for Settings {
             default_group: None,
             max_dialogs: 0,
             fr_inv_timer_ms: crate::txn::TIMER_C,
-            inv_100_delay_ms: 100,
+            inv_100_delay_ms: 0,
             bridge_controller: "sip:controller@127.0.0.1".into(),
         }
     }
