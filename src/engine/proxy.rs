@@ -213,6 +213,7 @@ impl Engine {
                 transport,
                 conn,
                 bytes,
+                from,
             } => {
                 self.stats.inc(Counter::HandoffIn);
                 let inb = Inbound {
@@ -227,6 +228,7 @@ impl Engine {
                 self.handle_datagram(inb, out);
                 // A handed-off packet is never handed off again.
                 out.handoff = None;
+                self.shared.recycle(from, bytes);
             }
         }
     }

@@ -3,7 +3,9 @@
 //!
 //! Invariants: everything here is safe to read from any thread without locks on the packet
 //! path; settings are swapped as a whole (`ArcSwap`); a command for a dialog always goes to
-//! the worker that owns the dialog's INVITE transaction and timers.
+//! the worker that owns the dialog's INVITE transaction and timers; a handed-off packet
+//! travels in a buffer from the sending worker's bounded spare pool and goes back to that
+//! pool once handled, so hand-offs do not allocate in the steady state.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -157,8 +159,11 @@ pub enum Command {
         transport: super::Transport,
         /// TCP connection.
         conn: Option<u64>,
-        /// Bytes (a pooled buffer).
+        /// Bytes, in a buffer from worker `from`'s hand-off pool ([`Shared::handoff_buffer`]),
+        /// given back with [`Shared::recycle`] once handled.
         bytes: Vec<u8>,
+        /// The worker that handed the packet off.
+        from: usize,
     },
 }
 
@@ -197,7 +202,19 @@ pub struct Shared {
     /// Where workers' latency histograms are merged.
     pub latency: LatencyHub,
     queues: OnceLock<Vec<(Sender<Command>, Notifier)>>,
+    /// Spare hand-off buffers, one pool per worker: a worker copies a packet it hands off into
+    /// a buffer from its own pool, and the worker that handled it gives the buffer back, so
+    /// hand-offs do not allocate in the steady state.
+    spares: Vec<SparePool>,
 }
+
+/// One worker's spare hand-off buffers: both ends of a bounded channel.
+type SparePool = (Sender<Vec<u8>>, Receiver<Vec<u8>>);
+
+/// Spare hand-off buffers kept per worker; more are dropped when given back.
+pub const SPARE_BUFFERS: usize = 1024;
+/// A buffer that grew past this (a large TCP message) is dropped rather than kept as a spare.
+pub const SPARE_MAX_CAPACITY: usize = 16 * 1024;
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -237,6 +254,9 @@ impl Shared {
                 .collect(),
             latency: LatencyHub::default(),
             queues: OnceLock::new(),
+            spares: (0..workers)
+                .map(|_| crossbeam_channel::bounded(SPARE_BUFFERS))
+                .collect(),
         })
     }
 
@@ -269,8 +289,76 @@ impl Shared {
         true
     }
 
+    /// A copy of `bytes` for worker `from` to hand off: in a spare buffer from its pool when
+    /// there is one (no allocation), else in a new one.
+    pub fn handoff_buffer(&self, from: usize, bytes: &[u8]) -> Vec<u8> {
+        let mut buf = self
+            .spares
+            .get(from)
+            .and_then(|(_, rx)| rx.try_recv().ok())
+            .unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(bytes);
+        buf
+    }
+
+    /// Give a handled hand-off buffer back to worker `from`'s pool. It is dropped when the
+    /// pool is full or the buffer grew past [`SPARE_MAX_CAPACITY`].
+    pub fn recycle(&self, from: usize, buf: Vec<u8>) {
+        if buf.capacity() > SPARE_MAX_CAPACITY {
+            return;
+        }
+        if let Some((tx, _)) = self.spares.get(from) {
+            let _ = tx.try_send(buf);
+        }
+    }
+
     /// Unix time in ms for an engine time.
     pub fn unix_ms(&self, now_ms: u64) -> u64 {
         self.unix_base_ms.load(Relaxed).saturating_add(now_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::engine::Transport;
+
+    fn shared(workers: usize) -> Arc<Shared> {
+        let addr: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        let locals = LocalAddrs::new(&[(Transport::Udp, addr)], None);
+        let profiles = Profiles::new(&[], &[]).unwrap();
+        Shared::new(workers, locals, Settings::default(), profiles, 1, 1)
+    }
+
+    #[test]
+    fn handoff_buffers_are_reused_per_worker_and_bounded() {
+        let s = shared(2);
+        let a = s.handoff_buffer(0, b"INVITE 1");
+        assert_eq!(a, b"INVITE 1");
+        let ptr = a.as_ptr();
+        s.recycle(0, a);
+        let b = s.handoff_buffer(0, b"CANCEL");
+        assert_eq!(b, b"CANCEL", "the copy holds only the new bytes");
+        assert_eq!(
+            b.as_ptr(),
+            ptr,
+            "the spare buffer was reused, not a new one"
+        );
+        let c = s.handoff_buffer(1, b"ACK");
+        assert_ne!(c.as_ptr(), ptr, "worker 1 has its own pool");
+        // A buffer that grew past the cap is not kept.
+        let big = s.handoff_buffer(0, &vec![7u8; SPARE_MAX_CAPACITY + 1]);
+        s.recycle(0, big);
+        assert!(s.spares[0].1.is_empty());
+        // The pool is bounded.
+        for _ in 0..SPARE_BUFFERS + 10 {
+            s.recycle(1, Vec::with_capacity(8));
+        }
+        assert_eq!(s.spares[1].1.len(), SPARE_BUFFERS);
+        // A worker index out of range neither panics nor keeps anything.
+        s.recycle(9, Vec::with_capacity(8));
+        assert_eq!(s.handoff_buffer(9, b"x"), b"x");
     }
 }

@@ -355,6 +355,7 @@ fn deliver(
     if let Some(w) = out.handoff.take()
         && !handoff(
             shared,
+            engine.worker(),
             w,
             inb.src,
             inb.local,
@@ -409,10 +410,13 @@ fn flush(
     out.clear();
 }
 
-/// Queue a packet for the worker that owns its transaction. Returns false (the caller counts
-/// a drop) when that worker's queue is full.
+/// Queue a packet for the worker that owns its transaction, in a buffer from worker `from`'s
+/// hand-off pool (no allocation in the steady state). Returns false (the caller counts a drop)
+/// when that worker's queue is full.
+#[allow(clippy::too_many_arguments)]
 fn handoff(
     shared: &Shared,
+    from: usize,
     w: usize,
     src: SocketAddr,
     local: usize,
@@ -425,7 +429,8 @@ fn handoff(
         local,
         transport,
         conn,
-        bytes: bytes.to_vec(),
+        bytes: shared.handoff_buffer(from, bytes),
+        from,
     };
     shared.send(w, cmd)
 }
