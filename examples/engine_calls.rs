@@ -4,15 +4,15 @@
 //! Drives `N` calls (INVITE → 100 + forwarded INVITE, 180, 200, ACK, BYE, 200: six datagrams
 //! in, seven out; with `INV_100_DELAY_MS=100` in the environment our 100 Trying is held back
 //! and the 180 makes it unneeded, six out) through one engine built by the test harness in
-//! `tests/flows`, advancing
-//! virtual time 1 ms every 10 calls (10k cps of virtual time) so transactions linger out as in
-//! a live proxy. Only the `handle_datagram` calls are timed; building the messages and reading
-//! the engine's output (to learn the forwarded branch, tags and routes, as a real UA would)
-//! happen outside the timed spans.
+//! `tests/flows`, advancing virtual time 1 ms every 10 calls (10k cps of virtual time) so
+//! transactions linger out as in a live proxy. Only the `handle_datagram` calls are timed;
+//! building the messages and reading the engine's output (to learn the forwarded branch, tags
+//! and routes, as a real UA would) happen outside the timed spans.
 //!
 //! Invariants: the run fails (exit 1) unless every call produced exactly the expected
-//! messages (the forwarded INVITE and the 100 exactly when it is due, the relayed 180 and 200, the forwarded ACK and BYE,
-//! the relayed BYE 200) and the dialog table is empty at the end (every dialog ended).
+//! messages (the forwarded INVITE, the 100 at once or never as configured, the relayed 180
+//! and 200, the forwarded ACK and BYE, the relayed BYE 200) and the dialog table is empty at
+//! the end (every dialog ended).
 //!
 //! Usage:
 //! - `cargo run --release --example engine_calls -- 20000 [rounds]`: ns of engine time per

@@ -70,11 +70,11 @@ fn name_field_path<'a>(path: &[Seg<'a>], key: &'a str) -> Vec<Seg<'a>> {
     p
 }
 
-/// Runs every semantic check; empty result = valid.
 /// Largest `[dialog] inv_100_delay` (ms): the deferred 100 fires on the worker's timer grid
 /// (up to 10 ms late) and must still leave within RFC 3261's 200 ms.
 pub const MAX_INV_100_DELAY: u64 = 190;
 
+/// Runs every semantic check; empty result = valid.
 pub(super) fn validate(config: &Config, text: &str) -> Vec<ConfigError> {
     let mut cx = Ctx {
         config,
