@@ -135,6 +135,11 @@ pub struct CoreConfig {
     pub tcp_max_per_peer: usize,
     /// Maximum buffered bytes per TCP connection (a larger message closes it).
     pub tcp_max_buffer: usize,
+    /// UDP requests leave from a private socket per worker (a kernel-chosen port, written in
+    /// our Via, so responses come straight back to the worker that owns the transaction).
+    /// `false`: they leave from the listen socket (port 5060, as Kamailio sends), for peers that
+    /// filter on source port; responses then reach any worker and are handed to the owner.
+    pub private_send_sockets: bool,
 }
 
 impl Default for CoreConfig {
@@ -164,6 +169,7 @@ impl Default for CoreConfig {
             tcp_max_connections: 10_000,
             tcp_max_per_peer: 100,
             tcp_max_buffer: 65_536,
+            private_send_sockets: true,
         }
     }
 }

@@ -107,6 +107,7 @@ pub fn run_config_from(c: &Config) -> RunConfig {
             crate::config::Spread::All => super::spread::SpreadMode::All,
         },
         spread_busy: c.core.spread_busy,
+        private_send_sockets: c.core.private_send_sockets,
         persist: (c.dialog.db_mode == 2 && !c.dialog.db_url.is_empty()).then(|| {
             super::persist::PersistConfig {
                 path: c.dialog.db_url.clone().into(),

@@ -46,6 +46,9 @@ pub struct RunConfig {
     pub spread: SpreadMode,
     /// Adaptive spreading's growth threshold (fraction of a core per active worker).
     pub spread_busy: f64,
+    /// UDP requests leave from a private socket per worker (`core.private_send_sockets`);
+    /// `false`: from the listen socket.
+    pub private_send_sockets: bool,
 }
 
 impl Default for RunConfig {
@@ -66,6 +69,7 @@ impl Default for RunConfig {
             persist: None,
             spread: SpreadMode::default(),
             spread_busy: super::spread::UP,
+            private_send_sockets: true,
         }
     }
 }
@@ -195,7 +199,7 @@ pub fn start(cfg: &RunConfig) -> Result<Running, RunError> {
     let mut udp_private: Vec<Vec<(usize, std::net::UdpSocket)>> =
         (0..workers).map(|_| Vec::new()).collect();
     let mut private_ports: Vec<Vec<u16>> = vec![vec![0; bound.len()]; workers];
-    for (w, socks) in udp.iter().enumerate() {
+    for (w, socks) in udp.iter().enumerate().filter(|_| cfg.private_send_sockets) {
         for (li, _) in socks {
             let Some(&(_, addr)) = bound.get(*li) else {
                 continue;
