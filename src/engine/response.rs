@@ -277,15 +277,7 @@ impl Engine {
         let started = match wire::parse(&req) {
             Ok(msg) => {
                 let info = self.route_info(&msg);
-                let inb = Inbound {
-                    now_ms: now,
-                    now_us: self.now_us,
-                    src: up.addr,
-                    local: up.local,
-                    transport: up.transport,
-                    conn: up.conn,
-                    bytes: &req,
-                };
+                let inb = self.upstream_inbound(now, up, &req);
                 let decision = super::dialogs::Decision::default();
                 self.start_branch(&inb, &msg, &info, slot, target, &decision, out)
             }
@@ -849,6 +841,21 @@ impl Engine {
         self.send_final_upstream(now, slot, code, best, out);
     }
 
+    /// The stored upstream INVITE `req` as if it had just arrived from `up`, for work a timer
+    /// or a later reply does on the original request (the held-back 100, the next serial
+    /// branch).
+    fn upstream_inbound<'b>(&self, now: u64, up: Socket, req: &'b [u8]) -> Inbound<'b> {
+        Inbound {
+            now_ms: now,
+            now_us: self.now_us,
+            src: up.addr,
+            local: up.local,
+            transport: up.transport,
+            conn: up.conn,
+            bytes: req,
+        }
+    }
+
     /// Timer "Trying": the held-back 100 goes upstream unless a provisional or final reply
     /// went first (or a retransmission already got one).
     pub(crate) fn on_timer_trying(
@@ -858,34 +865,22 @@ impl Engine {
         generation: u32,
         out: &mut Output,
     ) {
-        let Some(t) = self
-            .txns
-            .get_mut(slot)
-            .filter(|t| t.generation == generation)
-        else {
+        let Some(t) = self.txns.get_current(slot, generation) else {
             return;
         };
+        // Every final (2xx included) sets `final_code`; a 2xx also drops the stored request.
         let answered = t.up.trying_sent
-            || t.got_2xx
             || t.up.final_code != 0
             || !t.up.last_provisional.is_empty()
-            || !t.up.final_response.is_empty();
-        if answered || t.up.request.is_empty() {
+            || t.up.request.is_empty();
+        if answered {
             return;
         }
         t.up.trying_sent = true;
         let up = t.up.socket;
         let req = std::mem::take(&mut t.up.request);
         if let Ok(m) = wire::parse(&req) {
-            let inb = Inbound {
-                now_ms: now,
-                now_us: self.now_us,
-                src: up.addr,
-                local: up.local,
-                transport: up.transport,
-                conn: up.conn,
-                bytes: &req,
-            };
+            let inb = self.upstream_inbound(now, up, &req);
             self.reply(&inb, &m, 100, b"Trying", None, &[], out);
         }
         if let Some(t) = self.txns.get_mut(slot) {
@@ -973,11 +968,7 @@ impl Engine {
 
     /// Timer G: retransmit the non-2xx final upstream until the ACK.
     pub(crate) fn on_timer_g(&mut self, now: u64, slot: u32, generation: u32, out: &mut Output) {
-        let Some(t) = self
-            .txns
-            .get_mut(slot)
-            .filter(|t| t.generation == generation)
-        else {
+        let Some(t) = self.txns.get_current(slot, generation) else {
             return;
         };
         t.up.timer_g = None;

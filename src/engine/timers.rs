@@ -72,11 +72,7 @@ impl Engine {
                 generation,
                 leg,
             } => {
-                let Some(t) = self
-                    .txns
-                    .get_mut(slot)
-                    .filter(|t| t.generation == generation)
-                else {
+                let Some(t) = self.txns.get_current(slot, generation) else {
                     return;
                 };
                 let Some(b) = t.branches.get_mut(usize::from(leg)) else {
@@ -112,11 +108,7 @@ impl Engine {
                 generation,
                 leg,
             } => {
-                let Some(t) = self
-                    .txns
-                    .get_mut(slot)
-                    .filter(|t| t.generation == generation)
-                else {
+                let Some(t) = self.txns.get_current(slot, generation) else {
                     return;
                 };
                 let Some(b) = t.branches.get_mut(usize::from(leg)) else {
@@ -151,10 +143,7 @@ impl Engine {
                 self.on_timer_trying(now, slot, generation, out)
             }
             TimerItem::Linger { slot, generation } => {
-                if self
-                    .txns
-                    .get_mut(slot)
-                    .is_some_and(|t| t.generation == generation)
+                if self.txns.get_current(slot, generation).is_some()
                     && let Some(t) = self.txns.remove(slot)
                 {
                     if let Some(k) = t.up.timer_g {

@@ -7,7 +7,7 @@
 //! request is seen quickly), so a timer fires at most one grid step late and never early;
 //! buffers are reused across iterations.
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{TcpListener, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -353,16 +353,7 @@ fn deliver(
         return;
     }
     if let Some(w) = out.handoff.take()
-        && !handoff(
-            shared,
-            engine.worker(),
-            w,
-            inb.src,
-            inb.local,
-            inb.transport,
-            inb.conn,
-            inb.bytes,
-        )
+        && !handoff(shared, engine.worker(), w, &inb)
         && let Some(s) = stats
     {
         s.inc(Counter::Dropped);
@@ -413,23 +404,13 @@ fn flush(
 /// Queue a packet for the worker that owns its transaction, in a buffer from worker `from`'s
 /// hand-off pool (no allocation in the steady state). Returns false (the caller counts a drop)
 /// when that worker's queue is full.
-#[allow(clippy::too_many_arguments)]
-fn handoff(
-    shared: &Shared,
-    from: usize,
-    w: usize,
-    src: SocketAddr,
-    local: usize,
-    transport: Transport,
-    conn: Option<u64>,
-    bytes: &[u8],
-) -> bool {
+fn handoff(shared: &Shared, from: usize, w: usize, inb: &Inbound<'_>) -> bool {
     let cmd = Command::Packet {
-        src,
-        local,
-        transport,
-        conn,
-        bytes: shared.handoff_buffer(from, bytes),
+        src: inb.src,
+        local: inb.local,
+        transport: inb.transport,
+        conn: inb.conn,
+        bytes: shared.handoff_buffer(from, inb.bytes),
         from,
     };
     shared.send(w, cmd)

@@ -167,6 +167,11 @@ impl TxnTable {
         self.slots.get_mut(slot as usize)?.as_mut()
     }
 
+    /// The transaction in `slot` if it is still the one of `generation` (a timer's target).
+    pub fn get_current(&mut self, slot: u32, generation: u32) -> Option<&mut InviteTxn> {
+        self.get_mut(slot).filter(|t| t.generation == generation)
+    }
+
     /// The transaction in `slot` if its cookie matches.
     pub fn get_checked(&mut self, slot: u32, cookie: &[u8]) -> Option<&mut InviteTxn> {
         self.get_mut(slot).filter(|t| t.cookie == cookie)
