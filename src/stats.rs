@@ -79,11 +79,13 @@ pub enum Counter {
     /// UDP receive batches that came back full: at least a batch of datagrams had queued in
     /// the socket, so the worker is behind (busy, or waiting for its core).
     FullBatches,
+    /// Cross-worker commands that could not be queued (the target's queue was full).
+    CommandsDropped,
 }
 
 impl Counter {
     /// Number of counters.
-    pub const COUNT: usize = 24;
+    pub const COUNT: usize = 25;
     /// All counters in index order.
     pub const ALL: [Counter; Counter::COUNT] = [
         Counter::PacketsInUdp,
@@ -110,6 +112,7 @@ impl Counter {
         Counter::ByeSent,
         Counter::TxnTimeout,
         Counter::FullBatches,
+        Counter::CommandsDropped,
     ];
 
     /// Stable snake_case name used in `stats.*` RPCs and metrics.
@@ -139,6 +142,7 @@ impl Counter {
             Counter::ByeSent => "bye_sent",
             Counter::TxnTimeout => "txn_timeout",
             Counter::FullBatches => "udp_full_batches",
+            Counter::CommandsDropped => "commands_dropped",
         }
     }
 }

@@ -59,6 +59,22 @@ pub struct TimerKey {
     generation: u32,
 }
 
+impl TimerKey {
+    /// The key as one `u64`, to keep it in an atomic beside what it guards.
+    pub fn to_bits(self) -> u64 {
+        (u64::from(self.generation) << 32) | u64::from(self.index)
+    }
+
+    /// A key from [`TimerKey::to_bits`]. Any value is accepted: a value that names no live
+    /// entry is a stale key, and the wheel ignores it.
+    pub fn from_bits(bits: u64) -> Self {
+        TimerKey {
+            index: bits as u32,
+            generation: (bits >> 32) as u32,
+        }
+    }
+}
+
 /// One slab node: either a live entry linked into a slot list or a free-list member.
 #[derive(Debug)]
 struct Node<T> {
@@ -163,6 +179,12 @@ impl<T> Wheel<T> {
     /// True when nothing is scheduled.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Slab nodes allocated so far (live plus free): the high-water mark of live timers. It
+    /// may stay high after a burst but must not grow under a constant load.
+    pub fn slab_len(&self) -> usize {
+        self.nodes.len()
     }
 
     /// The time up to which the wheel has been polled.

@@ -37,6 +37,9 @@ pub struct EarlyLeg {
 /// A dialog variable list, swapped as a whole.
 pub type Vars = Vec<(Box<[u8]>, Box<[u8]>)>;
 
+/// [`Dialog::timer_key`] when no wheel entry is armed.
+pub const NO_TIMER: u64 = u64::MAX;
+
 /// One dialog.
 #[derive(Debug)]
 pub struct Dialog {
@@ -54,8 +57,13 @@ pub struct Dialog {
     pub start_ms: AtomicU64,
     /// When it ended (ms, 0 = not yet).
     pub end_ms: AtomicU64,
-    /// The true deadline (ms); the owning wheel re-arms lazily when it moved.
+    /// The true deadline (ms); the owning wheel re-arms lazily when it moved later. After the
+    /// dialog ended it is the time by which the record leaves the table.
     pub deadline_ms: AtomicU64,
+    /// Key of the dialog's one entry in its timer worker's wheel ([`crate::timer::TimerKey`]
+    /// bits, [`NO_TIMER`] = none). Only that worker reads or writes it; any other worker that
+    /// ends or removes the dialog asks it to re-time through a command.
+    pub timer_key: AtomicU64,
     /// Lifetime in seconds (the dialog timeout).
     pub lifetime_s: AtomicU32,
     /// Dialog flags 0..=31.
@@ -106,6 +114,7 @@ impl Dialog {
             start_ms: AtomicU64::new(0),
             end_ms: AtomicU64::new(0),
             deadline_ms: AtomicU64::new(0),
+            timer_key: AtomicU64::new(NO_TIMER),
             lifetime_s: AtomicU32::new(lifetime_s),
             flags: AtomicU32::new(0),
             caller_cseq: AtomicU32::new(caller_cseq),
@@ -182,7 +191,7 @@ impl Dialog {
 
     /// Push the deadline to `now + lifetime` (unless `timeout_noreset`).
     pub fn refresh_deadline(&self, now_ms: u64) {
-        if !self.timeout_noreset.load(Relaxed) {
+        if !self.timeout_noreset.load(Relaxed) && self.state() != DlgState::Deleted {
             let life = u64::from(self.lifetime_s.load(Relaxed));
             self.deadline_ms
                 .fetch_max(now_ms.saturating_add(life * 1000), AcqRel);
@@ -317,8 +326,9 @@ mod tests {
     #[test]
     fn record_sizes_stay_within_the_memory_budget() {
         // Issue 8: ≤ 1 KiB resident per held dialog. `Arc<Dialog>` is one 16-byte-rounded
-        // malloc chunk: 312 + 16 (Arc counts) + 8 (chunk header) = 336.
-        assert!(size_of::<Dialog>() <= 312, "Dialog {}", size_of::<Dialog>());
+        // malloc chunk: 320 + 16 (Arc counts) + 8 (chunk header) = 344, a 352-byte chunk (the
+        // timer key, which lets the dialog's wheel entry be cancelled, added 8 bytes).
+        assert!(size_of::<Dialog>() <= 320, "Dialog {}", size_of::<Dialog>());
         assert!(size_of::<Strs>() <= 56, "Strs {}", size_of::<Strs>());
         assert!(
             size_of::<CalleeLeg>() <= 80,

@@ -6,18 +6,21 @@
 //! applies them only when it won [`Dialog::try_end`]; removal from the table is idempotent.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
 use super::forward::uri_target;
-use super::timers::TimerItem;
 use super::{Engine, Inbound, Output, Settings};
 use crate::dialog::id::{COOKIE_LEN, DialogId};
 use crate::dialog::profile::Memberships;
-use crate::dialog::record::{Dialog, Field, Strs, route_entries};
+use crate::dialog::record::{Dialog, Field, NO_TIMER, Strs, route_entries};
 use crate::dialog::{DlgEvent, DlgState, EndReason, EventData, Side, Socket};
 use crate::stats::Counter;
 use crate::txn::branch::{self, Branch, Kind};
 use crate::wire::{self, HeaderName, Message, Method};
+
+/// How long an ended dialog waiting for its INVITE transaction may stay at most (the
+/// transaction frees it after Timer H, 64 × T1 = 32 s; this is the backstop).
+const WITH_TXN_BACKSTOP_MS: u64 = 40_000;
 
 /// When an ended dialog leaves the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,7 +166,7 @@ impl Engine {
         }
         self.shared.table.insert(id, d.clone(), call_id, ftag);
         self.shared.stats.created();
-        self.wheel.insert(deadline, TimerItem::Dialog(id));
+        self.arm_dialog_timer(id, &d, deadline);
         self.fire(
             DlgEvent::Created,
             &d,
@@ -185,10 +188,11 @@ impl Engine {
         reason: EndReason,
         msg: Option<&[u8]>,
         remove: Removal,
+        out: &mut Output,
     ) -> bool {
         let Some(prev) = d.try_end(reason, now) else {
             if remove == Removal::Now {
-                self.remove_dialog(d);
+                self.remove_dialog(d, out);
             }
             return false;
         };
@@ -211,29 +215,42 @@ impl Engine {
             _ => None,
         };
         self.fire(event, d, msg, 0, side);
-        match remove {
-            Removal::Now => self.remove_dialog(d),
-            Removal::WithTxn => {}
+        // The record stays until a later event removes it; its timer now guards that, and
+        // removes it itself by this deadline.
+        let linger_ms = match remove {
+            Removal::Now => {
+                self.remove_dialog(d, out);
+                return true;
+            }
+            Removal::WithTxn => WITH_TXN_BACKSTOP_MS,
             Removal::Later => {
                 let settings = self.shared.settings.load();
-                let at = now.saturating_add(u64::from(settings.end_timeout.clamp(1, 300)) * 1000);
-                self.wheel.insert(at, TimerItem::Cleanup(d.id));
+                u64::from(settings.end_timeout.clamp(1, 300)) * 1000
             }
-        }
+        };
+        d.deadline_ms.store(now.saturating_add(linger_ms), Release);
+        self.retime_dialog(d, out);
         true
     }
 
-    /// Take a dialog out of the table (idempotent); fires DESTROY once.
-    pub(crate) fn remove_dialog(&mut self, d: &Dialog) {
+    /// Take a dialog out of the table (idempotent); fires DESTROY once and cancels its timer.
+    pub(crate) fn remove_dialog(&mut self, d: &Arc<Dialog>, out: &mut Output) {
         let call_id = d.strs.get(Field::CallId);
         let ftag = d.strs.get(Field::FromTag);
         if self.shared.table.remove(d.id, call_id, ftag).is_some() {
             self.fire(DlgEvent::Destroy, d, None, 0, None);
+            self.retime_dialog(d, out);
         }
     }
 
     /// A response to a request within a dialog (any worker).
-    pub(crate) fn on_response_within(&mut self, msg: &Message<'_>, cookie: &[u8], method: Method) {
+    pub(crate) fn on_response_within(
+        &mut self,
+        msg: &Message<'_>,
+        cookie: &[u8],
+        method: Method,
+        out: &mut Output,
+    ) {
         let Some(d) = self
             .decode_cookie(cookie)
             .and_then(|id| self.shared.table.get(id))
@@ -250,7 +267,7 @@ impl Engine {
                 code,
                 None,
             );
-            self.remove_dialog(&d);
+            self.remove_dialog(&d, out);
         }
     }
 
@@ -291,12 +308,12 @@ impl Engine {
                 self.cancel_txn(now, slot, &rs, out);
                 let has_final = self.txns.get_mut(slot).is_none_or(|t| t.up.final_code != 0);
                 if !has_final {
-                    self.end_dialog(now, d, why, None, Removal::WithTxn);
+                    self.end_dialog(now, d, why, None, Removal::WithTxn, out);
                     let code = settings.bye_early_code;
                     let r = settings.bye_early_reason.clone();
                     self.synthesize_final(now, slot, code, r.as_bytes(), out);
                 } else {
-                    self.end_dialog(now, d, why, None, Removal::Now);
+                    self.end_dialog(now, d, why, None, Removal::Now, out);
                 }
             }
             DlgState::ConfirmedNa | DlgState::Confirmed => {
@@ -306,7 +323,7 @@ impl Engine {
                 if matches!(side, Side::Caller | Side::All) {
                     self.send_bye(now, d, Side::Caller, reason, extra_hdrs, out);
                 }
-                self.end_dialog(now, d, why, None, Removal::Later);
+                self.end_dialog(now, d, why, None, Removal::Later, out);
             }
         }
     }
@@ -465,18 +482,22 @@ impl Engine {
         }
     }
 
-    /// The dialog timer fired: re-arm if the deadline moved, else expire.
+    /// The dialog timer fired: re-arm if the deadline moved later, else expire a live dialog
+    /// or take an ended one out of the table.
     pub(crate) fn on_dialog_timer(&mut self, now: u64, id: DialogId, out: &mut Output) {
         let Some(d) = self.shared.table.get(id) else {
             return;
         };
+        // The entry that fired was the dialog's one entry: its key is spent.
+        d.timer_key.store(NO_TIMER, Relaxed);
         let deadline = d.deadline_ms.load(Acquire);
         if deadline > now {
-            self.wheel.insert(deadline, TimerItem::Dialog(id));
+            self.arm_dialog_timer(id, &d, deadline);
             return;
         }
         match d.state() {
-            DlgState::Deleted => {}
+            // Ended, and neither the BYE's final nor the INVITE transaction removed it.
+            DlgState::Deleted => self.remove_dialog(&d, out),
             DlgState::Unconfirmed | DlgState::Early => {
                 self.end_with(
                     now,
@@ -501,7 +522,7 @@ impl Engine {
                         out,
                     );
                 } else {
-                    self.end_dialog(now, &d, EndReason::Expired, None, Removal::Now);
+                    self.end_dialog(now, &d, EndReason::Expired, None, Removal::Now, out);
                 }
             }
         }

@@ -23,6 +23,7 @@
 mod addr;
 mod api;
 mod bridge;
+mod dialog_timer;
 mod dialogs;
 mod forward;
 mod output;

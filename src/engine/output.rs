@@ -2,11 +2,12 @@
 //! output buffer that collects transmits.
 //!
 //! Invariant: `Output` is reused across calls; `clear()` keeps capacity, so a warmed-up worker
-//! does not allocate here.
+//! does not allocate here. Cross-worker commands are outputs too: the core only records them,
+//! and `io` queues them and wakes their workers.
 
 use std::net::SocketAddr;
 
-use super::Transport;
+use super::{Command, Transport};
 
 /// One received message.
 #[derive(Clone, Copy, Debug)]
@@ -54,6 +55,9 @@ pub struct Output {
     /// Set when the packet belongs to another worker's transaction: the caller hands the
     /// same bytes to that worker unchanged.
     pub handoff: Option<usize>,
+    /// Commands for other workers: `io` queues each one for its worker and wakes it. The
+    /// core never touches a queue or a waker itself.
+    pub commands: Vec<(usize, Command)>,
 }
 
 impl Output {
@@ -63,14 +67,22 @@ impl Output {
             buf: Vec::with_capacity(cap),
             tx: Vec::with_capacity(n),
             handoff: None,
+            commands: Vec::new(),
         }
     }
 
-    /// Forget everything, keep capacity.
+    /// Forget everything, keep capacity. Commands not taken by then are dropped: `io`
+    /// delivers them before it clears.
     pub fn clear(&mut self) {
         self.buf.clear();
         self.tx.clear();
         self.handoff = None;
+        self.commands.clear();
+    }
+
+    /// Ask worker `w` to run `cmd`.
+    pub(crate) fn command(&mut self, w: usize, cmd: Command) {
+        self.commands.push((w, cmd));
     }
 
     /// The bytes of one transmit.

@@ -112,12 +112,12 @@ impl Engine {
             if owner == self.worker || (owner >= workers && self.worker == 0) {
                 arm.push((
                     d.deadline_ms.load(std::sync::atomic::Ordering::Acquire),
-                    *id,
+                    d.clone(),
                 ));
             }
         });
-        for (at, id) in arm {
-            self.wheel.insert(at, TimerItem::Dialog(id));
+        for (at, d) in arm {
+            self.arm_dialog_timer(d.id, &d, at);
         }
         if let Some(h) = max_h_id {
             self.didgen.advance_past(h);
@@ -203,10 +203,10 @@ impl Engine {
             }
             Command::Rearm(id) => {
                 if let Some(d) = self.shared.table.get(id) {
-                    let at = d.deadline_ms.load(std::sync::atomic::Ordering::Acquire);
-                    self.wheel.insert(at, TimerItem::Dialog(id));
+                    self.retime_local(&d);
                 }
             }
+            Command::Retime(d) => self.retime_local(&d),
             Command::Packet {
                 src,
                 local,
@@ -313,7 +313,7 @@ impl Engine {
     /// Shutdown: end every dialog this worker owns (state `Deleted`, reason `shutdown`, stats
     /// and profile releases applied once, callbacks fired) and drop its transactions. No BYE
     /// is sent: the calls themselves continue without the proxy's tracking.
-    pub fn shutdown(&mut self, now_ms: u64, _out: &mut Output) {
+    pub fn shutdown(&mut self, now_ms: u64, out: &mut Output) {
         let mut mine = Vec::new();
         self.shared.table.for_each(|id, d| {
             if crate::dialog::id::worker_of(*id) == self.worker {
@@ -327,6 +327,7 @@ impl Engine {
                 crate::dialog::EndReason::Shutdown,
                 None,
                 super::dialogs::Removal::Now,
+                out,
             );
         }
         let slots: Vec<u32> = self.txns.slots().collect();

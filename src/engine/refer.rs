@@ -34,7 +34,7 @@ impl Engine {
             Side::Caller
         };
         self.send_bye(now, d, other, b"SIP;cause=200;text=\"referred\"", b"", out);
-        self.end_dialog(now, d, EndReason::Terminated, None, Removal::Later);
+        self.end_dialog(now, d, EndReason::Terminated, None, Removal::Later, out);
         true
     }
 }

@@ -366,7 +366,7 @@ impl Engine {
         if self.shared.policy.load().is_some() && d.state() != DlgState::Deleted {
             let (decision, terminate) = self.evaluate_policy(inb, msg, false, Some(&d));
             if let Some(reason) = terminate {
-                let owner = crate::dialog::id::worker_of(d.id);
+                let owner = self.timer_worker(d.id);
                 let reason = String::from_utf8_lossy(&reason).into_owned();
                 if owner == self.worker {
                     self.terminate(now, &d, Side::All, reason.as_bytes(), b"", out);
@@ -377,7 +377,7 @@ impl Engine {
                         reason,
                         extra_hdrs: String::new(),
                     };
-                    self.shared.send(owner, cmd);
+                    out.command(owner, cmd);
                 }
                 if method == Method::Bye {
                     return;
@@ -427,6 +427,7 @@ impl Engine {
                     reason,
                     Some(msg.bytes()),
                     super::dialogs::Removal::Later,
+                    out,
                 );
             }
             _ => {

@@ -407,7 +407,7 @@ impl Engine {
             // Replies to CANCELs we generated.
             (Kind::Dialog, _) => self.stats.inc(Counter::Absorbed),
             (Kind::Within, _) => {
-                self.on_response_within(msg, b.cookie, method);
+                self.on_response_within(msg, b.cookie, method, out);
                 let worker = usize::from(b.worker);
                 self.relay_response(msg, Some(worker), out);
             }
@@ -647,7 +647,7 @@ impl Engine {
                     d.races.fetch_add(1, AcqRel);
                     self.shared.stats.race();
                 }
-                self.confirm(now, d, msg, socket, &settings);
+                self.confirm(now, d, msg, socket, &settings, out);
             } else if !same_leg {
                 // 200/200 race from a second fork.
                 d.races.fetch_add(1, AcqRel);
@@ -704,6 +704,7 @@ impl Engine {
         msg: &Message<'_>,
         socket: Option<Socket>,
         settings: &Settings,
+        out: &mut Output,
     ) {
         let tag = msg.to_tag().unwrap_or(&[]);
         let to = msg.header_value(wire::HeaderName::To).unwrap_or(&[]);
@@ -748,7 +749,7 @@ impl Engine {
             // The early timer may be armed later than this: arm the earlier deadline too
             // (the lazy re-arm only handles deadlines that move later).
             if deadline < d.deadline_ms.swap(deadline, AcqRel) {
-                self.wheel.insert(deadline, TimerItem::Dialog(d.id));
+                self.retime_dialog(d, out);
             }
             self.fire(
                 DlgEvent::ConfirmedNa,
@@ -962,7 +963,7 @@ impl Engine {
             } else {
                 EndReason::Failed
             };
-            self.end_dialog(now, &d, reason, None, super::dialogs::Removal::WithTxn);
+            self.end_dialog(now, &d, reason, None, super::dialogs::Removal::WithTxn, out);
         }
     }
 

@@ -147,8 +147,11 @@ pub enum Command {
         /// Outbound proxy for the first call.
         op: Option<String>,
     },
-    /// The deadline moved earlier: re-arm the dialog timer.
+    /// The deadline moved (`dlg.set_timeout`): re-arm the dialog timer.
     Rearm(DialogId),
+    /// A dialog ended or left the table on another worker: move or cancel its wheel entry on
+    /// the timer worker, so no entry outlives the dialog.
+    Retime(Arc<Dialog>),
     /// A packet received by another worker that belongs to this worker's transaction.
     Packet {
         /// Source address.
@@ -277,16 +280,30 @@ impl Shared {
         Some(receivers)
     }
 
-    /// Queue a command for worker `w`. False when it cannot be queued (no queues, full).
+    /// Queue a command for worker `w` and wake it. False when it cannot be queued (no
+    /// queues, full).
     pub fn send(&self, w: usize, cmd: Command) -> bool {
-        let Some((tx, wake)) = self.queues.get().and_then(|q| q.get(w)) else {
-            return false;
-        };
-        if tx.try_send(cmd).is_err() {
+        if !self.queue(w, cmd) {
             return false;
         }
-        wake();
+        self.wake(w);
         true
+    }
+
+    /// Queue a command for worker `w` without waking it (the caller wakes each worker once per
+    /// batch with [`Shared::wake`]). False when it cannot be queued.
+    pub fn queue(&self, w: usize, cmd: Command) -> bool {
+        self.queues
+            .get()
+            .and_then(|q| q.get(w))
+            .is_some_and(|(tx, _)| tx.try_send(cmd).is_ok())
+    }
+
+    /// Wake worker `w` (no-op for an unknown worker).
+    pub fn wake(&self, w: usize) {
+        if let Some((_, wake)) = self.queues.get().and_then(|q| q.get(w)) {
+            wake();
+        }
     }
 
     /// A copy of `bytes` for worker `from` to hand off: in a spare buffer from its pool when

@@ -50,10 +50,10 @@ pub enum TimerItem {
         /// Slot generation.
         generation: u32,
     },
-    /// The dialog's deadline (lazy: re-armed if the true deadline moved).
+    /// The dialog's deadline (lazy: re-armed if the true deadline moved later); after the
+    /// dialog ended, when its record leaves the table. One entry per dialog
+    /// (`engine::dialog_timer`).
     Dialog(DialogId),
-    /// Remove an ended dialog that never saw its BYE's final reply.
-    Cleanup(DialogId),
     /// A `dlg_bridge` call gives up.
     Bridge {
         /// Bridge slot.
@@ -158,7 +158,7 @@ impl Engine {
                         if d.state() == crate::dialog::DlgState::Deleted
                             && d.txn_slot.load(std::sync::atomic::Ordering::Acquire) == slot
                         {
-                            self.remove_dialog(d);
+                            self.remove_dialog(d, out);
                         }
                         let _ = d.txn_slot.compare_exchange(
                             slot,
@@ -171,13 +171,6 @@ impl Engine {
             }
             TimerItem::Dialog(id) => self.on_dialog_timer(now, id, out),
             TimerItem::Bridge { slot, generation } => self.on_bridge_timeout(slot, generation),
-            TimerItem::Cleanup(id) => {
-                if let Some(d) = self.shared.table.get(id)
-                    && d.state() == crate::dialog::DlgState::Deleted
-                {
-                    self.remove_dialog(&d);
-                }
-            }
         }
     }
 }

@@ -216,6 +216,7 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
                     }
                     let t1 = Instant::now();
                     flush(
+                        &shared,
                         &mut out,
                         &socks,
                         &mut tcp,
@@ -259,6 +260,7 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
                         deliver(&mut engine, &shared, stats.as_deref(), inb, &mut out);
                     });
                     flush(
+                        &shared,
                         &mut out,
                         &socks,
                         &mut tcp,
@@ -281,6 +283,7 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
         }
         engine.handle_timeout(now, &mut out);
         flush(
+            &shared,
             &mut out,
             &socks,
             &mut tcp,
@@ -304,6 +307,7 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
     let now = clock.now_ms();
     engine.shutdown(now, &mut out);
     flush(
+        &shared,
         &mut out,
         &socks,
         &mut tcp,
@@ -337,7 +341,7 @@ fn deliver(
     // A bug must not take the worker down with it: the packet is dropped, counted and logged,
     // and the worker goes on (the engine never panics on input by design; this is a last
     // line of defence, free on the normal path).
-    let (nbuf, ntx) = (out.buf.len(), out.tx.len());
+    let (nbuf, ntx, ncmd) = (out.buf.len(), out.tx.len(), out.commands.len());
     let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         engine.handle_datagram(inb, out);
     }));
@@ -345,6 +349,7 @@ fn deliver(
         // Keep what earlier packets of the batch produced; forget this one's partial output.
         out.buf.truncate(nbuf);
         out.tx.truncate(ntx);
+        out.commands.truncate(ncmd);
         out.handoff = None;
         if let Some(s) = stats {
             s.inc(Counter::Dropped);
@@ -361,6 +366,7 @@ fn deliver(
 }
 
 fn flush(
+    shared: &Shared,
     out: &mut Output,
     socks: &UdpSockets,
     tcp: &mut TcpConns,
@@ -368,6 +374,9 @@ fn flush(
     now: u64,
     stats: Option<&crate::stats::WorkerStats>,
 ) {
+    if !out.commands.is_empty() {
+        deliver_commands(shared, out, stats);
+    }
     if out.tx.is_empty() {
         out.clear();
         return;
@@ -399,6 +408,35 @@ fn flush(
         s.add(Counter::PacketsOutTcp, n_tcp as u64);
     }
     out.clear();
+}
+
+/// Queue the commands the engine emitted for other workers, then wake each of those workers
+/// once. A command whose queue is full is counted and logged, never silently lost.
+fn deliver_commands(shared: &Shared, out: &mut Output, stats: Option<&crate::stats::WorkerStats>) {
+    let mut woken = [0u64; crate::dialog::id::MAX_WORKERS / 64];
+    for (w, cmd) in out.commands.drain(..) {
+        if shared.queue(w, cmd) {
+            if let Some(bits) = woken.get_mut(w / 64) {
+                *bits |= 1 << (w % 64);
+            }
+        } else {
+            if let Some(s) = stats {
+                s.inc(Counter::CommandsDropped);
+            }
+            tracing::warn!(
+                worker = w,
+                "command for another worker dropped: its queue is full"
+            );
+        }
+    }
+    for (i, bits) in woken.iter().enumerate() {
+        let mut b = *bits;
+        while b != 0 {
+            let j = b.trailing_zeros() as usize;
+            b &= b - 1;
+            shared.wake(i * 64 + j);
+        }
+    }
 }
 
 /// Queue a packet for the worker that owns its transaction, in a buffer from worker `from`'s
