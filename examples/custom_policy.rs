@@ -6,8 +6,9 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use sipedge::config::{Config, Transport};
+use sipedge::config::Config;
 use sipedge::policy::{DialogOps, Policy, RequestView, RulePolicy, Verdict};
+use sipedge::wire::Transport;
 
 /// Business hours gate for premium numbers, then the config's rules.
 struct PremiumGate {

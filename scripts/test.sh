@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run every test of the workspace on a Debian machine: install the Debian packages the test
 # suite needs (as root), then `cargo test --workspace` with any extra arguments passed on, e.g.
-#   scripts/test.sh --test config_examples
+#   scripts/test.sh --test it config_examples::
 set -euo pipefail
 
 # Debian packages the tests need, as package:binary (the binary shows the package is there).

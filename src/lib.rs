@@ -3,11 +3,38 @@
 //! A SIP edge proxy with dialog tracking (Kamailio `dialog_ng` semantics).
 //!
 //! ```text
-//! socket (worker N, SO_REUSEPORT) --recv batch--> wire::parse --> engine::handle(now, src, msg, &mut out)
-//!    policy (rules: profiles, limits, timeout, target)   dialog (table lookup by did, state machine)
-//!    txn (INVITE state embedded in the dialog)           timer (per-core wheel)
-//!  <--send batch-- out: transmits  <-- wire::edit (Via / Record-Route / Route / Max-Forwards)
+//! socket (worker N, SO_REUSEPORT) --recv batch--> wire::parse --> engine::handle_datagram(inbound, &mut out)
+//!    Via branch -> txn (INVITE transactions, per-worker table)   did -> dialog (shared table)
+//!    policy (rules: profiles, limits, timeout, target)          timer (per-worker wheel)
+//!  <--send batch-- out: transmits + timer arms + cross-worker commands  <-- wire::Edits
 //! ```
+//!
+//! ## Modules, bottom up
+//! - [`wire`]: bytes to borrowed views and back through an edit list; owns [`wire::Transport`].
+//!   [`timer`] (the wheel) and [`stats`] (per-worker counters) sit beside it.
+//! - [`dialog`] (records, the shared table, profiles, the store) and [`policy`] (rules).
+//! - [`config`]: the TOML file, validated, and its live copy; [`txn`]: INVITE transaction state.
+//! - [`engine`]: routing of one datagram, timer or command; its settings are built from a
+//!   config snapshot ([`engine::Settings::from_config`], [`engine::apply_snapshot`]).
+//! - [`mgmt`]: JSON-RPC and Prometheus text over snapshots of the engine; it imports no `io`.
+//! - [`io`]: sockets, threads, the clock, the management HTTP listener, the process.
+//!
+//! ## Transactions
+//! INVITE transaction state (the upstream request, one branch per fork, Timers A/B/C and G/H,
+//! CANCEL, the best final) lives in a per-worker transaction table ([`txn::TxnTable`]), owned
+//! by the worker that created the dialog. Our Via branch names that worker and the slot, so a
+//! response finds its transaction in O(1) (the dialog cookie in the branch must match the
+//! slot's; timer entries carry the slot's generation, so a reused slot never takes a stale
+//! one). The dialog keeps only the slot (`txn_slot`), through which a CANCEL, an ACK or a
+//! retransmitted INVITE from upstream finds the transaction; a packet that lands on another
+//! worker is handed to the owner.
+//!
+//! ## Forks
+//! A dialog holds one early leg per To-tag seen in provisional replies. The first 2xx confirms
+//! its leg and CANCELs the other branches. A 2xx from a second fork that arrives anyway (a
+//! race) is counted, and relayed upstream for the caller to end; with `[dialog] end_on_race`
+//! the proxy ends it itself instead: it ACKs and BYEs that 2xx (`Reason: SIP;cause=200;
+//! text="Call completed elsewhere"`) and does not relay it.
 //!
 //! ## Invariants
 //! - Everything outside [`io`] is sans-IO: no sockets, no threads, no clock. Time comes in as a
@@ -16,6 +43,7 @@
 //!   counted.
 //! - Every way a dialog ends moves it to `DELETED` in one atomic step, so statistics, profile
 //!   releases and callbacks happen exactly once.
+//! - Imports run one way, down the list above: no module imports one above it.
 
 pub mod config;
 pub mod dialog;

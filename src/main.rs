@@ -49,6 +49,10 @@ struct RunArgs {
     /// Log format: text or json.
     #[arg(long = "log-format")]
     log_format: Option<String>,
+    /// Start even when another process already serves a listen address, sharing its traffic
+    /// through SO_REUSEPORT (e.g. a hand-over between two instances). Default: refuse.
+    #[arg(long = "allow-shared-port")]
+    allow_shared_port: bool,
 }
 
 fn main() -> ExitCode {
@@ -79,6 +83,7 @@ fn run(a: RunArgs) -> ExitCode {
         mgmt: a.mgmt,
         log: a.log,
         log_format: a.log_format,
+        allow_shared_port: a.allow_shared_port,
     };
     match sipedge::io::app::run(&o) {
         Ok(()) => ExitCode::SUCCESS,

@@ -38,10 +38,6 @@ pub enum Counter {
     PacketsOutUdp,
     /// TCP messages sent.
     PacketsOutTcp,
-    /// Bytes received (all transports).
-    BytesIn,
-    /// Bytes sent (all transports).
-    BytesOut,
     /// SIP requests received.
     RequestsIn,
     /// SIP responses received.
@@ -81,6 +77,10 @@ pub enum Counter {
     FullBatches,
     /// Cross-worker commands that could not be queued (the target's queue was full).
     CommandsDropped,
+    /// Requests the proxy originated (BYE, REFER) that got a final response.
+    GeneratedAnswered,
+    /// Requests the proxy originated that got no final response before Timer F.
+    GeneratedTimedOut,
 }
 
 impl Counter {
@@ -92,8 +92,6 @@ impl Counter {
         Counter::PacketsInTcp,
         Counter::PacketsOutUdp,
         Counter::PacketsOutTcp,
-        Counter::BytesIn,
-        Counter::BytesOut,
         Counter::RequestsIn,
         Counter::ResponsesIn,
         Counter::RetransAbsorbed,
@@ -113,6 +111,8 @@ impl Counter {
         Counter::TxnTimeout,
         Counter::FullBatches,
         Counter::CommandsDropped,
+        Counter::GeneratedAnswered,
+        Counter::GeneratedTimedOut,
     ];
 
     /// Stable snake_case name used in `stats.*` RPCs and metrics.
@@ -122,8 +122,6 @@ impl Counter {
             Counter::PacketsInTcp => "packets_in_tcp",
             Counter::PacketsOutUdp => "packets_out_udp",
             Counter::PacketsOutTcp => "packets_out_tcp",
-            Counter::BytesIn => "bytes_in",
-            Counter::BytesOut => "bytes_out",
             Counter::RequestsIn => "requests_in",
             Counter::ResponsesIn => "responses_in",
             Counter::RetransAbsorbed => "retransmissions_absorbed",
@@ -143,6 +141,8 @@ impl Counter {
             Counter::TxnTimeout => "txn_timeout",
             Counter::FullBatches => "udp_full_batches",
             Counter::CommandsDropped => "commands_dropped",
+            Counter::GeneratedAnswered => "generated_answered",
+            Counter::GeneratedTimedOut => "generated_timed_out",
         }
     }
 }
@@ -630,14 +630,14 @@ mod tests {
     fn counters_parse_errors_and_replies_fold_unknowns_into_other() {
         let w = WorkerStats::new(3, KINDS);
         w.inc(Counter::PacketsInUdp);
-        w.add(Counter::BytesIn, 1500);
+        w.add(Counter::Forwarded, 2);
         w.inc_parse_error(1);
         w.inc_parse_error(99); // unknown kind -> other
         w.inc_reply(486);
         w.inc_reply(299); // not in the fixed set -> other
         let s = w.snapshot();
         assert_eq!((s.worker, s.get(Counter::PacketsInUdp)), (3, 1));
-        assert_eq!(s.get(Counter::BytesIn), 1500);
+        assert_eq!(s.get(Counter::Forwarded), 2);
         let expect = vec![("bad_start_line", 0), ("bad_header", 1), ("other", 1)];
         assert_eq!(s.parse_errors, expect);
         assert_eq!(s.replies[reply_slot(486)], 1);
@@ -647,10 +647,10 @@ mod tests {
             assert_eq!(reply_slot(*c), i);
         }
         let total = sum_snapshots(&[s.clone(), s]);
-        assert_eq!(total.get(Counter::BytesIn), 3000);
+        assert_eq!(total.get(Counter::Forwarded), 4);
         assert_eq!(total.parse_errors[1], ("bad_header", 2));
         w.reset();
-        assert_eq!(w.get(Counter::BytesIn), 0);
+        assert_eq!(w.get(Counter::Forwarded), 0);
         w.inc_reply(486);
         let s = w.snapshot();
         assert_eq!((s.replies[reply_slot(486)], s.parse_errors[1].1), (1, 0));

@@ -16,8 +16,12 @@
 #   LAT_RATE [2000]     latency-floor run (half Kamailio's max) LAT_S [10]
 #   LAT_ROUNDS [5]      interleaved latency rounds (all proxies once per round); medians reported
 #   SIPP_RATES ["4000 6000 8000 10000 12000 12600 14000 16000"]  SIPp capacity ladder   SIPP_STEP_S [5]
-#   PHASES ["ladder fixed latency memory sipp sippcap scaling"]  which phases to run
-#   PROXIES ["direct relay sipedge sipedge_all kamailio"]  which rows to run
+#   PHASES ["ladder fixed latency memory sipp sippcap scaling soak"]  which phases to run
+#   PROXIES ["direct relay sipedge sipedge_all kamailio"]  which rows to run; add `sipedge_base`
+#                       (with BASE_SIPEDGE=path) to run a previous sipedge binary beside this one
+#   BASE_SIPEDGE [""]   the previous binary for the `sipedge_base` row (same flags as `sipedge`)
+#   SOAK_S [600]        soak length, s; SOAK_RATE [70% of sipedge's median ladder maximum, or
+#                       12600 without a ladder]: see soak.sh
 #   SKIP_BUILD [0]      1 = use the existing target/release binaries
 #   OUT [benches/compare/out-<date>]  raw logs; the table goes to benches/compare/results-<date>.md
 set -u
@@ -31,7 +35,8 @@ SIPP_RATE=${SIPP_RATE:-2000} SIPP_CALLS=${SIPP_CALLS:-10000}
 SCALE_RATE=${SCALE_RATE:-6000} SCALE_S=${SCALE_S:-10}
 LAT_RATE=${LAT_RATE:-2000} LAT_S=${LAT_S:-10} LAT_ROUNDS=${LAT_ROUNDS:-5}
 SIPP_RATES=${SIPP_RATES:-"4000 6000 8000 10000 12000 12600 14000 16000"} SIPP_STEP_S=${SIPP_STEP_S:-5}
-PHASES=${PHASES:-"ladder fixed latency memory sipp sippcap scaling"}
+PHASES=${PHASES:-"ladder fixed latency memory sipp sippcap scaling soak"}
+BASE_SIPEDGE=${BASE_SIPEDGE:-}
 PROXIES=${PROXIES:-"direct relay sipedge sipedge_all kamailio"}
 STAMP=$(date +%Y%m%d-%H%M)
 OUT=${OUT:-$D/out-$STAMP}
@@ -107,9 +112,13 @@ start_proxy() { # $1 = direct | relay | sipedge | sipedge1 | sipedge_all | kamai
   case $name in
     direct) PPID_=""; return 0 ;;
     relay) "$RELAY" 127.0.0.1:5060 127.0.0.1:5090 2>>"$n" & PPID_=$! ;;
-    sipedge|sipedge1|sipedge_all)
-      local w=2 sp=adaptive; [ "$name" = sipedge1 ] && w=1; [ "$name" = sipedge_all ] && sp=all
-      "$SIPEDGE" run --listen udp:127.0.0.1:5060 --workers $w --spread $sp --mgmt 127.0.0.1:7060 \
+    sipedge|sipedge1|sipedge_all|sipedge_base)
+      local w=2 sp=adaptive bin=$SIPEDGE; [ "$name" = sipedge1 ] && w=1; [ "$name" = sipedge_all ] && sp=all
+      if [ "$name" = sipedge_base ]; then
+        [ -x "$BASE_SIPEDGE" ] || { log "sipedge_base needs BASE_SIPEDGE=<previous binary>"; exit 2; }
+        bin=$BASE_SIPEDGE
+      fi
+      "$bin" run --listen udp:127.0.0.1:5060 --workers $w --spread $sp --mgmt 127.0.0.1:7060 \
         --log warn >>"$n" 2>&1 & PPID_=$!
       for _ in $(seq 50); do curl -s -m 1 http://127.0.0.1:7060/metrics >/dev/null && break; sleep 0.1; done ;;
     kamailio)
@@ -142,7 +151,7 @@ LADDER_LIMIT=$(( STEP_S + HOLD_S + 1 ))
 clean() { # $1 ladder json
   jq -e --argjson lim "$LADDER_LIMIT" '(.failed_total == 0) and (.ok > 0) and (.retrans * 1000 < .started) and (.elapsed_s <= $lim)' "$1" >/dev/null 2>&1; }
 
-declare -A MAXCPS MAXR MAXALL LP99 CPU LAT MEM SCALE RDG RDGC SCAP MEDP99 STEALR
+declare -A MAXCPS MAXR MAXALL LP99 CPU LAT MEM SCALE RDG RDGC SCAP MEDP99 STEALR SOAKR
 # ---- 1. ladder: max sustained cps --------------------------------------------------------------
 # LADDER_ROUNDS interleaved rounds (every proxy climbs once per round), so one noisy minute of
 # the VM does not decide a row: the table gives each row's median max and median p99 per rate.
@@ -361,6 +370,18 @@ on memory && for p in $PROXIES; do case $p in sipedge|kamailio) memory "$p" ;; e
 on sipp && for p in $PROXIES; do case $p in sipedge|kamailio) sipp_check "$p" ;; esac; done
 on sippcap && for p in direct relay sipedge kamailio; do case " $PROXIES " in *" $p "*) sippcap "$p" ;; esac; done
 on scaling && case " $PROXIES " in *" sipedge "*) scaling sipedge1; scaling sipedge_all; scaling sipedge ;; esac
+# Soak: memory must stay flat over minutes of a constant load at 70% of the maximum clean
+# rate (soak.sh has the method); for both binaries when a previous one is given.
+if on soak; then
+  SOAK_RATE=${SOAK_RATE:-$(awk -v m="$(echo "${MAXCPS[sipedge]:-}" | grep -o '[0-9]\+' | head -1)" \
+    'BEGIN{ if (m+0 > 0) printf "%d", 0.7*m; else print 12600 }')}
+  for p in $PROXIES; do
+    case $p in sipedge) b=$SIPEDGE ;; sipedge_base) b=$BASE_SIPEDGE ;; *) continue ;; esac
+    log "soak $p: $SOAK_RATE cps for ${SOAK_S:-600} s"
+    SIPEDGE=$b LOADGEN=$LOADGEN SOAK_RATE=$SOAK_RATE OUT=$OUT/soak-$p "$D/soak.sh" >"$OUT/soak-$p.md" 2>&1
+    SOAKR[$p]=$(cat "$OUT/soak-$p.md")
+  done
+fi
 T1=$(date +%s); STEAL_PCT=$(awk -v a="$STEAL0" -v b="$(steal)" -v h="$HZ" -v t=$((T1 - T0)) 'BEGIN{printf "%.1f", 100*(b-a)/h/t}')
 
 {
@@ -376,6 +397,7 @@ T1=$(date +%s); STEAL_PCT=$(awk -v a="$STEAL0" -v b="$(steal)" -v h="$HZ" -v t=$
       direct) label="direct (loadgen UAC→UAS, floor)";;
       relay) label="no-op UDP relay (floor)";;
       sipedge) label="**sipedge** (2 workers, adaptive spreading: default)";;
+      sipedge_base) label="sipedge, previous binary (\`$(basename "$BASE_SIPEDGE")\`, same flags)";;
       sipedge1) label="sipedge (1 worker)";;
       sipedge_all) label="sipedge (2 workers, \`--spread all\`)";;
       kamailio) label="Kamailio 5.6 (2 children, tlsf)";;
@@ -450,6 +472,9 @@ T1=$(date +%s); STEAL_PCT=$(awk -v a="$STEAL0" -v b="$(steal)" -v h="$HZ" -v t=$
     [ -n "${SCALE[$p]:-}" ] && echo "| $l | ${SCALE[$p]} |"
   done
   echo
+  if on soak; then
+    for p in $PROXIES; do [ -n "${SOAKR[$p]:-}" ] && { echo "Soak, $p:"; echo; echo "${SOAKR[$p]}"; echo; }; done
+  fi
   echo "Ladder: a step is clean with 0 failed calls, < 0.1% retransmissions and the last call done within ${LADDER_LIMIT} s (${STEP_S} s of sending + hold ${LADDER_HOLD} + 1 s); rates: $RATES."
   echo "Ladder load: loadgen --threads ${LG_THREADS} (each thread its own UAS port; the relay row: 1 thread). Latency run: ${LAT_RATE} cps for ${LAT_S} s, hold 0, loadgen 1 thread; the table shows the median round. CPU: utime+stime of the proxy (all threads; Kamailio: main + children) over the whole loadgen run, / ok calls."
   echo "Memory: marginal = slope between two samples inside the sending window (same INVITE-transaction population), / dialogs added; sipedge VmRSS, Kamailio (pre-faults shm) shm real_used + summed PSS. 'Delta from idle' also counts buffers first touched under load."

@@ -60,6 +60,12 @@ wait "$LG"
 sleep 15
 AFTER=$(rss_kib "$SP")
 LEFT=$(rpc dlg.stats_active | jq -r '.result.all // "NA"' 2>/dev/null)
+# What is left, for diagnosis: the stats and a page of the dialogs themselves.
+rpc dlg.stats_active >"$OUT/left.stats.json"
+curl -s -m 5 -X POST -H 'Content-Type: application/json' \
+  -d '{"jsonrpc":"2.0","id":1,"method":"dlg.list","params":[0,20]}' \
+  "http://127.0.0.1:$MGMT_PORT/jsonrpc" >"$OUT/left.dialogs.json"
+curl -s -m 5 "http://127.0.0.1:$MGMT_PORT/metrics" >"$OUT/metrics.txt"
 J=$OUT/uac.json
 ok=$(jq -r .ok "$J" 2>/dev/null || echo 0); failed=$(jq -r .failed_total "$J" 2>/dev/null || echo NA)
 retrans=$(jq -r .retrans "$J" 2>/dev/null || echo NA)

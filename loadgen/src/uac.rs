@@ -13,7 +13,8 @@
 //!   doubles up to T2; Timer B/F (configurable INVITE timeout) fail the call.
 //! - Latencies are measured from intended send times: INVITE from the call's scheduled start,
 //!   BYE from the end of the scheduled hold.
-//! - Steady state allocates nothing: slots keep their buffers when recycled.
+//! - Steady state allocates nothing: slots keep their buffers when recycled. The opt-in
+//!   outcome log ([`Uac::log_outcomes`], off by default, for simulations) allocates per call.
 
 use std::net::SocketAddr;
 
@@ -138,6 +139,17 @@ impl Call {
     }
 }
 
+/// How one call ended, as recorded by the opt-in outcome log ([`Uac::log_outcomes`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallOutcome {
+    /// The call's Call-ID.
+    pub call_id: String,
+    /// Its scenario.
+    pub scenario: Scenario,
+    /// `None` when the call went as the scenario expects, else why it failed.
+    pub fail: Option<FailReason>,
+}
+
 /// Why a call could not be started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StartError {
@@ -170,6 +182,8 @@ pub struct Uac {
     next_sock: usize,
     /// Latencies and counters recorded so far (the caller may drain them).
     pub stats: Stats,
+    /// Per-call outcomes, recorded only when enabled ([`Uac::log_outcomes`]).
+    outcomes: Option<Vec<CallOutcome>>,
 }
 
 impl Uac {
@@ -185,7 +199,21 @@ impl Uac {
             timers: Timers::default(),
             next_sock: 0,
             stats: Stats::default(),
+            outcomes: None,
         }
+    }
+
+    /// Turns the per-call outcome log on or off (off by default: it allocates per call).
+    pub fn log_outcomes(&mut self, on: bool) {
+        self.outcomes = on.then(Vec::new);
+    }
+
+    /// The outcomes logged since the previous `take_outcomes` (empty when the log is off).
+    pub fn take_outcomes(&mut self) -> Vec<CallOutcome> {
+        self.outcomes
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Calls in progress.
@@ -446,6 +474,20 @@ impl Uac {
             match fail {
                 None => self.stats.c.ok += 1,
                 Some(r) => self.stats.fail(r),
+            }
+            let (generation, scenario) = (c.generation, c.scen);
+            if let Some(log) = self.outcomes.as_mut() {
+                let mut id = Vec::with_capacity(40);
+                sipmsg::push_hex8(&mut id, slot);
+                sipmsg::push_hex8(&mut id, generation);
+                id.push(b'-');
+                sipmsg::push_hex8(&mut id, self.cfg.run_tag);
+                id.extend_from_slice(b"@loadgen");
+                log.push(CallOutcome {
+                    call_id: String::from_utf8_lossy(&id).into_owned(),
+                    scenario,
+                    fail,
+                });
             }
         }
     }

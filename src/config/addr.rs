@@ -10,65 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Deserializer};
 
-/// A SIP transport protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    /// SIP over UDP.
-    Udp,
-    /// SIP over TCP.
-    Tcp,
-}
-
-impl Transport {
-    /// Lower-case name as written in the config (`udp`, `tcp`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-        }
-    }
-
-    /// Same as [`Transport::as_str`].
-    pub fn name(self) -> &'static str {
-        self.as_str()
-    }
-
-    /// Upper-case token for a Via header (`UDP`, `TCP`).
-    pub fn via_token(self) -> &'static [u8] {
-        match self {
-            Transport::Udp => b"UDP",
-            Transport::Tcp => b"TCP",
-        }
-    }
-
-    /// Parses a `transport=` URI parameter or Via transport token, case-insensitively.
-    pub fn from_token(b: &[u8]) -> Option<Transport> {
-        if b.eq_ignore_ascii_case(b"udp") {
-            Some(Transport::Udp)
-        } else if b.eq_ignore_ascii_case(b"tcp") {
-            Some(Transport::Tcp)
-        } else {
-            None
-        }
-    }
-
-    fn parse(s: &str) -> Option<Transport> {
-        if s.eq_ignore_ascii_case("udp") {
-            Some(Transport::Udp)
-        } else if s.eq_ignore_ascii_case("tcp") {
-            Some(Transport::Tcp)
-        } else {
-            None
-        }
-    }
-}
-
-impl fmt::Display for Transport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::wire::Transport;
 
 /// A socket to listen on: `udp:127.0.0.1:5060`, `tcp:[::1]:5060`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -139,7 +81,7 @@ impl std::str::FromStr for Listen {
                 "listen `{s}`: expected `udp:IP:PORT` or `tcp:IP:PORT`"
             ));
         };
-        let transport = Transport::parse(proto).ok_or_else(|| {
+        let transport = Transport::from_token(proto.as_bytes()).ok_or_else(|| {
             format!("listen `{s}`: unknown transport `{proto}` (expected udp or tcp)")
         })?;
         let addr = parse_host_port(rest, None).map_err(|e| format!("listen {e}"))?;
@@ -164,7 +106,7 @@ impl std::str::FromStr for Target {
             for param in parts {
                 let (k, v) = param.split_once('=').unwrap_or((param, ""));
                 if k.eq_ignore_ascii_case("transport") {
-                    transport = Transport::parse(v).ok_or_else(|| {
+                    transport = Transport::from_token(v.as_bytes()).ok_or_else(|| {
                         format!("target `{s}`: unsupported transport `{v}` (expected udp or tcp)")
                     })?;
                 } else if k.eq_ignore_ascii_case("lr") {
@@ -175,7 +117,7 @@ impl std::str::FromStr for Target {
             let addr = parse_host_port(hostport, Some(5060)).map_err(|e| format!("target {e}"))?;
             return Ok(Target { transport, addr });
         }
-        let transport = Transport::parse(scheme).ok_or_else(|| {
+        let transport = Transport::from_token(scheme.as_bytes()).ok_or_else(|| {
             format!("target `{s}`: unknown scheme `{scheme}` (expected udp, tcp or sip)")
         })?;
         let addr = parse_host_port(rest, None).map_err(|e| format!("target {e}"))?;

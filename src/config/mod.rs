@@ -15,11 +15,15 @@
 //!   0 = OS default), `tcp_idle_timeout` (seconds, 300), `tcp_max_connections` (10000),
 //!   `tcp_max_per_peer` (100), `tcp_max_buffer` (bytes per connection, 65536).
 //! - `[mgmt]`: `listen` (`127.0.0.1:7060`), `token` (bearer token; required when `listen` is
-//!   not a loopback address), `metrics_top_n` (10).
+//!   not a loopback address), `metrics_top_n` (10: values per profile in `/metrics`).
 //! - `[dialog]`: dialog_ng parameters (`rr_param`, `default_timeout`, `early_timeout`,
 //!   `noack_timeout`, `end_timeout`, `detect_spirals`, `send_bye`, `bye_early_code`,
 //!   `bye_early_reason`, `dlg_extra_hdrs`, `timeout_noreset`, `end_on_race`,
-//!   `bridge_controller`) plus `track_all_invites` (true) and `max_dialogs` (0 = unlimited).
+//!   `bridge_controller`) plus `track_all_invites` (true) and `max_dialogs` (0 = unlimited);
+//!   the INVITE transaction's `fr_inv_timer` (Timer C) and `inv_100_delay`; the dialog store
+//!   (`db_url`, `db_mode`, `db_update_period`). INVITE transaction state is not part of the
+//!   dialog: it lives in the owning worker's transaction table ([`crate::txn`]), found from our
+//!   Via branch, and a dialog keeps only its slot.
 //! - `[profiles]`: `no_value` and `with_value` name lists (dialog_ng `profiles_*`).
 //! - `[[target_group]]`: `name`, `mode` (`parallel|serial|round_robin`), `targets`
 //!   (IP literals only: DNS is not supported), `timeout_ms` (serial per-branch, 5000).
@@ -38,11 +42,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use addr::{Listen, Target, Transport};
+pub use addr::{Listen, Target};
 pub use error::{ConfigError, ConfigErrors, line_col};
 pub use live::{LiveConfig, ReloadReport, Snapshot};
 
 use crate::policy::RuleSpec;
+use crate::wire::Transport;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
@@ -182,7 +187,8 @@ pub struct MgmtConfig {
     pub listen: SocketAddr,
     /// Bearer token; required when `listen` is not loopback.
     pub token: Option<String>,
-    /// How many top entries (e.g. profile values) to export in metrics.
+    /// How many values per profile `/metrics` exports as `sipedge_profile_size`, largest first
+    /// (each profile's total is exported as well). Read at every scrape, so a reload applies.
     pub metrics_top_n: usize,
 }
 
@@ -222,7 +228,9 @@ pub struct DialogConfig {
     pub dlg_extra_hdrs: String,
     /// Sequential requests do not push the timeout later.
     pub timeout_noreset: bool,
-    /// End the dialog when a BYE races the 2xx.
+    /// A 2xx from a second fork, after the first fork's 2xx confirmed the dialog: `false`
+    /// relays it upstream (the caller ends that leg); `true` makes the proxy ACK and BYE it
+    /// itself and not relay it. Either way the race is counted.
     pub end_on_race: bool,
     /// From/Contact URI of generated requests.
     pub bridge_controller: String,
@@ -231,7 +239,8 @@ pub struct DialogConfig {
     /// Maximum tracked dialogs, 0 = unlimited.
     pub max_dialogs: u64,
     /// INVITE transaction timeout after a provisional reply (Timer C, Kamailio `fr_inv_timer`),
-    /// in milliseconds: the branch is cancelled and 408 goes upstream.
+    /// in milliseconds (at least 1000 is used): the branch is cancelled and counts as a 408
+    /// final (RFC 3261 §16.7 then picks the best final over all branches).
     pub fr_inv_timer: u64,
     /// How long our own 100 Trying to an INVITE waits for a provisional or final reply from
     /// downstream that makes it unneeded, in ms (RFC 3261 §17.2.1: a server transaction sends
@@ -346,6 +355,9 @@ pub struct Overrides {
     pub log: Option<String>,
     /// Replaces `core.log_format`.
     pub log_format: Option<String>,
+    /// `--allow-shared-port`: start even when another process already serves a listen
+    /// address (not a file setting; read by `io::app`, not applied by `apply_overrides`).
+    pub allow_shared_port: bool,
 }
 
 /// An invalid command-line override.

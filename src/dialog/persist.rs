@@ -23,7 +23,7 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use super::id::DialogId;
 use super::record::{CalleeLeg, Dialog, Field, Socket, Strs};
 use super::state::{DlgState, EndReason};
-use crate::engine::Transport;
+use crate::wire::Transport;
 
 /// Version byte written first in every record.
 pub const VERSION: u8 = 1;

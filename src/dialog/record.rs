@@ -86,12 +86,10 @@ pub struct Dialog {
     pub profiles: Memberships,
     /// Slot of the INVITE transaction in the owning worker's table (`u32::MAX` = none).
     pub txn_slot: AtomicU32,
-    // persist: begin
     /// Boot tag of a dialog rebuilt from the store, valid when `loaded` ([`Dialog::loaded_boot`];
     /// a `u32` and a `bool` pack into 8 bytes fewer than an `Option<u32>` here).
     loaded_boot: u32,
     loaded: bool,
-    // persist: end
 }
 
 impl Dialog {
@@ -320,7 +318,7 @@ pub fn route_entries(routes: &[u8]) -> impl Iterator<Item = &[u8]> {
 mod tests {
     use super::legs::NFIELDS;
     use super::*;
-    use crate::engine::Transport;
+    use crate::wire::Transport;
     use std::net::SocketAddr;
 
     #[test]

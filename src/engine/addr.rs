@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-pub use crate::config::Transport;
+use crate::wire::Transport;
 
 /// One listening socket as the engine sees it.
 #[derive(Clone, Debug)]

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
 use super::forward::uri_target;
+use super::generated::NewRequest;
 use super::{Engine, Inbound, Output, Settings};
 use crate::dialog::id::{COOKIE_LEN, DialogId};
 use crate::dialog::profile::Memberships;
@@ -332,7 +333,7 @@ impl Engine {
     pub(crate) fn send_bye(
         &mut self,
         now: u64,
-        d: &Dialog,
+        d: &Arc<Dialog>,
         to_side: Side,
         reason: &[u8],
         extra_hdrs: &[u8],
@@ -342,12 +343,14 @@ impl Engine {
     }
 
     /// Send a request within a confirmed dialog toward one side (BYE, REFER ...), built from
-    /// the stored leg state: remote target, route set, CSeq+1, tags, `dlg_extra_hdrs`.
+    /// the stored leg state: remote target, route set, CSeq+1, tags, `dlg_extra_hdrs`. It
+    /// travels in a client transaction: retransmitted over UDP until a final response or
+    /// Timer F (`engine::generated`).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn send_within(
         &mut self,
-        _now: u64,
-        d: &Dialog,
+        now: u64,
+        d: &Arc<Dialog>,
         method: &[u8],
         to_side: Side,
         reason: &[u8],
@@ -393,7 +396,7 @@ impl Engine {
             // Without proxies in between, the peer is where its messages came from.
             dst = fallback;
         }
-        let via = self.within_via(d.id, dst.local);
+        let (via, txn) = self.client_via(d.id, dst.local);
         let mut extra = Vec::with_capacity(128);
         if !reason.is_empty() {
             extra.extend_from_slice(b"Reason: ");
@@ -422,10 +425,19 @@ impl Engine {
             content_type: None,
             body: &[],
         };
-        let start = out.buf.len();
-        wire::build::in_dialog_request(&req, &mut out.buf);
-        out.push_from(start, dst.addr, dst.transport, dst.local, None);
-        if method == b"BYE" {
+        let mut bytes = Vec::with_capacity(512);
+        wire::build::in_dialog_request(&req, &mut bytes);
+        let m = Method::from_bytes(method);
+        let req = NewRequest {
+            txn,
+            bytes,
+            // As before the transaction layer: by address, not pinned to a connection.
+            dst: Socket { conn: None, ..dst },
+            dialog: Some(d.clone()),
+            method: m,
+        };
+        self.start_generated(now, req, out);
+        if m == Method::Bye {
             self.stats.inc(Counter::ByeSent);
         }
     }
@@ -451,8 +463,8 @@ impl Engine {
     /// A second fork answered 2xx and `end_on_race` is set: ACK and BYE it here.
     pub(crate) fn end_race_leg(
         &mut self,
-        _now: u64,
-        d: &Dialog,
+        now: u64,
+        d: &Arc<Dialog>,
         msg: &Message<'_>,
         to: Socket,
         out: &mut Output,
@@ -461,7 +473,13 @@ impl Engine {
         let to_hdr = msg.header_value(HeaderName::To).unwrap_or(&[]);
         let cseq = msg.cseq().map(|c| c.num).unwrap_or(1);
         for (method, n) in [(&b"ACK"[..], cseq), (&b"BYE"[..], cseq.wrapping_add(1))] {
-            let via = self.within_via(d.id, to.local);
+            // The ACK is no transaction; the BYE is, and is retransmitted until answered.
+            let (via, txn) = if method == b"ACK" {
+                (self.within_via(d.id, to.local), None)
+            } else {
+                let (v, t) = self.client_via(d.id, to.local);
+                (v, Some(t))
+            };
             let req = wire::build::InDialog {
                 method,
                 ruri: contact,
@@ -476,9 +494,27 @@ impl Engine {
                 content_type: None,
                 body: &[],
             };
-            let start = out.buf.len();
-            wire::build::in_dialog_request(&req, &mut out.buf);
-            out.push_from(start, to.addr, to.transport, to.local, None);
+            match txn {
+                None => {
+                    let start = out.buf.len();
+                    wire::build::in_dialog_request(&req, &mut out.buf);
+                    out.push_from(start, to.addr, to.transport, to.local, None);
+                }
+                Some(t) => {
+                    let mut bytes = Vec::with_capacity(512);
+                    wire::build::in_dialog_request(&req, &mut bytes);
+                    // Not the dialog's own BYE: its answer must not end the winner's dialog.
+                    let dst = Socket { conn: None, ..to };
+                    let req = NewRequest {
+                        txn: t,
+                        bytes,
+                        dst,
+                        dialog: None,
+                        method: Method::Bye,
+                    };
+                    self.start_generated(now, req, out);
+                }
+            }
         }
     }
 

@@ -7,11 +7,11 @@
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
-use super::{Engine, Inbound, Output, Transport, parse_ip};
+use super::{Engine, Inbound, Output, parse_ip};
 use crate::dialog::Socket;
 use crate::stats::Counter;
 use crate::txn::branch::{self, Branch};
-use crate::wire::{self, Edits, Message, Via};
+use crate::wire::{self, Edits, Message, Transport, Via};
 
 /// Why a next hop could not be found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

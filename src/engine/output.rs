@@ -7,7 +7,8 @@
 
 use std::net::SocketAddr;
 
-use super::{Command, Transport};
+use super::Command;
+use crate::wire::Transport;
 
 /// One received message.
 #[derive(Clone, Copy, Debug)]

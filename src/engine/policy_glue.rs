@@ -9,10 +9,10 @@
 use std::net::IpAddr;
 
 use super::dialogs::Decision;
-use super::{Engine, Inbound, Settings, Shared, Transport};
+use super::{Engine, Inbound, Settings, Shared};
 use crate::dialog::Dialog;
 use crate::policy::{DialogOps, RequestView, Verdict};
-use crate::wire::{Message, Uri};
+use crate::wire::{Message, Transport, Uri};
 
 /// A request as the policy sees it.
 pub(crate) struct View<'m, 'a> {

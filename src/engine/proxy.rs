@@ -7,11 +7,11 @@
 use std::sync::Arc;
 
 use super::timers::TimerItem;
-use super::{Command, Inbound, Output, Shared, Transport};
+use super::{Command, Inbound, Output, Shared};
 use crate::stats::{Counter, LatencyMetric, LatencyRecorder, WorkerStats};
 use crate::timer::Wheel;
 use crate::txn::TxnTable;
-use crate::wire;
+use crate::wire::{self, Transport};
 
 /// Prefix of the To-tags of replies generated without a transaction.
 pub(crate) const LOCAL_TAG_PREFIX: &[u8] = b"sx";
@@ -47,6 +47,8 @@ pub struct Engine {
     pub(crate) bridge_gen: u32,
     /// Dialog id generator of this worker.
     pub(crate) didgen: crate::dialog::id::DidGen,
+    /// Requests this worker originated, in flight (BYE, REFER).
+    pub(crate) generated: super::generated::GeneratedTable,
 }
 
 impl std::fmt::Debug for Engine {
@@ -60,8 +62,17 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// The engine of worker `worker`, starting at engine time `now_ms`.
+    /// The engine of worker `worker`, starting at engine time `now_ms`, with its randomness
+    /// (tags, branches) derived from the boot tag and the worker: a given `Shared` replays
+    /// exactly (tests, the simulation). `io` uses [`Engine::with_seed`] with OS randomness.
     pub fn new(shared: Arc<Shared>, worker: usize, now_ms: u64) -> Engine {
+        let seed =
+            ((shared.boot as u64) << 32) ^ (worker as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        Engine::with_seed(shared, worker, now_ms, seed)
+    }
+
+    /// [`Engine::new`] with an injected random seed for tags and branches.
+    pub fn with_seed(shared: Arc<Shared>, worker: usize, now_ms: u64, seed: u64) -> Engine {
         let stats = shared
             .worker_stats
             .get(worker)
@@ -69,7 +80,6 @@ impl Engine {
             .unwrap_or_else(|| Arc::new(WorkerStats::new(worker, crate::wire::KINDS)));
         let boot = shared.boot;
         let latency = shared.latency.recorder(now_ms);
-        let seed = ((boot as u64) << 32) ^ (worker as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let mut engine = Engine {
             worker,
             shared,
@@ -87,12 +97,12 @@ impl Engine {
             bridges: Vec::new(),
             bridge_gen: 0,
             didgen: crate::dialog::id::DidGen::new(worker, boot),
+            generated: Default::default(),
         };
         engine.adopt_loaded();
         engine
     }
 
-    // persist: begin
     /// Take over the dialogs loaded from the store (`loaded_boot` set) that this worker owns
     /// — those it created before the restart, and, on worker 0, those whose creating worker
     /// no longer exists: arm their expiry timers, and keep this worker's new ids above
@@ -123,7 +133,6 @@ impl Engine {
             self.didgen.advance_past(h);
         }
     }
-    // persist: end
 
     /// The shared state.
     pub fn shared(&self) -> &Arc<Shared> {

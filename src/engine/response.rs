@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
 
 use super::forward::{RecordRoute, is_broadcast, via_target};
+use super::generated::NewRequest;
 use super::request::RouteInfo;
 use super::timers::TimerItem;
-use super::{Engine, ForkMode, Inbound, Output, Settings, Transport};
+use super::{Engine, ForkMode, Inbound, Output, Settings};
 use crate::dialog::record::{CalleeLeg, Dialog};
 use crate::dialog::{DlgEvent, DlgState, EndReason, Side, Socket};
 use crate::stats::{Counter, LatencyMetric};
@@ -20,7 +21,7 @@ use crate::txn::branch::{self, Branch, Kind};
 use crate::txn::{
     BranchState, BranchTxn, InviteTxn, LINGER, T1, T2, TIMER_B, Upstream, better_final,
 };
-use crate::wire::{self, Edits, Message, Method};
+use crate::wire::{self, Edits, Message, Method, Transport};
 
 /// Cookie used in branches of INVITEs whose dialog is not tracked.
 pub(crate) const UNTRACKED: &[u8] = b"x";
@@ -256,6 +257,7 @@ impl Engine {
                 timer_bc,
                 cancel_wanted: t.cancelled,
                 cancel_sent: false,
+                cancel_txn: None,
             });
         }
         true
@@ -337,11 +339,12 @@ impl Engine {
     }
 
     /// CANCEL one branch: now if it is proceeding, on its first provisional otherwise.
-    pub(crate) fn cancel_branch(&mut self, _now: u64, slot: u32, leg: usize, out: &mut Output) {
+    pub(crate) fn cancel_branch(&mut self, now: u64, slot: u32, leg: usize, out: &mut Output) {
         let Some(t) = self.txns.get_mut(slot) else {
             return;
         };
         let reason = std::mem::take(&mut t.cancel_reason);
+        let mut cancel = None;
         if let Some(b) = t.branches.get_mut(leg) {
             match b.state {
                 BranchState::Completed => {}
@@ -349,20 +352,18 @@ impl Engine {
                 BranchState::Proceeding if !b.cancel_sent => {
                     b.cancel_sent = true;
                     if let Ok(m) = wire::parse(&b.forwarded) {
-                        let start = out.buf.len();
-                        if wire::build::cancel(&m, &mut out.buf).is_ok() {
+                        let mut bytes = Vec::with_capacity(b.forwarded.len().min(1024));
+                        if wire::build::cancel(&m, &mut bytes).is_ok() {
                             if !reason.is_empty() {
-                                add_reason(&mut out.buf, start, &reason);
+                                add_reason(&mut bytes, 0, &reason);
                             }
-                            out.push_from(
-                                start,
-                                b.socket.addr,
-                                b.socket.transport,
-                                b.socket.local,
-                                None,
-                            );
-                        } else {
-                            out.buf.truncate(start);
+                            cancel = Some((
+                                bytes,
+                                Socket {
+                                    conn: None,
+                                    ..b.socket
+                                },
+                            ));
                         }
                     }
                 }
@@ -371,6 +372,26 @@ impl Engine {
         }
         if let Some(t) = self.txns.get_mut(slot) {
             t.cancel_reason = reason;
+        }
+        // The CANCEL is a client transaction of its own: retransmitted over UDP until a final
+        // response or Timer F (RFC 3261 §9.1, §17.1.2).
+        if let Some((bytes, dst)) = cancel {
+            let txn = self.reserve_generated();
+            let req = NewRequest {
+                txn,
+                bytes,
+                dst,
+                dialog: None,
+                method: Method::Cancel,
+            };
+            self.start_generated(now, req, out);
+            if let Some(b) = self
+                .txns
+                .get_mut(slot)
+                .and_then(|t| t.branches.get_mut(leg))
+            {
+                b.cancel_txn = Some(txn);
+            }
         }
     }
 
@@ -386,7 +407,13 @@ impl Engine {
             return self.stats.inc(Counter::Dropped);
         };
         let ours = self.shared.locals.is_ours(top.host, top.port);
-        let Some(b) = top.branch().and_then(branch::parse).filter(|_| ours) else {
+        // A branch naming a worker we do not have was not written by this proxy instance.
+        let workers = self.shared.workers;
+        let Some(b) = top
+            .branch()
+            .and_then(branch::parse)
+            .filter(|b| ours && usize::from(b.worker) < workers)
+        else {
             self.stats.inc(Counter::NotOurs);
             return;
         };
@@ -404,7 +431,22 @@ impl Engine {
                     self.relay_response(msg, None, out);
                 }
             }
-            // Replies to CANCELs we generated.
+            // Replies to CANCELs we generated: they end the CANCEL's client transaction.
+            (Kind::Dialog, Method::Cancel) => {
+                if usize::from(b.worker) != self.worker {
+                    out.handoff = Some(usize::from(b.worker));
+                    return;
+                }
+                let cancel = self
+                    .txns
+                    .get_checked(b.slot, b.cookie)
+                    .and_then(|t| t.branches.get(usize::from(b.leg)))
+                    .and_then(|br| br.cancel_txn);
+                match cancel {
+                    Some(c) => self.on_generated_response(inb.now_ms, msg, c, method, out),
+                    None => self.stats.inc(Counter::Absorbed),
+                }
+            }
             (Kind::Dialog, _) => self.stats.inc(Counter::Absorbed),
             (Kind::Within, _) => {
                 self.on_response_within(msg, b.cookie, method, out);
@@ -420,6 +462,14 @@ impl Engine {
                     out.handoff = Some(usize::from(b.worker));
                 } else {
                     self.on_bridge_response(msg, b.slot, out);
+                }
+            }
+            // A response to a request we originated: it ends here, never relayed.
+            (Kind::Client, _) => {
+                if usize::from(b.worker) != self.worker {
+                    out.handoff = Some(usize::from(b.worker));
+                } else {
+                    self.on_generated_response(inb.now_ms, msg, (b.slot, b.hash), method, out);
                 }
             }
         }
@@ -837,8 +887,14 @@ impl Engine {
             };
             return self.synthesize_final(now, slot, code, reason, out);
         }
-        let code = t.best_code;
-        let best = std::mem::take(&mut t.best);
+        let mut code = t.best_code;
+        let mut best = std::mem::take(&mut t.best);
+        if code == 503 {
+            // RFC 3261 §16.7 step 6: a 503 chosen as the best response goes upstream as 500,
+            // or the caller would take this proxy for the overloaded one.
+            best = status_500(best);
+            code = 500;
+        }
         self.send_final_upstream(now, slot, code, best, out);
     }
 
@@ -995,6 +1051,17 @@ impl Engine {
 }
 
 /// Add a `Reason` header to the message written at `buf[start..]`.
+/// `resp` with its status line replaced by `SIP/2.0 500 Server Internal Error`.
+fn status_500(resp: Vec<u8>) -> Vec<u8> {
+    let Some(eol) = memchr::memchr(b'\n', &resp) else {
+        return resp;
+    };
+    let mut out = Vec::with_capacity(resp.len() + 16);
+    out.extend_from_slice(b"SIP/2.0 500 Server Internal Error\r\n");
+    out.extend_from_slice(resp.get(eol + 1..).unwrap_or(&[]));
+    out
+}
+
 fn add_reason(buf: &mut Vec<u8>, start: usize, reason: &[u8]) {
     let msg = buf.split_off(start);
     let ok = match wire::parse(&msg) {

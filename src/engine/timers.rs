@@ -54,6 +54,15 @@ pub enum TimerItem {
     /// dialog ended, when its record leaves the table. One entry per dialog
     /// (`engine::dialog_timer`).
     Dialog(DialogId),
+    /// A timer of a request the proxy originated (`engine::generated`).
+    Client {
+        /// Slot in the worker's table of generated requests.
+        slot: u32,
+        /// Slot generation.
+        generation: u32,
+        /// Which timer (E, F, K).
+        timer: crate::txn::nict::Timer,
+    },
     /// A `dlg_bridge` call gives up.
     Bridge {
         /// Bridge slot.
@@ -153,6 +162,10 @@ impl Engine {
                         for k in [b.timer_a, b.timer_bc].into_iter().flatten() {
                             self.wheel.cancel(k);
                         }
+                        // A CANCEL still unanswered can no longer be matched: stop it.
+                        if let Some(c) = b.cancel_txn {
+                            self.drop_generated(c);
+                        }
                     }
                     if let Some(d) = &t.dialog {
                         if d.state() == crate::dialog::DlgState::Deleted
@@ -170,6 +183,11 @@ impl Engine {
                 }
             }
             TimerItem::Dialog(id) => self.on_dialog_timer(now, id, out),
+            TimerItem::Client {
+                slot,
+                generation,
+                timer,
+            } => self.on_generated_timer(now, slot, generation, timer, out),
             TimerItem::Bridge { slot, generation } => self.on_bridge_timeout(slot, generation),
         }
     }

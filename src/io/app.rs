@@ -13,8 +13,8 @@ use signal_hook::iterator::Signals;
 use super::run::{self, RunConfig};
 use super::tcp::TcpLimits;
 use crate::config::{Config, LiveConfig, LogFormat, LogLevel, Overrides, check_config_file};
-use crate::engine::{ForkMode, Settings, Shared, TargetGroup};
-use crate::mgmt::engine_backend::EngineBackend;
+use crate::engine::{Settings, apply_snapshot};
+use crate::mgmt::engine_backend::{EngineBackend, LogHandle};
 
 /// Everything that can stop the proxy from starting.
 #[derive(Debug, thiserror::Error)]
@@ -33,53 +33,6 @@ pub enum AppError {
     Mgmt(String),
 }
 
-/// Engine settings from the config.
-pub fn settings_from(c: &Config) -> Settings {
-    let d = &c.dialog;
-    Settings {
-        rr_param: d.rr_param.clone(),
-        default_timeout: d.default_timeout,
-        early_timeout: d.early_timeout,
-        noack_timeout: d.noack_timeout,
-        end_timeout: d.end_timeout,
-        detect_spirals: d.detect_spirals,
-        send_bye: d.send_bye,
-        bye_early_code: d.bye_early_code,
-        bye_early_reason: d.bye_early_reason.clone(),
-        dlg_extra_hdrs: d.dlg_extra_hdrs.clone(),
-        timeout_noreset: d.timeout_noreset,
-        end_on_race: d.end_on_race,
-        track_invites: d.track_all_invites,
-        groups: c
-            .target_group
-            .iter()
-            .map(|g| TargetGroup {
-                name: g.name.clone(),
-                mode: match g.mode {
-                    crate::config::GroupMode::Parallel => ForkMode::Parallel,
-                    crate::config::GroupMode::Serial => ForkMode::Serial,
-                    crate::config::GroupMode::RoundRobin => ForkMode::RoundRobin,
-                },
-                targets: g
-                    .targets
-                    .iter()
-                    .map(|t| crate::dialog::Socket {
-                        addr: t.addr,
-                        transport: t.transport,
-                        local: 0,
-                        conn: None,
-                    })
-                    .collect(),
-            })
-            .collect(),
-        default_group: None,
-        max_dialogs: usize::try_from(d.max_dialogs).unwrap_or(usize::MAX),
-        fr_inv_timer_ms: d.fr_inv_timer.max(1000),
-        inv_100_delay_ms: d.inv_100_delay,
-        bridge_controller: d.bridge_controller.clone(),
-    }
-}
-
 /// The supervisor's config from the file config.
 pub fn run_config_from(c: &Config) -> RunConfig {
     RunConfig {
@@ -91,7 +44,7 @@ pub fn run_config_from(c: &Config) -> RunConfig {
             .collect(),
         workers: c.core.workers,
         advertise: c.core.advertise.clone(),
-        settings: settings_from(c),
+        settings: Settings::from_config(c),
         profiles_no_value: c.profiles.no_value.clone(),
         profiles_with_value: c.profiles.with_value.clone(),
         node_id: c.core.node_id,
@@ -108,6 +61,7 @@ pub fn run_config_from(c: &Config) -> RunConfig {
         },
         spread_busy: c.core.spread_busy,
         private_send_sockets: c.core.private_send_sockets,
+        allow_shared_port: false,
         persist: (c.dialog.db_mode == 2 && !c.dialog.db_url.is_empty()).then(|| {
             super::persist::PersistConfig {
                 path: c.dialog.db_url.clone().into(),
@@ -117,51 +71,7 @@ pub fn run_config_from(c: &Config) -> RunConfig {
     }
 }
 
-/// Install the policy and settings of a config snapshot into the running engine.
-pub fn apply_snapshot(shared: &Shared, live: &LiveConfig) {
-    let snap = live.load_full();
-    shared.settings.store(Arc::new(settings_from(&snap.config)));
-    let policy: Option<Arc<dyn crate::policy::Policy>> = if snap.policy.is_empty() {
-        None
-    } else {
-        Some(Arc::new(SnapshotPolicy(snap.clone())))
-    };
-    shared.policy.store(Arc::new(policy));
-    let nv: Vec<&str> = snap
-        .config
-        .profiles
-        .no_value
-        .iter()
-        .map(String::as_str)
-        .collect();
-    let wv: Vec<&str> = snap
-        .config
-        .profiles
-        .with_value
-        .iter()
-        .map(String::as_str)
-        .collect();
-    match shared.profiles.load().rebuild(&nv, &wv) {
-        Ok(p) => shared.profiles.store(Arc::new(p)),
-        Err(e) => tracing::error!(error = %e, "profiles not rebuilt; the running set stays"),
-    }
-}
-
-/// A config snapshot's rules as a [`crate::policy::Policy`].
-struct SnapshotPolicy(Arc<crate::config::Snapshot>);
-
-impl crate::policy::Policy for SnapshotPolicy {
-    fn on_request<'a>(
-        &'a self,
-        req: &dyn crate::policy::RequestView,
-        ops: &mut dyn crate::policy::DialogOps,
-        scratch: &mut Vec<u8>,
-    ) -> crate::policy::Verdict<'a> {
-        self.0.policy.on_request(req, ops, scratch)
-    }
-}
-
-fn init_logging(level: LogLevel, format: LogFormat) -> crate::mgmt::engine_backend::LogHandle {
+fn init_logging(level: LogLevel, format: LogFormat) -> LogHandle {
     use tracing_subscriber::prelude::*;
     let name = format!("{level:?}").to_lowercase();
     let filter = tracing_subscriber::EnvFilter::new(name);
@@ -172,7 +82,7 @@ fn init_logging(level: LogLevel, format: LogFormat) -> crate::mgmt::engine_backe
         LogFormat::Json => reg.with(fmt.json()).try_init(),
         LogFormat::Text => reg.with(fmt).try_init(),
     };
-    crate::mgmt::engine_backend::LogHandle::new(handle)
+    LogHandle::new(handle)
 }
 
 /// Run the proxy until SIGTERM/SIGINT.
@@ -189,20 +99,22 @@ pub fn run(o: &Overrides) -> Result<(), AppError> {
         .apply_overrides(o)
         .map_err(|e| AppError::Flag(e.to_string()))?;
     let log = init_logging(config.core.log_level, config.core.log_format);
-    let rc = run_config_from(&config);
+    let rc = RunConfig {
+        allow_shared_port: o.allow_shared_port,
+        ..run_config_from(&config)
+    };
     let mgmt_addr = config.mgmt.listen;
     let token = config.mgmt.token.clone();
-    let top_n = config.mgmt.metrics_top_n;
     let live = Arc::new(LiveConfig::new(config));
     let running = run::start(&rc)?;
-    apply_snapshot(&running.shared, &live);
+    apply_snapshot(&running.shared, live.load_full());
+    let clock = running.clock;
     let backend = Arc::new(EngineBackend::new(
         running.shared.clone(),
-        running.clock,
+        Arc::new(move || clock.now_ms()),
         live.clone(),
         path.clone(),
         log,
-        top_n,
     ));
     let mgmt = match super::mgmt_http::spawn(mgmt_addr, token, backend.clone()) {
         Ok(m) => m,

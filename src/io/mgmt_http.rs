@@ -211,7 +211,7 @@ fn handle(mut req: Request, token: Option<&str>, backend: &Arc<dyn MgmtBackend>)
             }
         }
         (Method::Get, "/metrics") => {
-            let body = metrics::render(backend.as_ref(), metrics::DEFAULT_PROFILE_TOP_N);
+            let body = metrics::render(backend.as_ref());
             reply(req, 200, metrics::CONTENT_TYPE, body.into_bytes());
         }
         (Method::Get, "/health") => text(req, 200, "ok"),

@@ -3,7 +3,10 @@
 //!
 //! Invariants: all sockets are bound before any worker starts, so a bind error is reported
 //! once, cleanly, and nothing is left running; stopping sets one flag and wakes every worker,
-//! and `join` returns when all have exited.
+//! and `join` returns when all have exited. Before anything is bound, every listen address
+//! with a fixed port is claimed ([`socket::claim`]): if another process already serves it, the
+//! start fails with [`RunError::InUse`] instead of silently sharing the address's traffic
+//! through SO_REUSEPORT, unless [`RunConfig::allow_shared_port`] says sharing is wanted.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +20,8 @@ pub use super::spread::SpreadMode;
 use super::tcp::TcpLimits;
 use super::worker::{self, Clock, WorkerSpec};
 use crate::dialog::profile::Profiles;
-use crate::engine::{LocalAddrs, Settings, Shared, Transport};
+use crate::engine::{LocalAddrs, Settings, Shared};
+use crate::wire::Transport;
 
 /// What the supervisor needs to start the proxy.
 #[derive(Clone, Debug)]
@@ -49,6 +53,10 @@ pub struct RunConfig {
     /// UDP requests leave from a private socket per worker (`core.private_send_sockets`);
     /// `false`: from the listen socket.
     pub private_send_sockets: bool,
+    /// Start even when another process already serves a listen address, and share its
+    /// traffic through SO_REUSEPORT (`sipedge run --allow-shared-port`; e.g. a hand-over
+    /// between two instances). `false`: refuse to start.
+    pub allow_shared_port: bool,
 }
 
 impl Default for RunConfig {
@@ -70,6 +78,7 @@ impl Default for RunConfig {
             spread: SpreadMode::default(),
             spread_busy: super::spread::UP,
             private_send_sockets: true,
+            allow_shared_port: false,
         }
     }
 }
@@ -86,6 +95,17 @@ pub enum RunError {
         addr: SocketAddr,
         /// OS error.
         source: std::io::Error,
+    },
+    /// Another process already serves a listen address (and sharing was not allowed).
+    #[error(
+        "{transport}:{addr} is already in use by another process (refusing to share it \
+         through SO_REUSEPORT; --allow-shared-port starts anyway)"
+    )]
+    InUse {
+        /// Transport.
+        transport: &'static str,
+        /// Address.
+        addr: SocketAddr,
     },
     /// Some other start-up failure.
     #[error("{0}")]
@@ -106,6 +126,8 @@ pub struct Running {
     spreader: Option<JoinHandle<()>>,
     /// The dialog store writer, when persistence is on.
     pub persist: Option<super::persist::PersistWriter>,
+    /// This process's hold on its listen addresses (released with the `Running`).
+    _claims: Vec<socket::AddrLock>,
 }
 
 impl Running {
@@ -140,6 +162,7 @@ pub fn start(cfg: &RunConfig) -> Result<Running, RunError> {
         cfg.workers
     }
     .min(crate::dialog::id::MAX_WORKERS);
+    let claims = claim_all(cfg)?;
     // Bind: the first socket of each address fixes the port (for port 0).
     let mut bound: Vec<(Transport, SocketAddr)> = Vec::new();
     // One socket per UDP reuseport group that starts on one worker (adaptive spreading).
@@ -152,7 +175,7 @@ pub fn start(cfg: &RunConfig) -> Result<Running, RunError> {
         let mut addr = addr;
         for w in 0..workers {
             let err = |source| RunError::Bind {
-                transport: t.name(),
+                transport: t.as_str(),
                 addr,
                 source,
             };
@@ -336,5 +359,39 @@ pub fn start(cfg: &RunConfig) -> Result<Running, RunError> {
         threads,
         spreader,
         persist,
+        _claims: claims,
     })
+}
+
+/// Claims every listen address with a fixed port for this process, before any reuseport
+/// socket is bound (see [`socket::claim`]); nothing when sharing is allowed.
+fn claim_all(cfg: &RunConfig) -> Result<Vec<socket::AddrLock>, RunError> {
+    let mut claims = Vec::new();
+    if cfg.allow_shared_port {
+        tracing::warn!("--allow-shared-port: listen addresses may be shared with other processes");
+        return Ok(claims);
+    }
+    for (i, &(t, addr)) in cfg.listen.iter().enumerate() {
+        // The same address listed twice is ours twice, not another process's.
+        if cfg.listen.get(..i).is_some_and(|l| l.contains(&(t, addr))) {
+            continue;
+        }
+        match socket::claim(t, addr) {
+            Ok(lock) => claims.extend(lock),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                return Err(RunError::InUse {
+                    transport: t.as_str(),
+                    addr,
+                });
+            }
+            Err(source) => {
+                return Err(RunError::Bind {
+                    transport: t.as_str(),
+                    addr,
+                    source,
+                });
+            }
+        }
+    }
+    Ok(claims)
 }

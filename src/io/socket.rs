@@ -5,11 +5,29 @@
 //!
 //! Invariant: sockets of one address are created in worker order, so the BPF program's
 //! return value `i` selects worker `i`'s socket.
+//!
+//! # One process per listen address
+//! SO_REUSEPORT lets any process of the same user join a listen address and silently take a
+//! share of its traffic, so [`claim`] runs before the reuseport sockets are bound:
+//! - A probe binds the address *without* SO_REUSEPORT. On Linux this fails with
+//!   `EADDRINUSE` whenever any socket holds the address, including a reuseport group and an
+//!   overlapping wildcard or specific address (verified on Linux 6.x). The UDP probe sets no
+//!   SO_REUSEADDR either (for UDP it would let the probe join sockets that set it too); the TCP
+//!   probe sets SO_REUSEADDR so connections of a previous run left in TIME_WAIT do not count,
+//!   while a listener still does.
+//! - A lock closes the race of two instances starting at once (both probing before either
+//!   binds): an abstract UNIX socket named after the address (`sipedge-udp-127.0.0.1:5060`),
+//!   held for the life of the process. The kernel releases it when the process exits, however
+//!   it exits, and it is scoped to the network namespace, like the port. (Linux only.)
+//!
+//! Port 0 (the kernel picks a free port) is never probed.
 
 use std::io;
 use std::net::SocketAddr;
 
 use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::wire::Transport;
 
 /// Receive/send buffer size asked for (the kernel may cap it at `net.core.rmem_max`).
 pub const SOCKET_BUFFER: usize = 8 << 20;
@@ -53,6 +71,56 @@ pub fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     s.bind(&addr.into())?;
     s.listen(1024)?;
     Ok(s.into())
+}
+
+/// This process's hold on a listen address (see the module docs); dropping it lets another
+/// instance start on the address once our sockets are closed too.
+#[derive(Debug)]
+pub struct AddrLock {
+    #[cfg(target_os = "linux")]
+    _lock: std::os::unix::net::UnixDatagram,
+}
+
+/// Makes sure no other process serves `transport:addr`, before our reuseport sockets are
+/// bound, and holds the address for this process. `Err` with `AddrInUse` if another process
+/// holds it; other errors are those the real bind would meet (permission, no such address).
+/// `Ok(None)` for port 0.
+pub fn claim(transport: Transport, addr: SocketAddr) -> io::Result<Option<AddrLock>> {
+    if addr.port() == 0 {
+        return Ok(None);
+    }
+    let lock = lock(transport, addr)?;
+    let probe = match transport {
+        Transport::Udp => Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?,
+        Transport::Tcp => {
+            let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+            s.set_reuse_address(true)?;
+            s
+        }
+    };
+    if addr.is_ipv6() {
+        probe.set_only_v6(true)?;
+    }
+    probe.bind(&addr.into())?;
+    drop(probe);
+    Ok(Some(lock))
+}
+
+/// The abstract UNIX socket `\0sipedge-<transport>-<addr>`; `AddrInUse` if another process
+/// has it.
+#[cfg(target_os = "linux")]
+fn lock(transport: Transport, addr: SocketAddr) -> io::Result<AddrLock> {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("sipedge-{}-{addr}", transport.as_str());
+    let at = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+    let s = std::os::unix::net::UnixDatagram::bind_addr(&at)?;
+    Ok(AddrLock { _lock: s })
+}
+
+/// Not Linux: no abstract sockets; the probe alone decides.
+#[cfg(not(target_os = "linux"))]
+fn lock(_transport: Transport, _addr: SocketAddr) -> io::Result<AddrLock> {
+    Ok(AddrLock {})
 }
 
 /// Attach the "random worker among the first `n`" classic BPF program to a reuseport group
@@ -111,4 +179,78 @@ pub fn spread_over(sock: &std::net::UdpSocket, n: u32) -> io::Result<()> {
 #[cfg(not(target_os = "linux"))]
 pub fn spread_over(_sock: &std::net::UdpSocket, _n: u32) -> io::Result<()> {
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+mod tests {
+    use super::*;
+
+    /// A port no one holds now (bound to 0 and released).
+    fn free(t: Transport) -> SocketAddr {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        match t {
+            Transport::Udp => std::net::UdpSocket::bind(any)
+                .unwrap()
+                .local_addr()
+                .unwrap(),
+            Transport::Tcp => std::net::TcpListener::bind(any)
+                .unwrap()
+                .local_addr()
+                .unwrap(),
+        }
+    }
+
+    #[test]
+    fn claim_refuses_an_address_held_through_reuseport() {
+        for t in [Transport::Udp, Transport::Tcp] {
+            let addr = free(t);
+            let lock = claim(t, addr).unwrap().expect("a real port is locked");
+            // Our own reuseport sockets bind after the claim, as in `run::start`.
+            let held = match t {
+                Transport::Udp => (Some(udp(addr).unwrap()), None),
+                Transport::Tcp => (None, Some(tcp_listener(addr).unwrap())),
+            };
+            // A second instance: the lock says no.
+            let e = claim(t, addr).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{t:?}");
+            // Another process without our lock (an older sipedge, anything else): the probe.
+            drop(lock);
+            let e = claim(t, addr).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{t:?}");
+            // Once the sockets are closed the address is free again.
+            drop(held);
+            assert!(claim(t, addr).unwrap().is_some(), "{t:?}");
+        }
+    }
+
+    #[test]
+    fn claim_sees_overlapping_wildcards_and_skips_port_zero() {
+        let addr = free(Transport::Udp);
+        let wild = SocketAddr::from(([0, 0, 0, 0], addr.port()));
+        let _held = udp(wild).unwrap();
+        let e = claim(Transport::Udp, addr).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        let zero = SocketAddr::from(([127, 0, 0, 1], 0));
+        assert!(claim(Transport::Udp, zero).unwrap().is_none());
+        // The other transport on the same port is someone else's business.
+        if let Ok(l) = std::net::TcpListener::bind(addr) {
+            drop(l);
+            assert!(claim(Transport::Tcp, addr).is_ok());
+        }
+    }
+
+    #[test]
+    fn tcp_time_wait_does_not_count() {
+        let addr = free(Transport::Tcp);
+        let l = tcp_listener(addr).unwrap();
+        l.set_nonblocking(false).unwrap();
+        let c = std::net::TcpStream::connect(addr).unwrap();
+        let (a, _) = l.accept().unwrap();
+        drop(a); // the server side closes first: its end goes to TIME_WAIT
+        drop(c);
+        drop(l);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(claim(Transport::Tcp, addr).unwrap().is_some());
+    }
 }

@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 
 use mio::net::UdpSocket;
 
-use crate::engine::{Output, Transmit, Transport};
+use crate::engine::{Output, Transmit};
+use crate::wire::Transport;
 
 /// Datagrams per batch.
 pub const BATCH: usize = 32;

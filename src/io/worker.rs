@@ -17,8 +17,9 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::tcp::{TcpConns, TcpLimits};
 use super::udp::{RecvBatch, send_output};
-use crate::engine::{Command, Engine, Inbound, Output, Shared, Transport};
+use crate::engine::{Command, Engine, Inbound, Output, Shared};
 use crate::stats::Counter;
+use crate::wire::Transport;
 
 /// The worker's clock: milliseconds since the process-wide base instant.
 #[derive(Clone, Copy, Debug)]
@@ -151,7 +152,7 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
         nmain,
         has_private,
     };
-    let mut engine = Engine::new(shared.clone(), index, clock.now_ms());
+    let mut engine = Engine::with_seed(shared.clone(), index, clock.now_ms(), os_seed(index));
     let stats = shared.worker_stats.get(index).cloned();
     let mut tcp = TcpConns::new(tcp_limits);
     let mut events = Events::with_capacity(256);
@@ -328,6 +329,25 @@ struct UdpSockets {
     nmain: usize,
     /// Whether every shared socket has a private twin.
     has_private: bool,
+}
+
+/// A random seed for worker `index`'s tags and branches: 8 bytes of `/dev/urandom`, or, if
+/// that cannot be read, the time and the process and worker ids mixed.
+fn os_seed(index: usize) -> u64 {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_ok()
+    {
+        return u64::from_le_bytes(b) | 1;
+    }
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    (t ^ u64::from(std::process::id()).rotate_left(32)
+        ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        | 1
 }
 
 /// Run the engine on one message and pass it on when it belongs to another worker.

@@ -48,6 +48,11 @@ pub trait MgmtBackend: Send + Sync {
     /// For each profile, its `top_n` largest values: `(profile, value, size)`; profiles
     /// without values report one row with `None`.
     fn profile_top_values(&self, top_n: usize) -> Vec<(String, Option<String>, u64)>;
+    /// How many values per profile `/metrics` exports (`[mgmt] metrics_top_n`), asked at
+    /// every scrape so a reload applies to the next one. The default is the config default.
+    fn metrics_top_n(&self) -> usize {
+        crate::config::MgmtConfig::default().metrics_top_n
+    }
     /// Dialog counters.
     fn dialog_stats(&self) -> DialogStats;
     /// Dialogs by state.

@@ -12,8 +12,7 @@ use crate::config::LiveConfig;
 use crate::dialog::id::{DialogId, worker_of};
 use crate::dialog::record::{Dialog, Field, route_entries};
 use crate::dialog::{DlgState, Side, Socket};
-use crate::engine::{Command, Shared};
-use crate::io::worker::Clock;
+use crate::engine::{Command, Shared, apply_snapshot};
 use crate::mgmt::backend::MgmtBackend;
 use crate::mgmt::model::{
     ActiveStats, BackendError, DialogInfo, DialogSelector, DialogStats, LegInfo, NameValue,
@@ -46,36 +45,37 @@ impl LogHandle {
     }
 }
 
+/// The engine's clock as management reads it: milliseconds on the workers' time line (the
+/// caller, `io`, owns the real clock).
+pub type Now = Arc<dyn Fn() -> u64 + Send + Sync>;
+
 /// The engine as the management API sees it.
 pub struct EngineBackend {
     shared: Arc<Shared>,
-    clock: Clock,
+    now: Now,
     live: Arc<LiveConfig>,
     path: Option<PathBuf>,
     log: LogHandle,
-    #[allow(dead_code)]
-    top_n: usize,
     started_ms: u64,
 }
 
 impl EngineBackend {
-    /// A backend for a running engine.
+    /// A backend for a running engine whose snapshot `live` was applied; `now` is the engine's
+    /// clock and `path` the config file that reloads read.
     pub fn new(
         shared: Arc<Shared>,
-        clock: Clock,
+        now: Now,
         live: Arc<LiveConfig>,
         path: Option<PathBuf>,
         log: LogHandle,
-        top_n: usize,
     ) -> Self {
-        let started_ms = clock.now_ms();
+        let started_ms = now();
         EngineBackend {
             shared,
-            clock,
+            now,
             live,
             path,
             log,
-            top_n,
             started_ms,
         }
     }
@@ -89,7 +89,7 @@ impl EngineBackend {
             .live
             .reload_from_file(p)
             .map_err(|e| e.to_string().trim_end().to_string())?;
-        crate::io::app::apply_snapshot(&self.shared, &self.live);
+        apply_snapshot(&self.shared, self.live.load_full());
         let mut s = format!("generation {} with {} rules", r.generation, r.rules);
         if !r.restart_required.is_empty() {
             s.push_str(&format!(
@@ -308,7 +308,7 @@ impl MgmtBackend for EngineBackend {
             .table
             .get(id)
             .ok_or(BackendError::DialogNotFound)?;
-        d.set_timeout(self.clock.now_ms(), secs);
+        d.set_timeout((self.now)(), secs);
         // The deadline may have moved earlier: the owner re-arms.
         let _ = self.shared.send(worker_of(id), Command::Rearm(id));
         Ok(())
@@ -343,6 +343,9 @@ impl MgmtBackend for EngineBackend {
     }
     fn profile_top_values(&self, top_n: usize) -> Vec<(String, Option<String>, u64)> {
         self.shared.profiles.load().top_values(top_n)
+    }
+    fn metrics_top_n(&self) -> usize {
+        self.live.load().config.mgmt.metrics_top_n
     }
     fn dialog_stats(&self) -> DialogStats {
         let s = self.shared.stats.snapshot();
@@ -424,7 +427,7 @@ impl MgmtBackend for EngineBackend {
         format!("sipedge {}", env!("CARGO_PKG_VERSION"))
     }
     fn uptime_secs(&self) -> u64 {
-        self.clock.now_ms().saturating_sub(self.started_ms) / 1000
+        (self.now)().saturating_sub(self.started_ms) / 1000
     }
     fn active_workers(&self) -> Option<usize> {
         Some(
@@ -432,5 +435,71 @@ impl MgmtBackend for EngineBackend {
                 .active_workers
                 .load(std::sync::atomic::Ordering::Relaxed),
         )
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is a failure
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::dialog::profile::{Memberships, Profiles};
+    use crate::engine::{LocalAddrs, Settings};
+    use crate::wire::Transport;
+
+    fn config(top_n: usize) -> Config {
+        let text =
+            format!("[mgmt]\nmetrics_top_n = {top_n}\n[profiles]\nwith_value = [\"caller\"]\n");
+        Config::from_toml_str(&text).unwrap()
+    }
+
+    /// The `caller` values `/metrics` exports, largest first.
+    fn exported(b: &EngineBackend) -> Vec<String> {
+        crate::mgmt::metrics::render(b)
+            .lines()
+            .filter_map(|l| l.strip_prefix(r#"sipedge_profile_size{profile="caller",value=""#))
+            .filter_map(|rest| rest.split_once('"').map(|(v, _)| v.to_owned()))
+            .filter(|v| !v.is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn metrics_export_metrics_top_n_values_per_profile_and_follow_a_reload() {
+        let locals = LocalAddrs::new(&[(Transport::Udp, "127.0.0.1:5060".parse().unwrap())], None);
+        let profiles = Profiles::new(&[], &[]).unwrap();
+        let shared = Shared::new(1, locals, Settings::default(), profiles, 1, 1);
+        let live = Arc::new(LiveConfig::new(config(2)));
+        apply_snapshot(&shared, live.load_full());
+        // Five values of `caller`; value `vN` holds N dialogs.
+        let p = shared.profiles.load();
+        let caller = p.index("caller").unwrap();
+        let mut members = Vec::new();
+        for n in 1..=5u8 {
+            let value = format!("v{n}");
+            for _ in 0..n {
+                let m = Memberships::new();
+                assert_eq!(p.set(&m, caller, Some(value.as_bytes())), Ok(true));
+                members.push(m);
+            }
+        }
+        let b = EngineBackend::new(
+            shared.clone(),
+            Arc::new(|| 0),
+            live.clone(),
+            None,
+            LogHandle::none(),
+        );
+        assert_eq!(exported(&b), ["v5", "v4"], "metrics_top_n = 2 of 5 values");
+        live.reload(config(4));
+        assert_eq!(
+            exported(&b),
+            ["v5", "v4", "v3", "v2"],
+            "a reload applies to the next scrape"
+        );
+        live.reload(config(0));
+        assert!(
+            exported(&b).is_empty(),
+            "0 exports only the profile's total"
+        );
     }
 }

@@ -16,9 +16,9 @@
 use serde_json::json;
 
 use crate::mgmt::backend::MgmtBackend;
-use crate::mgmt::model::{DialogInfo, DialogSelector};
+use crate::mgmt::model::DialogSelector;
 use crate::mgmt::pager::DialogPager;
-use crate::mgmt::rpc::{METHOD_NOT_FOUND, Params, RpcError, write_value};
+use crate::mgmt::protocol::{METHOD_NOT_FOUND, Params, RpcError, strip_ctx, write_value};
 use crate::mgmt::statistics;
 
 /// Every method name, as returned by `system.listMethods`.
@@ -222,15 +222,5 @@ pub fn call(
             METHOD_NOT_FOUND,
             format!("Method not found: {method}"),
         )),
-    }
-}
-
-/// Drop context fields unless asked for (backends may fill them anyway).
-pub fn strip_ctx(list: &mut [DialogInfo], ctx: bool) {
-    if !ctx {
-        for d in list {
-            d.profiles = None;
-            d.variables = None;
-        }
     }
 }

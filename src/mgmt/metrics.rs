@@ -8,7 +8,9 @@
 //! ## Invariants
 //! - Counters are monotonic and carry the `_total` suffix (prometheus-client convention);
 //!   gauges do not.
-//! - Profile sizes are capped to the backend's top-N values per profile to bound cardinality.
+//! - Profile sizes are capped to the backend's [`MgmtBackend::metrics_top_n`] largest values
+//!   per profile (`[mgmt] metrics_top_n`) to bound cardinality; it is read at every scrape, so
+//!   a reload applies to the next one.
 //! - Latency histograms use the fixed µs bucket bounds [`LATENCY_BUCKETS_US`], derived from
 //!   the hdr histogram counts: an hdr bin is counted in the first bucket whose bound is at or
 //!   above the bin's lowest value (error below the hdr precision, 0.1%). `_sum` is the hdr
@@ -34,9 +36,6 @@ pub const LATENCY_BUCKETS_US: [u64; 17] = [
     1_000_000, 2_500_000, 5_000_000, 10_000_000,
 ];
 
-/// Default number of values per profile exported as `sipedge_profile_size`.
-pub const DEFAULT_PROFILE_TOP_N: usize = 20;
-
 /// Everything one scrape shows, taken once from the backend.
 #[derive(Debug)]
 pub struct MetricsSnapshot {
@@ -49,10 +48,10 @@ pub struct MetricsSnapshot {
 
 impl MetricsSnapshot {
     /// Take a snapshot of every source.
-    pub fn collect(b: &dyn MgmtBackend, profile_top_n: usize) -> Self {
+    pub fn collect(b: &dyn MgmtBackend) -> Self {
         MetricsSnapshot {
             dialogs: b.dialog_stats(),
-            profiles: b.profile_top_values(profile_top_n),
+            profiles: b.profile_top_values(b.metrics_top_n()),
             workers: b.workers().iter().map(|w| w.snapshot()).collect(),
             active_workers: b.active_workers(),
             latency: b.latency(),
@@ -61,9 +60,9 @@ impl MetricsSnapshot {
 }
 
 /// Render the Prometheus text for one scrape.
-pub fn render(b: &dyn MgmtBackend, profile_top_n: usize) -> String {
+pub fn render(b: &dyn MgmtBackend) -> String {
     let mut reg = Registry::default();
-    reg.register_collector(Box::new(MetricsSnapshot::collect(b, profile_top_n)));
+    reg.register_collector(Box::new(MetricsSnapshot::collect(b)));
     let mut s = String::with_capacity(8 * 1024);
     if prometheus_client::encoding::prometheus_text::encode(&mut s, &reg).is_err() {
         s.clear();
@@ -126,9 +125,7 @@ impl MetricsSnapshot {
         worker_counter(enc, "sipedge_packets_in", "Packets received", &packets_in)?;
         let packets_out = by_transport(Counter::PacketsOutUdp, Counter::PacketsOutTcp);
         worker_counter(enc, "sipedge_packets_out", "Packets sent", &packets_out)?;
-        let simple: [(&str, &str, Counter); 11] = [
-            ("sipedge_bytes_in", "Bytes received", Counter::BytesIn),
-            ("sipedge_bytes_out", "Bytes sent", Counter::BytesOut),
+        let simple: [(&str, &str, Counter); 9] = [
             (
                 "sipedge_requests_in",
                 "SIP requests received",

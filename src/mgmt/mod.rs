@@ -1,8 +1,10 @@
 //! Management: Kamailio-compatible JSON-RPC methods, Prometheus metrics and the `ctl` CLI.
 //!
-//! Owns everything an operator talks to. The HTTP listener lives in
-//! [`crate::io::mgmt_http`]; this module is sans-IO except [`ctl`] (a client, used only by the
-//! `sipedge ctl` command, never by the proxy).
+//! Owns everything an operator talks to. The HTTP listener that calls it lives in `io`
+//! (`io::mgmt_http`); this module imports nothing from `io` and is sans-IO except [`ctl`] (a
+//! client, used only by the `sipedge ctl` command, never by the proxy). The RPC modules form
+//! one line: [`rpc`] (envelope) -> [`methods`] (dispatch) -> [`pager`], [`statistics`] ->
+//! [`protocol`] (error codes, parameters, result writers).
 //!
 //! ## Invariants
 //! - Management never runs on a worker thread and only reads snapshots through
@@ -17,6 +19,7 @@ pub mod methods;
 pub mod metrics;
 pub mod model;
 pub mod pager;
+pub mod protocol;
 pub mod rpc;
 pub mod statistics;
 pub mod table;

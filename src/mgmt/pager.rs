@@ -18,9 +18,10 @@ use regex::Regex;
 use serde_json::Value;
 
 use crate::mgmt::backend::MgmtBackend;
-use crate::mgmt::methods::strip_ctx;
 use crate::mgmt::model::DialogInfo;
-use crate::mgmt::rpc::{INVALID_PARAMS, Params, RpcError, write_value};
+use crate::mgmt::protocol::{
+    INTERNAL_ERROR, INVALID_PARAMS, Params, RpcError, strip_ctx, write_value,
+};
 
 /// Dialogs fetched from the backend per page.
 pub const PAGE: usize = 1000;
@@ -90,7 +91,7 @@ impl DialogPager {
             }
             other => {
                 return Err(RpcError::new(
-                    crate::mgmt::rpc::INTERNAL_ERROR,
+                    INTERNAL_ERROR,
                     format!("{other} is not a list method"),
                 ));
             }

@@ -16,7 +16,7 @@
 use serde_json::{Map, Value};
 
 use crate::mgmt::backend::MgmtBackend;
-use crate::mgmt::rpc::{RpcError, write_value};
+use crate::mgmt::protocol::{RpcError, write_value};
 use crate::stats::{Counter, LatencyMetric, LatencySnapshot, REPLY_LABELS, sum_snapshots};
 
 /// One statistic: group, name, value.

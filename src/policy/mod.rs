@@ -45,7 +45,8 @@ pub mod template;
 
 use std::net::IpAddr;
 
-pub use crate::config::Transport;
+use crate::wire::Transport;
+
 pub use rules::RulePolicy;
 pub use spec::{ActionSpec, MatchSpec, RuleSpec};
 pub use template::{Template, TemplateError};

@@ -13,7 +13,7 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::template::Template;
-use crate::config::Transport;
+use crate::wire::Transport;
 
 /// One rule: if every condition in `when` holds, run `actions` in order; then stop if `stop`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -26,6 +26,9 @@ pub enum Kind {
     /// A call the proxy originates itself (`dlg_bridge`); `slot` indexes the bridge calls of
     /// worker `worker`.
     Bridge,
+    /// A non-INVITE request the proxy originates within a dialog (BYE, REFER): `slot` indexes
+    /// worker `worker`'s client transactions and `hash` holds the slot's generation.
+    Client,
 }
 
 /// A parsed branch of ours.
@@ -99,13 +102,14 @@ pub fn write(b: &Branch<'_>) -> BranchBuf {
         Kind::Within => b"w",
         Kind::Stateless => b"s",
         Kind::Bridge => b"b",
+        Kind::Client => b"c",
     });
     out.hex(u64::from(b.worker));
     if b.kind != Kind::Stateless {
         out.push(b".");
         out.push(b.cookie);
     }
-    if matches!(b.kind, Kind::Dialog | Kind::Bridge) {
+    if matches!(b.kind, Kind::Dialog | Kind::Bridge | Kind::Client) {
         out.push(b".");
         out.hex(u64::from(b.slot));
         out.push(b".");
@@ -141,6 +145,7 @@ pub fn parse(b: &[u8]) -> Option<Branch<'_>> {
         b'w' => Kind::Within,
         b's' => Kind::Stateless,
         b'b' => Kind::Bridge,
+        b'c' => Kind::Client,
         _ => return None,
     };
     let mut parts = rest.split(|&c| c == b'.');
@@ -159,7 +164,7 @@ pub fn parse(b: &[u8]) -> Option<Branch<'_>> {
             return None;
         }
     }
-    if matches!(kind, Kind::Dialog | Kind::Bridge) {
+    if matches!(kind, Kind::Dialog | Kind::Bridge | Kind::Client) {
         out.slot = u32::try_from(parse_hex(parts.next()?)?).ok()?;
         out.leg = u8::try_from(parse_hex(parts.next()?)?).ok()?;
     }
@@ -191,7 +196,13 @@ mod tests {
 
     #[test]
     fn round_trip_each_kind() {
-        for kind in [Kind::Dialog, Kind::Within, Kind::Stateless, Kind::Bridge] {
+        for kind in [
+            Kind::Dialog,
+            Kind::Within,
+            Kind::Stateless,
+            Kind::Bridge,
+            Kind::Client,
+        ] {
             let b = Branch {
                 kind,
                 worker: 3,
@@ -200,12 +211,12 @@ mod tests {
                 } else {
                     b"00a1b2c3d4"
                 },
-                slot: if matches!(kind, Kind::Dialog | Kind::Bridge) {
+                slot: if matches!(kind, Kind::Dialog | Kind::Bridge | Kind::Client) {
                     77
                 } else {
                     0
                 },
-                leg: if matches!(kind, Kind::Dialog | Kind::Bridge) {
+                leg: if matches!(kind, Kind::Dialog | Kind::Bridge | Kind::Client) {
                     2
                 } else {
                     0

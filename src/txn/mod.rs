@@ -15,6 +15,7 @@
 //! - Buffers are allocated once per transaction and branch, never per packet.
 
 pub mod branch;
+pub mod nict;
 
 use std::sync::Arc;
 
@@ -65,6 +66,8 @@ pub struct BranchTxn {
     pub cancel_wanted: bool,
     /// CANCEL sent.
     pub cancel_sent: bool,
+    /// The CANCEL's client transaction (`engine::generated` slot and generation).
+    pub cancel_txn: Option<(u32, u32)>,
 }
 
 /// The upstream (server transaction) side.

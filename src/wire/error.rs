@@ -23,6 +23,9 @@ pub enum ParseError {
     BadStatusCode,
     /// A header line has no colon, an empty or invalid name, or starts with white space.
     BadHeaderLine,
+    /// A NUL byte, or a CR not followed by LF (a bare CR), in the start line or the header
+    /// section: bytes that peers split lines on differently (header smuggling).
+    IllegalByte,
     /// More than [`super::MAX_HEADERS`] header lines (513: the proxy cannot hold them).
     TooManyHeaders,
     /// The header section exceeds [`super::MAX_HEAD_BYTES`] (513).
@@ -82,6 +85,7 @@ impl ParseError {
             ParseError::BadVersion => "Version Not Supported",
             ParseError::BadStatusCode => "Bad Status Code",
             ParseError::BadHeaderLine => "Bad Header Line",
+            ParseError::IllegalByte => "Illegal Byte In Header",
             ParseError::TooManyHeaders => "Message Too Large",
             ParseError::HeadersTooLarge => "Message Too Large",
             ParseError::BodyTooLarge => "Message Too Large",
@@ -126,6 +130,7 @@ impl ParseError {
             ParseError::BadVersion => "bad_version",
             ParseError::BadStatusCode => "bad_status_code",
             ParseError::BadHeaderLine => "bad_header_line",
+            ParseError::IllegalByte => "illegal_byte",
             ParseError::TooManyHeaders => "too_many_headers",
             ParseError::HeadersTooLarge => "headers_too_large",
             ParseError::BodyTooLarge => "body_too_large",
@@ -146,7 +151,8 @@ impl ParseError {
     }
 }
 
-/// Every [`ParseError::kind`] label, in a fixed order (metrics register them once).
+/// Every [`ParseError::kind`] label, in a fixed order (metrics register them once; new
+/// labels are appended so the existing indices stay put).
 pub const KINDS: &[&str] = &[
     "empty",
     "truncated",
@@ -169,6 +175,8 @@ pub const KINDS: &[&str] = &[
     "too_many_hops",
     "bad_extension",
     "wrong_kind",
+    "body_too_large",
+    "illegal_byte",
 ];
 
 impl ParseError {
@@ -205,6 +213,7 @@ mod tests {
             (ParseError::BadStartLine, 400),
             (ParseError::MissingHeader(HeaderName::Via), 400),
             (ParseError::CSeqMethodMismatch, 400),
+            (ParseError::IllegalByte, 400),
         ];
         for (e, s) in table {
             assert_eq!(e.status(), *s, "{e:?}");
@@ -219,5 +228,39 @@ mod tests {
             ParseError::BadVersion.to_string(),
             "505 Version Not Supported"
         );
+    }
+
+    #[test]
+    fn every_kind_is_listed() {
+        use HeaderName as H;
+        let all = [
+            ParseError::Empty,
+            ParseError::Truncated,
+            ParseError::BadStartLine,
+            ParseError::BadVersion,
+            ParseError::BadStatusCode,
+            ParseError::BadHeaderLine,
+            ParseError::IllegalByte,
+            ParseError::TooManyHeaders,
+            ParseError::HeadersTooLarge,
+            ParseError::BodyTooLarge,
+            ParseError::BadContentLength,
+            ParseError::DuplicateContentLength,
+            ParseError::ContentLengthTooLarge,
+            ParseError::MissingContentLength,
+            ParseError::UnsupportedUriScheme,
+            ParseError::BadUri,
+            ParseError::MissingHeader(H::Via),
+            ParseError::DuplicateHeader(H::To),
+            ParseError::BadHeaderValue(H::CSeq),
+            ParseError::CSeqMethodMismatch,
+            ParseError::TooManyHops,
+            ParseError::BadExtension,
+            ParseError::WrongKind,
+        ];
+        for e in all {
+            assert!(e.kind_index() < KINDS.len(), "{e:?} has no metric slot");
+        }
+        assert_eq!(KINDS.len(), all.len());
     }
 }

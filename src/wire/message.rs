@@ -1,9 +1,13 @@
 //! Framing and parsing of one SIP message into a [`Message`] of spans.
 //!
 //! Invariants:
-//! - A [`Message`] borrows its buffer and stores only [`Span`]s: the start line, up to
-//!   [`MAX_HEADERS`] headers in a fixed inline array, the end of the header section and the body.
-//!   Parsing never allocates and never panics.
+//! - A [`Message`] borrows its buffer and stores only [`Span`]s: the start line, the headers,
+//!   the end of the header section and the body. The first [`INLINE_HEADERS`] header spans live
+//!   in a fixed inline array (the common case). A message with more (up to [`MAX_HEADERS`])
+//!   spills *all* its header spans into one contiguous buffer: the caller's reusable
+//!   [`HeaderSpill`] with [`parse_with`] / [`parse_stream_message_with`] (no allocation once the
+//!   spill has grown, which it does once), or a `Vec` of its own with [`parse`] (one allocation,
+//!   only for such large messages). Parsing never panics.
 //! - Every stored span is inside `buf` with `start <= end`; `len <= buf.len()`.
 //! - Leading CR/LF before the start line are skipped (RFC 3261 §7.5).
 //! - UDP ([`parse`]): the body is Content-Length bytes; trailing bytes after it are excluded
@@ -15,19 +19,28 @@
 //!   in both modes (on a stream the caller closes the connection).
 //! - The header section is capped at [`MAX_HEAD_BYTES`]; more headers than [`MAX_HEADERS`] is
 //!   [`ParseError::TooManyHeaders`] (513).
+//! - Header smuggling: a NUL byte anywhere in the start line or the header section, or a CR
+//!   not followed by LF there (a bare CR), is [`ParseError::IllegalByte`] (400). A bare LF
+//!   still ends a line. The body is not inspected. [`frame_stream`] does not apply this check
+//!   (it only cuts the stream at the same LF-delimited lines); [`parse_stream_message`] does.
 //! - The only state besides spans is a per-message memo of typed views (top two Vias, From,
 //!   To, their tags, the parsed Request-URI), filled on first use from the same immutable
 //!   bytes, so it can never disagree with a fresh parse.
 
-use memchr::{memchr, memrchr};
+use std::borrow::Cow;
+
+use memchr::{memchr, memchr3, memrchr};
 
 use super::Span;
 use super::error::ParseError;
 use super::names::{HeaderName, Method};
 use super::scan::{is_token, is_token_str, parse_u32, trim_range};
 
-/// Maximum number of header lines kept per message; more is [`ParseError::TooManyHeaders`].
-pub const MAX_HEADERS: usize = 64;
+/// Header lines a [`Message`] keeps inline; a message with more spills (see [`HeaderSpill`]).
+pub const INLINE_HEADERS: usize = 64;
+
+/// Maximum number of header lines per message; more is [`ParseError::TooManyHeaders`] (513).
+pub const MAX_HEADERS: usize = 256;
 
 /// Maximum size of the header section (start line excluded); more is
 /// [`ParseError::HeadersTooLarge`]. Bounds how far a stream `Partial` can grow.
@@ -101,7 +114,11 @@ pub struct Message<'a> {
     buf: &'a [u8],
     start: StartLine,
     start_line: Span,
-    headers: [Header; MAX_HEADERS],
+    /// The header spans while `count <= INLINE_HEADERS`.
+    headers: [Header; INLINE_HEADERS],
+    /// Every header span (inline ones copied first) once `count > INLINE_HEADERS`; empty and
+    /// unused otherwise.
+    spill: Cow<'a, [Header]>,
     count: usize,
     headers_end: u32,
     body: Span,
@@ -142,6 +159,30 @@ pub(crate) trait MemoCell<T> {
     fn get_or(&self, f: impl FnOnce() -> T) -> T;
 }
 
+/// Caller-owned, reusable storage for the header spans of messages with more than
+/// [`INLINE_HEADERS`] header lines (see [`parse_with`]).
+///
+/// Keep one per worker and pass it to every parse: the first large message grows it to
+/// [`MAX_HEADERS`] entries (one allocation of about 7 KiB), later ones reuse it. A message
+/// parsed into it borrows it, so it is free again when the message is dropped. An empty
+/// `HeaderSpill` (`default()`) has not allocated.
+#[derive(Debug, Default)]
+pub struct HeaderSpill {
+    v: Vec<Header>,
+}
+
+impl HeaderSpill {
+    /// An empty spill (no allocation until a message needs it).
+    pub fn new() -> HeaderSpill {
+        HeaderSpill::default()
+    }
+
+    /// Header spans it can hold without allocating.
+    pub fn capacity(&self) -> usize {
+        self.v.capacity()
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Datagram,
@@ -149,21 +190,75 @@ enum Mode {
 }
 
 /// Parses one UDP datagram (see the module docs for framing rules).
+///
+/// Allocates only for a message with more than [`INLINE_HEADERS`] header lines; the packet
+/// path uses [`parse_with`] and a reused [`HeaderSpill`] instead.
 pub fn parse(datagram: &[u8]) -> Result<Message<'_>, ParseError> {
-    parse_inner(datagram, Mode::Datagram)
+    parse_inner(datagram, Mode::Datagram, None)
+}
+
+/// [`parse`], with the header spans of a large message stored in `spill` (reused: no
+/// allocation once it has grown). The message borrows `spill` until it is dropped.
+pub fn parse_with<'a>(
+    datagram: &'a [u8],
+    spill: &'a mut HeaderSpill,
+) -> Result<Message<'a>, ParseError> {
+    parse_inner(datagram, Mode::Datagram, Some(&mut spill.v))
 }
 
 /// Parses a stream message framed by [`frame_stream`]: `buf[..len]` is the message.
 /// Content-Length is mandatory and must match `len` exactly.
 pub fn parse_stream_message(buf: &[u8], len: usize) -> Result<Message<'_>, ParseError> {
     let b = buf.get(..len).ok_or(ParseError::Truncated)?;
-    parse_inner(b, Mode::Stream)
+    parse_inner(b, Mode::Stream, None)
+}
+
+/// [`parse_stream_message`] with a reused [`HeaderSpill`] (see [`parse_with`]).
+pub fn parse_stream_message_with<'a>(
+    buf: &'a [u8],
+    len: usize,
+    spill: &'a mut HeaderSpill,
+) -> Result<Message<'a>, ParseError> {
+    let b = buf.get(..len).ok_or(ParseError::Truncated)?;
+    parse_inner(b, Mode::Stream, Some(&mut spill.v))
+}
+
+/// The offset of the LF that ends the physical line containing `pos`, checking the bytes on
+/// the way: a NUL, or a CR not followed by LF, is [`ParseError::IllegalByte`]. One memchr3
+/// jump per physical line (it stops at the CR of a CRLF and steps over the LF), so it costs
+/// what the plain LF search cost. `Truncated` if no LF follows.
+#[inline]
+fn checked_lf(buf: &[u8], pos: usize) -> Result<usize, ParseError> {
+    let rest = buf.get(pos..).ok_or(ParseError::Truncated)?;
+    let k = memchr3(b'\n', b'\r', b'\0', rest).ok_or(ParseError::Truncated)?;
+    let at = pos + k;
+    match (rest.get(k), buf.get(at + 1)) {
+        (Some(b'\n'), _) => Ok(at),
+        (Some(b'\r'), Some(b'\n')) => Ok(at + 1),
+        (Some(b'\r'), None) => Err(ParseError::Truncated),
+        _ => Err(ParseError::IllegalByte),
+    }
+}
+
+/// [`logical_line_end`] for parsing: the same line structure, with every physical line
+/// checked by [`checked_lf`].
+#[inline]
+fn checked_line_end(buf: &[u8], pos: usize) -> Result<usize, ParseError> {
+    let mut search = pos;
+    loop {
+        let after = checked_lf(buf, search)? + 1;
+        match buf.get(after) {
+            Some(b' ' | b'\t') => search = after,
+            Some(_) => return Ok(after),
+            None => return Err(ParseError::Truncated),
+        }
+    }
 }
 
 /// Finds the end of the logical line starting at `pos` (folds included): the offset just past
 /// its final LF. `None` if the buffer ends before that is known.
 #[inline]
-fn logical_line_end(buf: &[u8], pos: usize) -> Option<usize> {
+pub(super) fn logical_line_end(buf: &[u8], pos: usize) -> Option<usize> {
     let mut search = pos;
     loop {
         let nl = memchr(b'\n', buf.get(search..)?)?;
@@ -178,7 +273,11 @@ fn logical_line_end(buf: &[u8], pos: usize) -> Option<usize> {
 
 /// Splits a header line into `(name_end, colon)` after checking the name is a token.
 #[inline]
-fn split_name(buf: &[u8], start: usize, end: usize) -> Result<(usize, usize), ParseError> {
+pub(super) fn split_name(
+    buf: &[u8],
+    start: usize,
+    end: usize,
+) -> Result<(usize, usize), ParseError> {
     // Names are short: one byte loop beats a memchr call plus a token check.
     let mut i = start;
     while i < end && buf.get(i).is_some_and(|&b| is_token(b)) {
@@ -196,7 +295,7 @@ fn split_name(buf: &[u8], start: usize, end: usize) -> Result<(usize, usize), Pa
 
 /// Is `pos` the start of the empty line? Returns the offset after it.
 #[inline]
-fn blank_line_at(buf: &[u8], pos: usize) -> Option<usize> {
+pub(super) fn blank_line_at(buf: &[u8], pos: usize) -> Option<usize> {
     match buf.get(pos) {
         Some(b'\n') => Some(pos + 1),
         Some(b'\r') if buf.get(pos + 1) == Some(&b'\n') => Some(pos + 2),
@@ -204,7 +303,7 @@ fn blank_line_at(buf: &[u8], pos: usize) -> Option<usize> {
     }
 }
 
-fn skip_crlf(buf: &[u8]) -> usize {
+pub(super) fn skip_crlf(buf: &[u8]) -> usize {
     buf.iter()
         .position(|&b| b != b'\r' && b != b'\n')
         .unwrap_or(buf.len())
@@ -337,12 +436,16 @@ fn parse_start_line(line: &[u8], base: usize) -> Result<StartLine, ParseError> {
     })
 }
 
-fn parse_inner(buf: &[u8], mode: Mode) -> Result<Message<'_>, ParseError> {
+fn parse_inner<'a>(
+    buf: &'a [u8],
+    mode: Mode,
+    spill: Option<&'a mut Vec<Header>>,
+) -> Result<Message<'a>, ParseError> {
     let ls = skip_crlf(buf);
     if ls >= buf.len() {
         return Err(ParseError::Empty);
     }
-    let nl = ls + memchr(b'\n', buf.get(ls..).unwrap_or(&[])).ok_or(ParseError::Truncated)?;
+    let nl = checked_lf(buf, ls)?;
     let le = if nl > ls && buf.get(nl - 1) == Some(&b'\r') {
         nl - 1
     } else {
@@ -353,7 +456,8 @@ fn parse_inner(buf: &[u8], mode: Mode) -> Result<Message<'_>, ParseError> {
         buf,
         start,
         start_line: Span::new(ls, le),
-        headers: [EMPTY_HEADER; MAX_HEADERS],
+        headers: [EMPTY_HEADER; INLINE_HEADERS],
+        spill: Cow::Borrowed(&[]),
         count: 0,
         headers_end: 0,
         body: Span::default(),
@@ -361,6 +465,9 @@ fn parse_inner(buf: &[u8], mode: Mode) -> Result<Message<'_>, ParseError> {
         content_length: None,
         memo: Memo::default(),
     };
+    let mut spill = spill;
+    // Where spilled spans go when the caller gave no spill (`parse`): allocated only then.
+    let mut own: Vec<Header> = Vec::new();
     let head_start = nl + 1;
     let mut pos = head_start;
     let body_start = loop {
@@ -371,7 +478,7 @@ fn parse_inner(buf: &[u8], mode: Mode) -> Result<Message<'_>, ParseError> {
         if buf.get(pos).is_none() {
             return Err(ParseError::Truncated);
         }
-        let next = logical_line_end(buf, pos).ok_or(ParseError::Truncated)?;
+        let next = checked_line_end(buf, pos)?;
         if next - head_start > MAX_HEAD_BYTES {
             return Err(ParseError::HeadersTooLarge);
         }
@@ -390,19 +497,41 @@ fn parse_inner(buf: &[u8], mode: Mode) -> Result<Message<'_>, ParseError> {
                 parse_u32(buf.get(va..vb).unwrap_or(&[])).ok_or(ParseError::BadContentLength)?;
             msg.content_length = Some(cl);
         }
-        let slot = msg
-            .headers
-            .get_mut(msg.count)
-            .ok_or(ParseError::TooManyHeaders)?;
-        *slot = Header {
+        let h = Header {
             name,
             name_span: Span::new(pos, name_end),
             value: Span::new(va, vb),
             line: Span::new(pos, next),
         };
+        if let Some(slot) = msg.headers.get_mut(msg.count) {
+            *slot = h;
+        } else {
+            if msg.count >= MAX_HEADERS {
+                return Err(ParseError::TooManyHeaders);
+            }
+            let v = match spill.as_deref_mut() {
+                Some(v) => v,
+                None => &mut own,
+            };
+            if msg.count == INLINE_HEADERS {
+                v.clear();
+                v.reserve(MAX_HEADERS);
+                v.extend_from_slice(&msg.headers);
+            }
+            v.push(h);
+        }
         msg.count += 1;
         pos = next;
     };
+    if msg.count > INLINE_HEADERS {
+        msg.spill = match spill {
+            Some(v) => {
+                let v: &'a Vec<Header> = v;
+                Cow::Borrowed(v.as_slice())
+            }
+            None => Cow::Owned(own),
+        };
+    }
     let end = match (mode, msg.content_length) {
         (_, Some(cl)) => {
             let end = body_start
@@ -422,6 +551,39 @@ fn parse_inner(buf: &[u8], mode: Mode) -> Result<Message<'_>, ParseError> {
 }
 
 impl<'a> Message<'a> {
+    /// A request that holds only `headers` (at most [`INLINE_HEADERS`]; more are ignored),
+    /// with an empty body at `head_end`, the offset after the empty line (or the end of what
+    /// was read). For [`super::parse_for_reply`]; the caller guarantees every span is inside
+    /// `buf` and `headers_end <= head_end <= buf.len()`.
+    pub(super) fn reply_view(
+        buf: &'a [u8],
+        start: StartLine,
+        start_line: Span,
+        headers: &[Header],
+        headers_end: usize,
+        head_end: usize,
+    ) -> Message<'a> {
+        let mut inline = [EMPTY_HEADER; INLINE_HEADERS];
+        let count = headers.len().min(INLINE_HEADERS);
+        if let (Some(d), Some(s)) = (inline.get_mut(..count), headers.get(..count)) {
+            d.copy_from_slice(s);
+        }
+        let head_end = head_end.min(buf.len());
+        Message {
+            buf,
+            start,
+            start_line,
+            headers: inline,
+            spill: Cow::Borrowed(&[]),
+            count,
+            headers_end: to_u32(headers_end.min(head_end)),
+            body: Span::new(head_end, head_end),
+            len: to_u32(head_end),
+            content_length: None,
+            memo: Memo::default(),
+        }
+    }
+
     /// The whole input buffer (the datagram, trailing bytes included).
     pub fn buf(&self) -> &'a [u8] {
         self.buf
@@ -512,8 +674,13 @@ impl<'a> Message<'a> {
     }
 
     /// All header lines in order.
+    #[inline]
     pub fn headers(&self) -> &[Header] {
-        self.headers.get(..self.count).unwrap_or(&[])
+        if self.count <= INLINE_HEADERS {
+            self.headers.get(..self.count).unwrap_or(&[])
+        } else {
+            &self.spill
+        }
     }
 
     /// The first header with this name.

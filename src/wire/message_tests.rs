@@ -173,10 +173,166 @@ fn too_many_headers() {
     }
     let ok = format!("{s}\r\n");
     assert_eq!(parse(ok.as_bytes()).unwrap().headers().len(), MAX_HEADERS);
+    let mut spill = HeaderSpill::new();
+    assert_eq!(
+        parse_with(ok.as_bytes(), &mut spill)
+            .unwrap()
+            .headers()
+            .len(),
+        MAX_HEADERS
+    );
     let bad = format!("{s}X-last: 1\r\n\r\n");
     let e = parse(bad.as_bytes()).unwrap_err();
     assert_eq!(e, ParseError::TooManyHeaders);
     assert_eq!(e.status(), 513);
+    assert_eq!(
+        parse_with(bad.as_bytes(), &mut spill).unwrap_err(),
+        ParseError::TooManyHeaders
+    );
+}
+
+/// `n` header lines: Via first, `X-<i>` fillers, and Call-ID / CSeq / a folded Subject last,
+/// so the accessors must find headers past the inline array.
+fn with_headers(n: usize) -> String {
+    let mut s = String::from("OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n");
+    for i in 0..n - 4 {
+        s.push_str(&format!("X-{i}: v{i}\r\n"));
+    }
+    s.push_str("Subject: a\r\n b\r\nCall-ID: big\r\nCSeq: 9 OPTIONS\r\n\r\n");
+    s
+}
+
+#[test]
+fn spill_past_the_inline_array() {
+    let mut spill = HeaderSpill::new();
+    assert_eq!(spill.capacity(), 0);
+    for n in [
+        4,
+        INLINE_HEADERS - 1,
+        INLINE_HEADERS,
+        INLINE_HEADERS + 1,
+        200,
+        MAX_HEADERS,
+    ] {
+        let s = with_headers(n);
+        let owned = parse(s.as_bytes()).unwrap();
+        let m = parse_with(s.as_bytes(), &mut spill).unwrap();
+        assert_eq!(m.headers().len(), n, "{n}");
+        assert_eq!(owned.headers().len(), n, "{n}");
+        for (a, b) in m.headers().iter().zip(owned.headers()) {
+            assert_eq!((a.name, a.line, a.value), (b.name, b.line, b.value));
+        }
+        assert_eq!(m.call_id(), Some(&b"big"[..]), "{n}");
+        assert_eq!(m.cseq().unwrap().num, 9);
+        assert_eq!(m.top_via().unwrap().branch(), Some(&b"z9hG4bK1"[..]));
+        assert_eq!(m.header_index(HeaderName::CallId), Some(n - 2));
+        if n > 4 {
+            assert_eq!(
+                m.find_header(format!("x-{}", n - 5).as_bytes()),
+                Some(format!("v{}", n - 5).as_bytes())
+            );
+        }
+        assert_eq!(m.bytes(), s.as_bytes());
+        // The clone of a spilled message is a full message too.
+        assert_eq!(m.clone().headers().len(), n);
+        // Editing a spilled message writes it back byte for byte.
+        let mut out = Vec::new();
+        crate::wire::Edits::new(&m).write(&mut out).unwrap();
+        assert_eq!(out, s.as_bytes());
+    }
+    // The spill grew once, to the limit, and is reused from then on.
+    let cap = spill.capacity();
+    assert!(cap >= MAX_HEADERS);
+    let ptr = spill.v.as_ptr();
+    for n in [MAX_HEADERS, INLINE_HEADERS + 1, 3 * INLINE_HEADERS] {
+        let s = with_headers(n);
+        assert_eq!(
+            parse_with(s.as_bytes(), &mut spill)
+                .unwrap()
+                .headers()
+                .len(),
+            n
+        );
+        assert_eq!((spill.capacity(), spill.v.as_ptr()), (cap, ptr));
+    }
+    // A stream message spills the same way.
+    let s = with_headers(100).replace("\r\n\r\n", "\r\nl: 0\r\n\r\n");
+    let m = parse_stream_message_with(s.as_bytes(), s.len(), &mut spill).unwrap();
+    assert_eq!((m.headers().len(), m.content_length()), (101, Some(0)));
+    assert_eq!(
+        parse_stream_message(s.as_bytes(), s.len())
+            .unwrap()
+            .headers()
+            .len(),
+        101
+    );
+}
+
+#[test]
+fn nul_and_bare_cr_are_rejected_in_the_head_only() {
+    let ok = "OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nSubject: s\r\n t\r\nCall-ID: c\r\n";
+    // Each case puts one byte somewhere in the start line or headers.
+    let bad: &[&str] = &[
+        "OPTIONS sip:x\0y SIP/2.0\r\nVia: SIP/2.0/UDP h\r\n",
+        "OPTIONS sip:x SIP/2.0\0\r\nVia: SIP/2.0/UDP h\r\n",
+        "\0OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h\r\n",
+        "OPTIONS sip:x\ry SIP/2.0\r\nVia: SIP/2.0/UDP h\r\n",
+        "OPTIONS sip:x SIP/2.0\r\r\nVia: SIP/2.0/UDP h\r\n",
+        "OPTIONS sip:x SIP/2.0\rVia: SIP/2.0/UDP h\r\n",
+        "OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h\0\r\n",
+        "OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nX\0: 1\r\n",
+        "OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h\rCall-ID: smuggled\r\n",
+        "OPTIONS sip:x SIP/2.0\r\nSubject: a\r\n b\rc\r\n",
+        "OPTIONS sip:x SIP/2.0\r\nSubject: a\r\n \0\r\n",
+        "OPTIONS sip:x SIP/2.0\nVia: SIP/2.0/UDP h\r\r\n",
+    ];
+    for head in bad {
+        let b = format!("{head}Content-Length: 0\r\n\r\n");
+        let e = parse(b.as_bytes()).unwrap_err();
+        assert_eq!(e, ParseError::IllegalByte, "{head:?}");
+        assert_eq!(e.status(), 400);
+        assert_eq!(
+            parse_stream_message(b.as_bytes(), b.len()).unwrap_err(),
+            ParseError::IllegalByte,
+            "{head:?}"
+        );
+    }
+    // A CR that ends the buffer may still get its LF: that is a truncation, not a bare CR.
+    assert_eq!(
+        parse(b"OPTIONS sip:x SIP/2.0\r").unwrap_err(),
+        ParseError::Truncated
+    );
+    assert_eq!(
+        parse(b"OPTIONS sip:x SIP/2.0\r\nVia: h\r").unwrap_err(),
+        ParseError::Truncated
+    );
+    // A CR on the blank line that is not followed by LF is not a blank line.
+    assert_eq!(
+        parse(b"OPTIONS sip:x SIP/2.0\r\nVia: h\r\n\rx")
+            .unwrap_err()
+            .status(),
+        400
+    );
+    // LF-only and mixed line ends, folds, and any byte in the body stay accepted.
+    for (head, body) in [
+        (ok.to_string(), "\0\r\r\n\0"),
+        (ok.replace("\r\n", "\n"), "a\rb\0"),
+        (ok.replacen("\r\n", "\n", 2), ""),
+    ] {
+        let b = format!("{head}Content-Length: {}\r\n\r\n{body}", body.len());
+        let m = parse(b.as_bytes()).unwrap_or_else(|e| panic!("{head:?}: {e:?}"));
+        assert_eq!(m.body(), body.as_bytes());
+        assert_eq!(m.call_id(), Some(&b"c"[..]));
+        let s = parse_stream_message(b.as_bytes(), b.len()).unwrap();
+        assert_eq!(s.body(), body.as_bytes());
+    }
+    // Framing stays liberal (it only cuts at LF); the parse of the framed message rejects.
+    let b = b"OPTIONS sip:x SIP/2.0\r\nSubject: a\0b\r\nl: 0\r\n\r\n";
+    assert_eq!(frame_stream(b), Ok(Frame::Complete(b.len())));
+    assert_eq!(
+        parse_stream_message(b, b.len()).unwrap_err(),
+        ParseError::IllegalByte
+    );
 }
 
 #[test]

@@ -2,13 +2,19 @@
 //!
 //! # What this module owns
 //! - [`parse`] / [`frame_stream`] / [`parse_stream_message`]: framing and parsing of one SIP
-//!   message into a [`Message`], which is the borrowed buffer plus small [`Span`]s (a fixed
-//!   inline array of [`MAX_HEADERS`] headers). No heap allocation per message.
+//!   message into a [`Message`], which is the borrowed buffer plus small [`Span`]s (an inline
+//!   array of [`INLINE_HEADERS`] headers; a message with more, up to [`MAX_HEADERS`], spills
+//!   into a caller-owned, reused [`HeaderSpill`] with [`parse_with`]). No heap allocation per
+//!   message on the packet path.
+//! - [`parse_for_reply`]: a lenient view of a request that failed to parse (513 too many
+//!   headers, 400 NUL or bare CR, 505 ...), holding the lines a reply copies, so it is
+//!   answered rather than dropped.
 //! - Lazy typed accessors ([`Via`], [`NameAddr`], [`CSeq`], [`Uri`], option tags) that parse a
 //!   header value only when called, again without allocating.
 //! - [`validate_request`] / [`validate_response`]: the checks a proxy needs before forwarding.
 //! - [`Edits`]: an ordered, fixed-capacity edit list over a parsed message, serialized once.
 //! - [`build`]: builders for locally generated responses, CANCEL, ACK and in-dialog requests.
+//! - [`Transport`]: the transport protocols (UDP, TCP) and their names on the wire.
 //!
 //! # Example: forward a request
 //! ```
@@ -41,14 +47,18 @@
 //!   `start <= end`; header spans lie inside `bytes()`.
 //! - Errors are the small `Copy` enums [`ParseError`] and [`EditError`].
 //! - Line ends may be CRLF or a bare LF; a line end followed by SP/HTAB is a fold and belongs to
-//!   the value. Value scanners treat CR and LF as linear white space for this reason.
+//!   the value. Value scanners treat CR and LF as linear white space for this reason. A NUL or
+//!   a bare CR (one not followed by LF) in the start line or headers is rejected (400), so no
+//!   peer can split our lines differently from us; the body may hold any bytes.
 
 pub mod build;
 mod edit;
 mod error;
 mod message;
 mod names;
+mod reject;
 mod scan;
+mod transport;
 mod uri;
 mod validate;
 mod values;
@@ -57,11 +67,14 @@ pub use build::{InDialog, ack_for_non2xx, cancel, in_dialog_request, response};
 pub use edit::{EditError, Edits, MAX_EDITS, SCRATCH_BYTES};
 pub use error::{KINDS, ParseError};
 pub use message::{
-    Frame, Header, MAX_HEAD_BYTES, MAX_HEADERS, MAX_STREAM_BODY, Message, StartLine, frame_stream,
-    parse, parse_stream_message,
+    Frame, Header, HeaderSpill, INLINE_HEADERS, MAX_HEAD_BYTES, MAX_HEADERS, MAX_STREAM_BODY,
+    Message, StartLine, frame_stream, parse, parse_stream_message, parse_stream_message_with,
+    parse_with,
 };
 pub use names::{HeaderName, Method};
+pub use reject::{answers, parse_for_reply};
 pub use scan::{ParamIter, param_lookup};
+pub use transport::Transport;
 pub use uri::{Scheme, Uri, parse_uri};
 pub use validate::{
     check_hops, first_unsupported, require_max_forwards, validate_request, validate_response,

@@ -40,7 +40,7 @@ impl Rng {
     }
 }
 
-const INTERESTING: &[u8] = b"\r\n \t:;,\"<>[]\\=@?0123456789*/";
+const INTERESTING: &[u8] = b"\r\n \t:;,\"<>[]\\=@?0123456789*/\0";
 
 fn mutate(rng: &mut Rng, b: &mut Vec<u8>) {
     for _ in 0..1 + rng.below(4) {
@@ -128,13 +128,33 @@ fn exercise(m: &Message) {
 fn mutated_messages_never_panic() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut parsed = 0;
+    let mut replied = 0;
+    let mut spill = HeaderSpill::new();
     for i in 0..30_000 {
         let mut b = SEEDS[i % SEEDS.len()].to_vec();
         mutate(&mut rng, &mut b);
-        if let Ok(m) = parse(&b) {
-            parsed += 1;
-            exercise(&m);
+        match parse(&b) {
+            Ok(m) => {
+                parsed += 1;
+                exercise(&m);
+            }
+            Err(e) => {
+                if let Some(v) = parse_for_reply(&b, e) {
+                    replied += 1;
+                    assert!(answers(e) && v.is_request() && v.method() != Some(Method::Ack));
+                    let mut out = Vec::new();
+                    response(&v, e.status(), e.reason().as_bytes(), None, &[], &mut out);
+                    let r = parse(&out).unwrap();
+                    assert!(!out.contains(&0), "{:?}", String::from_utf8_lossy(&out));
+                    assert_eq!(r.vias().count(), v.vias().count());
+                }
+            }
         }
+        // The reused spill agrees with the allocating parse.
+        assert_eq!(
+            parse_with(&b, &mut spill).map(|m| m.headers().len()),
+            parse(&b).map(|m| m.headers().len())
+        );
         match frame_stream(&b) {
             Ok(Frame::Complete(n)) => {
                 assert!(n <= b.len());
@@ -148,6 +168,7 @@ fn mutated_messages_never_panic() {
     }
     // The mutator must leave a good share parseable, or the test exercises nothing.
     assert!(parsed > 3_000, "only {parsed} parsed");
+    assert!(replied > 100, "only {replied} answered");
 }
 
 #[test]

@@ -277,7 +277,7 @@ add("valid-max-forwards-one.sip", invite(invite_headers(mf="Max-Forwards: 1"), b
 add("valid-trailing-crlf-after-body.sip", invite(body=b"", trailer=b"\r\n\r\n"))
 
 # ---------------------------------------------------------------- one call, as SIPp/Kamailio send it
-# (used by benches/parse.rs and tests/alloc_parse.rs too)
+# (used by benches/parse.rs and tests/alloc/alloc_parse.rs too)
 SIPP_SDP = (
     b"v=0\r\n"
     b"o=user1 53655765 2353687637 IN IP4 10.0.0.10\r\n"
@@ -378,10 +378,49 @@ add("invalid-400-bad_header_value-via-garbage.sip", invite(invite_headers(via="V
 add("invalid-400-bad_header_value-from-unclosed-angle.sip", invite(invite_headers(**{"from": "From: <sip:alice@atlanta.example.com;tag=1"}), body=b""))
 add("invalid-400-bad_header_value-empty-call-id.sip", invite(invite_headers(callid="Call-ID:"), body=b""))
 add("invalid-400-bad_uri-empty-host.sip", invite(body=b"", ruri="INVITE sip:bob@ SIP/2.0"))
-add("invalid-513-too_many_headers-seventy.sip", msg("OPTIONS sip:bob@biloxi.example.com SIP/2.0", [
+
+# ---------------------------------------------------------------- header count and size limits
+# sipedge keeps 64 header spans inline and accepts up to MAX_HEADERS = 256 header lines (the
+# rest spill into a reused buffer); more is 513. Counts below are header lines, Content-Type
+# and Content-Length included.
+add("valid-many-headers-seventy.sip", msg("OPTIONS sip:bob@biloxi.example.com SIP/2.0", [
     "Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKtoomany",
     "From: <sip:a@example.com>;tag=1", "To: <sip:b@example.com>",
     "Call-ID: toomany", "CSeq: 1 OPTIONS"] + ["X-N%d: %d" % (i, i) for i in range(70)]))
+
+
+def many_headers_invite(total, tag):
+    """An INVITE with SDP and exactly `total` header lines: Via and Max-Forwards first, then
+    fillers, then From/To/Call-ID/CSeq/Contact, so those sit past the inline array."""
+    h = invite_headers(callid="Call-ID: many-%s@atlanta.example.com" % tag)
+    fillers = ["X-Trace-%d: hop-%d.example.net;n=%d" % (i, i, i) for i in range(total - len(h) - 2)]
+    return invite(h[:2] + fillers + h[2:])
+
+
+add("valid-many-headers-65-invite.sip", many_headers_invite(65, "65"))
+add("valid-many-headers-200-invite.sip", many_headers_invite(200, "200"))
+# 254 + our Via + our Record-Route = 256: the forwarded copy still parses.
+add("valid-many-headers-254-invite.sip", many_headers_invite(254, "254"))
+add("invalid-513-too_many_headers-invite-257.sip", many_headers_invite(257, "257"))
+add("invalid-513-too_many_headers-invite-300.sip", many_headers_invite(300, "300"))
+# One header line larger than the whole header budget (64 KiB).
+add("invalid-513-headers_too_large-one-line-65k.sip", invite(invite_headers(
+    contact="X-Huge: " + "h" * (64 * 1024 + 16)), body=b""))
+
+# ---------------------------------------------------------------- NUL and bare CR (smuggling)
+# A NUL or a CR not followed by LF in the start line or headers is 400; the body may hold any
+# byte (see valid-binary-body.sip).
+add("invalid-400-illegal_byte-nul-in-header.sip", invite(invite_headers(
+    contact="Subject: hello\0world"), body=b""))
+add("invalid-400-illegal_byte-bare-cr-in-header.sip", invite(invite_headers(
+    contact="Subject: hello\rworld"), body=b""))
+# A peer that ends lines at a bare CR would see a second Call-ID here.
+add("invalid-400-illegal_byte-bare-cr-smuggles-call-id.sip", invite(invite_headers(
+    contact="Subject: hi\rCall-ID: smuggled@evil.example.com"), body=b""))
+add("invalid-400-illegal_byte-nul-in-request-uri.sip", invite(
+    body=b"", ruri="INVITE sip:bob\0@biloxi.example.com SIP/2.0"))
+add("invalid-400-illegal_byte-bare-cr-in-start-line.sip", invite(
+    body=b"", ruri="INVITE sip:bob@biloxi.example.com\rSIP/2.0"))
 
 # ---------------------------------------------------------------- keep-alive
 add("keepalive-double-crlf.sip", b"\r\n\r\n")

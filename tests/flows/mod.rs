@@ -8,7 +8,8 @@
 //!
 //! Invariants: every message the engine emits must parse with `sipedge::wire::parse` (checked
 //! on every call); hand-offs between engines are delivered immediately, like the io layer does.
-// Each test binary that declares `mod flows;` uses a different subset of these helpers.
+// Declared by the `it` and `alloc` test binaries and by two examples (`#[path]`); each uses a
+// different subset of these helpers.
 #![allow(dead_code)]
 
 pub mod msg;
@@ -19,7 +20,8 @@ use std::sync::{Arc, Mutex};
 use sipedge::dialog::callbacks::{DialogObserver, EventData};
 use sipedge::dialog::profile::Profiles;
 use sipedge::dialog::{DlgEvent, DlgState};
-use sipedge::engine::{Engine, Inbound, LocalAddrs, Output, Settings, Shared, Transport};
+use sipedge::engine::{Engine, Inbound, LocalAddrs, Output, Settings, Shared};
+use sipedge::wire::Transport;
 
 pub use msg::*;
 
@@ -103,6 +105,10 @@ pub struct Net {
     pub rec: Arc<Recorder>,
     /// Everything sent so far, in order.
     pub log: Vec<Sent>,
+    /// Cross-worker commands the engines emitted, not yet delivered.
+    pub commands: std::collections::VecDeque<(usize, sipedge::engine::Command)>,
+    /// Commands delivered so far.
+    pub commands_delivered: usize,
 }
 
 impl Net {
@@ -135,6 +141,8 @@ impl Net {
             out: Output::with_capacity(1 << 16, 64),
             rec,
             log: Vec::new(),
+            commands: Default::default(),
+            commands_delivered: 0,
         }
     }
 
@@ -169,7 +177,30 @@ impl Net {
                 _ => break,
             }
         }
+        result.extend(self.run_commands());
         result
+    }
+
+    /// Deliver the queued cross-worker commands (and those they cause) to their workers, as
+    /// `io` does after each batch.
+    pub fn run_commands(&mut self) -> Vec<Sent> {
+        let mut result = Vec::new();
+        for _ in 0..10_000 {
+            let Some((w, cmd)) = self.commands.pop_front() else {
+                break;
+            };
+            self.out.clear();
+            let now = self.now;
+            self.engines[w].handle_command(now, now * 1000, cmd, &mut self.out);
+            self.commands_delivered += 1;
+            result.extend(self.collect());
+        }
+        result
+    }
+
+    /// Live wheel entries over all workers.
+    pub fn pending_timers(&self) -> usize {
+        self.engines.iter().map(|e| e.pending_timers()).sum()
     }
 
     /// A UDP datagram from `src` on listener 0 at the current virtual time.
@@ -186,6 +217,7 @@ impl Net {
     }
 
     fn collect(&mut self) -> Vec<Sent> {
+        self.commands.extend(self.out.commands.drain(..));
         let mut v = Vec::new();
         for t in &self.out.tx {
             let bytes = self.out.bytes(t);
@@ -228,6 +260,7 @@ impl Net {
                     result.extend(self.collect());
                 }
             }
+            result.extend(self.run_commands());
         }
         self.now = end;
         for i in 0..self.engines.len() {
@@ -235,6 +268,7 @@ impl Net {
             self.engines[i].handle_timeout(self.now, &mut self.out);
             result.extend(self.collect());
         }
+        result.extend(self.run_commands());
         result
     }
 

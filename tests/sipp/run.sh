@@ -1,5 +1,5 @@
 #!/bin/bash
-# Runs one scenario pair of this directory by hand, the way tests/sipp_interop.rs does.
+# Runs one scenario pair of this directory by hand, the way tests/it/sipp_interop.rs does.
 # usage: [TRANSPORT=u1|t1] [UAS_PORT=5090] [UAC_PORT=5070] run.sh basic|486|cancel TARGET RATE CALLS [HOLD_MS]
 #   TARGET = 127.0.0.1:PORT of the proxy, or "direct" (UAC -> UAS, no proxy).
 # The R-URI always points at the UAS (sip:service@127.0.0.1:UAS_PORT); the proxy routes on it.

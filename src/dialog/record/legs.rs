@@ -12,7 +12,7 @@
 
 use std::net::SocketAddr;
 
-use crate::engine::Transport;
+use crate::wire::Transport;
 
 /// Indexes of the caller-side strings in [`Strs`].
 #[derive(Clone, Copy, Debug)]

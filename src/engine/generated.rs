@@ -1,0 +1,291 @@
+//! Requests the proxy sends on its own within a dialog (BYE, REFER), each carried by a
+//! non-INVITE client transaction ([`crate::txn::nict`]) in a per-worker table.
+//!
+//! # Invariants
+//! - Our Via branch of such a request is of kind [`Kind::Client`]: it names the worker, the
+//!   dialog cookie, the table slot and its generation, so a response finds its transaction in
+//!   O(1) on the worker that sent it (another worker hands it off), and a stale or foreign
+//!   branch never matches.
+//! - The request bytes are stored once per transaction and sent again only by Timer E.
+//! - Every timer key of a transaction is kept and cancelled when it ends; the slot is freed
+//!   when the state machine says [`Action::Free`] (after Timer K, Timer F, or at once over a
+//!   reliable transport). So the table and the wheel hold nothing for a finished request.
+//! - A response that matches no live transaction (a late final after Timer F, a forged
+//!   branch) is counted and dropped, and creates no state.
+
+use std::sync::Arc;
+
+use super::{Engine, Output};
+use crate::dialog::id::{COOKIE_LEN, DialogId};
+use crate::dialog::{Dialog, Socket};
+use crate::stats::Counter;
+use crate::timer::TimerKey;
+use crate::txn::branch::{Branch, Kind};
+use crate::txn::nict::{Action, Actions, Nict, Outcome, Timer, Timers};
+use crate::wire::Transport;
+use crate::wire::{Message, Method};
+
+/// One generated request in flight.
+#[derive(Debug)]
+pub(crate) struct Generated {
+    generation: u32,
+    nict: Nict,
+    /// The request as sent.
+    bytes: Vec<u8>,
+    dst: Socket,
+    /// Timer E, F, K keys.
+    keys: [Option<TimerKey>; 3],
+    /// The dialog it belongs to (callbacks and removal on its final response).
+    dialog: Option<Arc<Dialog>>,
+    method: Method,
+}
+
+/// A request the proxy originates, ready to go: its slot (from [`Engine::client_via`]), its
+/// bytes and where they go.
+#[derive(Debug)]
+pub(crate) struct NewRequest {
+    /// `(slot, generation)` reserved by [`Engine::client_via`].
+    pub txn: (u32, u32),
+    /// The request.
+    pub bytes: Vec<u8>,
+    /// Where it goes.
+    pub dst: Socket,
+    /// The dialog whose callbacks and removal its final response drives, if any.
+    pub dialog: Option<Arc<Dialog>>,
+    /// Its method.
+    pub method: Method,
+}
+
+/// The per-worker table of generated requests (slot + generation, free list).
+#[derive(Debug, Default)]
+pub(crate) struct GeneratedTable {
+    slots: Vec<Option<Generated>>,
+    free: Vec<u32>,
+    generation: u32,
+}
+
+impl GeneratedTable {
+    /// Requests in flight.
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    fn reserve(&mut self) -> (u32, u32) {
+        self.generation = self.generation.wrapping_add(1);
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.slots.push(None);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        (slot, self.generation)
+    }
+
+    fn get_mut(&mut self, slot: u32, generation: u32) -> Option<&mut Generated> {
+        self.slots
+            .get_mut(slot as usize)?
+            .as_mut()
+            .filter(|g| g.generation == generation)
+    }
+
+    fn release(&mut self, slot: u32) -> Option<Generated> {
+        let g = self.slots.get_mut(slot as usize)?.take()?;
+        self.free.push(slot);
+        Some(g)
+    }
+}
+
+fn timer_index(t: Timer) -> usize {
+    match t {
+        Timer::E => 0,
+        Timer::F => 1,
+        Timer::K => 2,
+    }
+}
+
+impl Engine {
+    /// Our Via for a request the proxy originates within dialog `id`, naming the transaction
+    /// slot reserved for it. Returns the Via and `(slot, generation)`.
+    pub(crate) fn client_via(&mut self, id: DialogId, local: usize) -> (Vec<u8>, (u32, u32)) {
+        let (slot, generation) = self.reserve_generated();
+        let mut cookie_buf = [0u8; COOKIE_LEN];
+        let cookie = self.encode_cookie(id, &mut cookie_buf).to_vec();
+        let br = Branch {
+            kind: Kind::Client,
+            worker: self.worker as u16,
+            cookie: &cookie,
+            slot,
+            leg: 0,
+            hash: generation,
+        };
+        let mut via = Vec::with_capacity(128);
+        self.write_via(local, &br, &mut via);
+        (via, (slot, generation))
+    }
+
+    /// Reserve a slot for a request whose Via is not [`Kind::Client`] (a CANCEL carries its
+    /// INVITE's branch); start it with [`Engine::start_generated`] right away.
+    pub(crate) fn reserve_generated(&mut self) -> (u32, u32) {
+        self.generated.reserve()
+    }
+
+    /// End a generated request early, quietly (its INVITE transaction is gone, so its
+    /// answers can no longer be matched): cancel its timers and free its slot.
+    pub(crate) fn drop_generated(&mut self, (slot, generation): (u32, u32)) {
+        if self.generated.get_mut(slot, generation).is_some()
+            && let Some(g) = self.generated.release(slot)
+        {
+            for k in g.keys.into_iter().flatten() {
+                self.wheel.cancel(k);
+            }
+        }
+    }
+
+    /// Start the client transaction of a request built with [`Engine::client_via`]'s Via.
+    pub(crate) fn start_generated(&mut self, now: u64, req: NewRequest, out: &mut Output) {
+        let NewRequest {
+            txn: (slot, generation),
+            bytes,
+            dst,
+            dialog,
+            method,
+        } = req;
+        let reliable = dst.transport != Transport::Udp;
+        let (nict, actions) = Nict::start(now, reliable, self.nict_timers());
+        if let Some(s) = self.generated.slots.get_mut(slot as usize) {
+            *s = Some(Generated {
+                generation,
+                nict,
+                bytes,
+                dst,
+                keys: [None; 3],
+                dialog,
+                method,
+            });
+        }
+        self.apply_nict(slot, generation, actions, out);
+    }
+
+    /// RFC 3261 timers for generated requests.
+    fn nict_timers(&self) -> Timers {
+        Timers::default()
+    }
+
+    /// A timer of a generated request fired.
+    pub(crate) fn on_generated_timer(
+        &mut self,
+        now: u64,
+        slot: u32,
+        generation: u32,
+        timer: Timer,
+        out: &mut Output,
+    ) {
+        let Some(g) = self.generated.get_mut(slot, generation) else {
+            return;
+        };
+        if let Some(k) = g.keys.get_mut(timer_index(timer)) {
+            *k = None;
+        }
+        let actions = g.nict.on_timer(now, timer);
+        if timer == Timer::E && actions.iter().any(|a| a == Action::Send) {
+            self.stats.inc(Counter::RetransSent);
+        }
+        self.apply_nict(slot, generation, actions, out);
+    }
+
+    /// A response to generated request `(slot, generation)` of this worker (from a
+    /// [`Kind::Client`] branch, or the INVITE branch a CANCEL shares).
+    pub(crate) fn on_generated_response(
+        &mut self,
+        now: u64,
+        msg: &Message<'_>,
+        (slot, generation): (u32, u32),
+        method: Method,
+        out: &mut Output,
+    ) {
+        let code = msg.code().unwrap_or(0);
+        let Some(g) = self.generated.get_mut(slot, generation) else {
+            self.stats.inc(Counter::Absorbed);
+            return;
+        };
+        if g.method != method {
+            self.stats.inc(Counter::Absorbed);
+            return;
+        }
+        let first_final = code >= 200 && !g.nict.is_done();
+        let dialog = g.dialog.clone();
+        let actions = g.nict.on_response(now, code);
+        self.apply_nict(slot, generation, actions, out);
+        if first_final {
+            if let Some(d) = dialog {
+                let mut cookie = [0u8; COOKIE_LEN];
+                let c = self.encode_cookie(d.id, &mut cookie).to_vec();
+                self.on_response_within(msg, &c, method, out);
+            }
+        } else {
+            self.stats.inc(Counter::Absorbed);
+        }
+    }
+
+    /// Carry out what a client transaction asked for.
+    fn apply_nict(&mut self, slot: u32, generation: u32, actions: Actions, out: &mut Output) {
+        for a in actions.iter() {
+            let Some(g) = self.generated.get_mut(slot, generation) else {
+                return;
+            };
+            match a {
+                Action::Send => {
+                    let d = g.dst;
+                    out.push_bytes(&g.bytes, d.addr, d.transport, d.local, d.conn);
+                }
+                Action::Arm(t, at) => {
+                    let i = timer_index(t);
+                    if let Some(old) = g.keys.get_mut(i).and_then(Option::take) {
+                        self.wheel.cancel(old);
+                    }
+                    let key = self.wheel.insert(
+                        at,
+                        super::TimerItem::Client {
+                            slot,
+                            generation,
+                            timer: t,
+                        },
+                    );
+                    if let Some(g) = self.generated.get_mut(slot, generation)
+                        && let Some(k) = g.keys.get_mut(i)
+                    {
+                        *k = Some(key);
+                    }
+                }
+                Action::Cancel(t) => {
+                    if let Some(old) = g.keys.get_mut(timer_index(t)).and_then(Option::take) {
+                        self.wheel.cancel(old);
+                    }
+                }
+                Action::Report(outcome) => {
+                    let m = g.method;
+                    match outcome {
+                        Outcome::Answered(_) => self.stats.inc(Counter::GeneratedAnswered),
+                        Outcome::TimedOut => {
+                            self.stats.inc(Counter::GeneratedTimedOut);
+                            tracing::debug!(method = ?m, "generated request got no final response");
+                        }
+                    }
+                }
+                Action::Free => {
+                    if let Some(g) = self.generated.release(slot) {
+                        for k in g.keys.into_iter().flatten() {
+                            self.wheel.cancel(k);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Generated requests in flight on this worker.
+    pub fn generated_in_flight(&self) -> usize {
+        self.generated.len()
+    }
+}

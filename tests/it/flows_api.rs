@@ -1,0 +1,170 @@
+//! dialog_ng's lookup API and pseudo-variables on a live call: `dlg_get`, `is_known_dlg`,
+//! `$DLG_count`, `$DLG_status`, `$DLG_lifetime`, `$dlg(attr)`, `$dlg_ctx(attr)`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
+use crate::flows;
+
+use flows::*;
+
+const DIRECT: &str = "sip:bob@10.0.0.2:5060";
+
+#[test]
+fn lookups_and_pseudo_variables_on_a_live_call() {
+    let mut net = Net::new();
+    net.advance(1_000);
+    let out = net.send(UAC, &invite("api1", "ftag1", "b1", DIRECT));
+    let fwd = one(&out, "INVITE", |s| s.is("INVITE")).clone();
+    let out = net.send(UAS1, &reply(&fwd, 200, "OK", Some("ttag1"), UAS1));
+    let ok = one(&out, "200", |s| s.code() == 200).clone();
+    assert_eq!(net.shared.dlg_count(), 1);
+    net.send(UAC, &caller_req(&ok, "ACK", 1, "a1"));
+    net.advance(3_000);
+
+    let d = net
+        .shared
+        .dlg_get(b"api1", b"ftag1", b"ttag1")
+        .expect("by tags");
+    assert!(
+        net.shared.dlg_get(b"api1", b"ttag1", b"ftag1").is_some(),
+        "either direction"
+    );
+    assert!(
+        net.shared.dlg_get(b"api1", b"ftag1", b"").is_some(),
+        "by Call-ID and From-tag"
+    );
+    assert!(net.shared.dlg_get(b"api1", b"ftag1", b"wrong").is_none());
+    assert!(net.shared.dlg_get(b"nope", b"ftag1", b"ttag1").is_none());
+
+    assert_eq!(d.status(), 4);
+    assert!(d.lifetime_secs(net.now) >= 3);
+    assert_eq!(d.attr("callid").as_deref(), Some("api1"));
+    assert_eq!(d.attr("from_tag").as_deref(), Some("ftag1"));
+    assert_eq!(d.attr("to_tag").as_deref(), Some("ttag1"));
+    assert_eq!(d.attr("state").as_deref(), Some("4"));
+    assert_eq!(d.attr("h_id"), Some(d.id.h_id.to_string()));
+    assert!(d.attr("from_contact").unwrap().contains("alice@10.0.0.1"));
+    assert!(d.attr("to_bind_addr").unwrap().contains("10.0.0.2:5060"));
+    assert_eq!(d.attr("no_such_attr"), None);
+    assert_eq!(d.ctx_attr("flags").as_deref(), Some("0"));
+
+    let bye = caller_req(&ok, "BYE", 2, "y1");
+    let m = sipedge::wire::parse(bye.as_bytes()).unwrap();
+    assert!(net.shared.is_known_dlg(&m));
+    let stray = raw_request("BYE", DIRECT, "other", "");
+    let m2 = sipedge::wire::parse(stray.as_bytes()).unwrap();
+    assert!(!net.shared.is_known_dlg(&m2));
+
+    net.send(UAC, &bye);
+    assert!(
+        net.shared.dlg_get(b"api1", b"ftag1", b"ttag1").is_none(),
+        "ended dialogs are not found"
+    );
+    assert_eq!(net.shared.dlg_count(), 0);
+}
+
+#[test]
+fn dlg_refer_sends_refer_to_one_side_and_bye_to_the_other() {
+    let mut net = Net::new();
+    net.advance(1_000);
+    let out = net.send(UAC, &invite("ref1", "ftr", "br", DIRECT));
+    let fwd = one(&out, "INVITE", |s| s.is("INVITE")).clone();
+    let out = net.send(UAS1, &reply(&fwd, 200, "OK", Some("ttr"), UAS1));
+    let ok = one(&out, "200", |s| s.code() == 200).clone();
+    net.send(UAC, &caller_req(&ok, "ACK", 1, "ar"));
+    let d = net.shared.dlg_get(b"ref1", b"ftr", b"ttr").unwrap();
+    let id = d.id;
+    let mut out = sipedge::engine::Output::default();
+    let now = net.now;
+    net.engines[0].handle_command(
+        now,
+        now * 1000,
+        sipedge::engine::Command::Refer {
+            id,
+            side: sipedge::dialog::Side::Caller,
+            address: "sip:carol@10.0.0.9".into(),
+        },
+        &mut out,
+    );
+    let sent: Vec<(std::net::SocketAddr, String)> = out
+        .tx
+        .iter()
+        .map(|t| (t.dst, String::from_utf8_lossy(out.bytes(t)).into_owned()))
+        .collect();
+    let refer = sent
+        .iter()
+        .find(|(_, m)| m.starts_with("REFER "))
+        .expect("a REFER");
+    assert_eq!(refer.0, sa(UAC));
+    assert!(
+        refer.1.contains("Refer-To: <sip:carol@10.0.0.9>"),
+        "{}",
+        refer.1
+    );
+    assert!(refer.1.contains("Referred-By: <sip:controller@127.0.0.1>"));
+    let bye = sent
+        .iter()
+        .find(|(_, m)| m.starts_with("BYE "))
+        .expect("a BYE");
+    assert_eq!(bye.0, sa(UAS1));
+    assert_eq!(
+        net.state_of("ref1"),
+        Some(sipedge::dialog::DlgState::Deleted)
+    );
+    assert_eq!(net.stats().active_dialogs, 0);
+}
+
+#[test]
+fn dlg_bridge_invites_refers_and_hangs_up() {
+    let mut net = Net::new();
+    net.advance(1_000);
+    let now = net.now;
+    let mut out = sipedge::engine::Output::default();
+    net.engines[0].handle_command(
+        now,
+        now * 1000,
+        sipedge::engine::Command::Bridge {
+            from: "sip:alice@10.0.0.1:5060".into(),
+            to: "sip:bob@10.0.0.2:5060".into(),
+            op: None,
+        },
+        &mut out,
+    );
+    assert_eq!(out.tx.len(), 1);
+    let inv_text = String::from_utf8_lossy(out.bytes(&out.tx[0])).into_owned();
+    assert_eq!(out.tx[0].dst, sa(UAC));
+    assert!(
+        inv_text.starts_with("INVITE sip:alice@10.0.0.1:5060 SIP/2.0"),
+        "{inv_text}"
+    );
+    assert!(inv_text.contains("a=inactive"), "on-hold SDP");
+    assert!(inv_text.contains("From: <sip:controller@127.0.0.1>;tag="));
+    assert_eq!(net.engines[0].bridges_active(), 1);
+    let inv = Sent {
+        dst: sa(UAC),
+        text: inv_text,
+    };
+    // Alice answers: ACK + REFER to Bob.
+    let out = net.send(UAC, &reply(&inv, 200, "OK", Some("al"), UAC));
+    let ack = one(&out, "ACK", |s| s.is("ACK"));
+    assert!(ack.hdr("To").contains("tag=al"));
+    let refer = one(&out, "REFER", |s| s.is("REFER")).clone();
+    assert!(refer.hdr("Refer-To").contains("sip:bob@10.0.0.2:5060"));
+    assert_eq!(refer.cseq_num(), 2);
+    // Alice's NOTIFY about the transfer gets 200 from the proxy.
+    let notify = format!(
+        "NOTIFY {} SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKn1\r\nMax-Forwards: 70\r\n\
+         From: <sip:alice@10.0.0.1:5060>;tag=al\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 NOTIFY\r\n\
+         Event: refer\r\nContent-Length: 0\r\n\r\n",
+        uri_of(&refer.hdr("Contact")),
+        refer.hdr("From"),
+        refer.hdr("Call-ID")
+    );
+    let out = net.send(UAC, &notify);
+    assert_eq!(one(&out, "200 NOTIFY", |s| s.code() == 200).dst, sa(UAC));
+    // 202 for the REFER: the proxy hangs up; 200 for the BYE ends the bridge call.
+    let out = net.send(UAC, &reply(&refer, 202, "Accepted", None, UAC));
+    let bye = one(&out, "BYE", |s| s.is("BYE")).clone();
+    assert_eq!(bye.cseq_num(), 3);
+    net.send(UAC, &reply(&bye, 200, "OK", None, UAC));
+    assert_eq!(net.engines[0].bridges_active(), 0);
+}

@@ -1,0 +1,232 @@
+//! Transactions and timers in virtual time: no wheel entry outlives the call it guards (on
+//! the worker that created the dialog or on another one); the proxy's own BYE and CANCEL are
+//! client transactions, retransmitted over UDP until answered and given up after Timer F; a
+//! 503 chosen as the best response goes upstream as 500 (RFC 3261 §16.7).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
+use crate::flows;
+
+use flows::*;
+use sipedge::dialog::{DlgEvent, DlgState, Side};
+use sipedge::engine::Command;
+use sipedge::stats::Counter;
+
+/// Request-URI straight at the callee UAS1.
+const DIRECT: &str = "sip:bob@10.0.0.2:5060";
+
+/// Confirmed call `call` through worker `w`; returns (forwarded INVITE, 2xx at the caller).
+fn confirmed_on(net: &mut Net, w: usize, call: &str) -> (Sent, Sent) {
+    let inv = invite(call, &format!("ft-{call}"), &format!("b-{call}"), DIRECT);
+    let out = net.send_to(w, UAC, &inv);
+    let fwd = one(&out, "INVITE", |s| s.is("INVITE")).clone();
+    let out = net.send_to(w, UAS1, &reply(&fwd, 200, "OK", Some("tt"), UAS1));
+    let ok = one(&out, "200", |s| s.code() == 200).clone();
+    let out = net.send_to(w, UAC, &caller_req(&ok, "ACK", 1, &format!("ack-{call}")));
+    one(&out, "ACK", |s| s.is("ACK"));
+    assert_eq!(net.state_of(call), Some(DlgState::Confirmed));
+    (fwd, ok)
+}
+
+fn counter(net: &Net, c: Counter) -> u64 {
+    net.shared.worker_stats.iter().map(|s| s.get(c)).sum()
+}
+
+#[test]
+fn no_timer_outlives_its_call_on_any_worker() {
+    let mut net = Net::with(Default::default(), 2);
+    for i in 0..40 {
+        let call = format!("leak{i}");
+        let (fwd, ok) = confirmed_on(&mut net, i % 2, &call);
+        // The BYE lands on either worker, as SO_REUSEPORT would spread it.
+        let bye_worker = (i / 2) % 2;
+        let out = if i % 3 == 0 {
+            net.send_to(
+                bye_worker,
+                UAS1,
+                &callee_req(&fwd, "tt", "BYE", 1, UAS1, &format!("cb{i}")),
+            )
+        } else {
+            net.send_to(
+                bye_worker,
+                UAC,
+                &caller_req(&ok, "BYE", 2, &format!("bye{i}")),
+            )
+        };
+        let bye = one(&out, "BYE", |s| s.is("BYE")).clone();
+        let from = if bye.dst == sa(UAC) { UAC } else { UAS1 };
+        net.send_to(bye_worker, from, &reply(&bye, 200, "OK", None, ""));
+        net.advance(20);
+    }
+    assert_eq!(net.dialogs(), 0);
+    assert!(
+        net.commands_delivered > 0,
+        "cross-worker ends were re-timed"
+    );
+    // Transactions linger a few seconds; nothing may stay until early_timeout (300 s).
+    net.advance(40_000);
+    assert_eq!(
+        net.pending_timers(),
+        0,
+        "wheel entries left after every call ended"
+    );
+    assert!(net.engines.iter().all(|e| e.txn_count() == 0));
+}
+
+#[test]
+fn an_ended_dialog_waiting_for_its_bye_answer_is_removed_by_its_own_timer() {
+    let mut net = Net::with(Default::default(), 2);
+    net.settings(|s| s.end_timeout = 10);
+    let (_fwd, ok) = confirmed_on(&mut net, 0, "wait");
+    // Past the INVITE transaction's linger, which would take an ended dialog with it.
+    net.advance(6_000);
+    // BYE on the other worker; its 200 never comes back.
+    let out = net.send_to(1, UAC, &caller_req(&ok, "BYE", 2, "bye-wait"));
+    one(&out, "BYE", |s| s.is("BYE"));
+    assert_eq!(net.state_of("wait"), Some(DlgState::Deleted));
+    net.advance(9_000);
+    assert_eq!(net.dialogs(), 1);
+    net.advance(2_000);
+    assert_eq!(
+        net.dialogs(),
+        0,
+        "removed at end_timeout, not at early_timeout"
+    );
+    net.advance(10_000);
+    assert_eq!(net.pending_timers(), 0);
+}
+
+#[test]
+fn proxy_bye_is_retransmitted_until_answered() {
+    let mut net = Net::new();
+    let (_fwd, _ok) = confirmed_on(&mut net, 0, "rtx");
+    let id = net.shared.table.find_by_callid(b"rtx")[0];
+    let mut out = Vec::new();
+    let cmd = Command::Terminate {
+        id,
+        side: Side::All,
+        reason: "SIP;cause=200;text=\"test\"".into(),
+        extra_hdrs: String::new(),
+    };
+    net.commands.push_back((0, cmd));
+    out.extend(net.run_commands());
+    let byes = |out: &[Sent], dst: &str| {
+        out.iter()
+            .filter(|s| s.is("BYE") && s.dst == sa(dst))
+            .count()
+    };
+    assert_eq!((byes(&out, UAS1), byes(&out, UAC)), (1, 1));
+    // The caller answers at once; the callee ignores the first two copies.
+    let to_uac = out
+        .iter()
+        .find(|s| s.is("BYE") && s.dst == sa(UAC))
+        .unwrap()
+        .clone();
+    net.send(UAC, &reply(&to_uac, 200, "OK", None, ""));
+    let first = out
+        .iter()
+        .find(|s| s.is("BYE") && s.dst == sa(UAS1))
+        .unwrap()
+        .clone();
+    let o = net.advance(500);
+    assert_eq!(
+        (byes(&o, UAS1), byes(&o, UAC)),
+        (1, 0),
+        "Timer E after T1: {o:#?}"
+    );
+    let again = o.iter().find(|s| s.is("BYE")).unwrap();
+    assert_eq!(
+        again.text, first.text,
+        "a retransmission is the same request"
+    );
+    let o = net.advance(1_000);
+    assert_eq!(byes(&o, UAS1), 1, "then after 2·T1");
+    net.send(UAS1, &reply(&first, 200, "OK", None, ""));
+    let o = net.advance(10_000);
+    assert_eq!(byes(&o, UAS1), 0, "answered: no more copies");
+    assert_eq!(counter(&net, Counter::GeneratedAnswered), 2);
+    assert_eq!(counter(&net, Counter::GeneratedTimedOut), 0);
+    assert_eq!(net.dialogs(), 0);
+    assert_eq!(net.engines[0].generated_in_flight(), 0);
+    net.advance(40_000);
+    assert_eq!(net.pending_timers(), 0);
+}
+
+#[test]
+fn unanswered_proxy_bye_gives_up_after_timer_f_and_late_answers_are_absorbed() {
+    let mut net = Net::new();
+    net.settings(|s| s.default_timeout = 5);
+    confirmed_on(&mut net, 0, "gone");
+    let out = net.advance(5_000);
+    let first = out
+        .iter()
+        .find(|s| s.is("BYE") && s.dst == sa(UAS1))
+        .unwrap()
+        .clone();
+    let o = net.advance(40_000);
+    let copies = o
+        .iter()
+        .filter(|s| s.is("BYE") && s.dst == sa(UAS1))
+        .count();
+    assert_eq!(
+        copies, 10,
+        "10 retransmissions in 64·T1 (RFC 3261 Figure 6)"
+    );
+    assert_eq!(counter(&net, Counter::GeneratedTimedOut), 2);
+    assert_eq!(net.engines[0].generated_in_flight(), 0);
+    // A final after Timer F gave up creates no state and is not relayed.
+    let absorbed = counter(&net, Counter::Absorbed);
+    let o = net.send(UAS1, &reply(&first, 200, "OK", None, ""));
+    assert!(o.is_empty(), "{o:#?}");
+    assert_eq!(counter(&net, Counter::Absorbed), absorbed + 1);
+    net.advance(400_000);
+    assert_eq!(net.dialogs(), 0);
+    assert_eq!(net.rec.count(DlgEvent::Expired), 1);
+    assert_eq!(net.pending_timers(), 0);
+}
+
+#[test]
+fn proxy_cancel_is_retransmitted_until_answered_then_the_txn_frees() {
+    let mut net = Net::new();
+    let out = net.send(UAC, &invite("cx", "ft-cx", "b-cx", DIRECT));
+    let fwd = one(&out, "INVITE", |s| s.is("INVITE")).clone();
+    net.send(UAS1, &reply(&fwd, 180, "Ringing", Some("t"), UAS1));
+    // The caller cancels; the proxy answers it and CANCELs the branch downstream.
+    let out = net.send(UAC, &cancel_for(&invite("cx", "ft-cx", "b-cx", DIRECT)));
+    let cancel = one(&out, "CANCEL", |s| s.is("CANCEL") && s.dst == sa(UAS1)).clone();
+    assert_eq!(
+        cancel.top_branch(),
+        fwd.top_branch(),
+        "a CANCEL shares its INVITE's branch"
+    );
+    let cancels = |o: &[Sent]| o.iter().filter(|s| s.is("CANCEL")).count();
+    // The callee does not hear it: the proxy sends it again after T1, then 2·T1.
+    assert_eq!(cancels(&net.advance(500)), 1, "Timer E");
+    assert_eq!(cancels(&net.advance(1_000)), 1, "Timer E doubled");
+    // The callee answers the CANCEL and the INVITE.
+    net.send(UAS1, &reply(&cancel, 200, "OK", Some("t"), ""));
+    assert_eq!(cancels(&net.advance(8_000)), 0, "answered: no more copies");
+    net.send(UAS1, &reply(&fwd, 487, "Request Terminated", Some("t"), ""));
+    assert_eq!(counter(&net, Counter::GeneratedAnswered), 1);
+    net.advance(40_000);
+    assert_eq!(net.dialogs(), 0);
+    assert_eq!(net.engines[0].txn_count(), 0);
+    assert_eq!(net.engines[0].generated_in_flight(), 0);
+    assert_eq!(net.pending_timers(), 0);
+}
+
+#[test]
+fn a_503_chosen_as_best_goes_upstream_as_500() {
+    let mut net = Net::new();
+    let out = net.send(UAC, &invite("c503", "ft-503", "b-503", DIRECT));
+    let fwd = one(&out, "INVITE", |s| s.is("INVITE")).clone();
+    let out = net.send(
+        UAS1,
+        &reply(&fwd, 503, "Service Unavailable", Some("t"), ""),
+    );
+    let up = one(&out, "final upstream", |s| {
+        s.dst == sa(UAC) && s.code() >= 300
+    });
+    assert_eq!(up.code(), 500, "RFC 3261 §16.7 step 6: {up:#?}");
+    assert_eq!(up.first(), "SIP/2.0 500 Server Internal Error");
+    assert_eq!(up.hdr("Call-ID"), "c503");
+}
