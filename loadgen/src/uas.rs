@@ -49,7 +49,9 @@ impl Default for UasConfig {
             local: Vec::new(),
             send_100: true,
             fork_legs: 3,
-            linger_us: 5_000_000,
+            // RFC 3261 Timer J (64·T1): a UAC retransmits its BYE for up to 32 s, and a late
+            // copy must still find the call, not get 481.
+            linger_us: rfc::TXN_TIMEOUT,
             max_call_us: 300_000_000,
             reliable: false,
         }
@@ -802,7 +804,8 @@ Content-Length: 0\r\n\r\n";
         uas.handle(1_700_000, 0, proxy, resp.as_bytes(), &mut out);
         assert_eq!(uas.held_calls()[0].1, "terminated");
         assert_eq!(uas.stats.c.uas_ok, 1);
-        uas.handle_timeout(10_000_000, &mut out);
+        // Kept for Timer J (64·T1) to absorb retransmissions, then gone.
+        uas.handle_timeout(1_700_000 + rfc::TXN_TIMEOUT + 1, &mut out);
         assert_eq!(uas.active(), 0);
     }
 

@@ -379,6 +379,11 @@ impl Engine {
                 d.caller_socket(),
             ),
         };
+        // No remote target (an INVITE or 2xx without Contact): no request can be addressed;
+        // the dialog's end timer still removes it (found by the engine fuzz target).
+        if ruri.is_empty() {
+            return;
+        }
         let route_vec: Vec<&[u8]> = route_entries(routes).collect();
         // First hop: the first Route's URI, else the remote target; else where it came from.
         let first_uri = route_vec.first().map(|r| strip_brackets(r));

@@ -706,6 +706,18 @@ impl Engine {
                     if let Some(s) = socket {
                         self.end_race_leg(now, d, msg, s, out);
                     }
+                    // The transaction still ends: a first 2xx arms its linger here too, or it
+                    // would stay with no timer (found by the engine fuzz target).
+                    if first_2xx
+                        && let Some(t) = self.txns.get_mut(slot)
+                        && t.linger.is_none()
+                    {
+                        let generation = t.generation;
+                        t.linger = Some(
+                            self.wheel
+                                .insert(now + LINGER, TimerItem::Linger { slot, generation }),
+                        );
+                    }
                     return;
                 }
             }

@@ -98,8 +98,8 @@ pub enum RunError {
     },
     /// Another process already serves a listen address (and sharing was not allowed).
     #[error(
-        "{transport}:{addr} is already in use by another process (refusing to share it \
-         through SO_REUSEPORT; --allow-shared-port starts anyway)"
+        "cannot bind {transport}:{addr}: it is already in use by another process (refusing \
+         to share it through SO_REUSEPORT; --allow-shared-port starts anyway)"
     )]
     InUse {
         /// Transport.

@@ -33,7 +33,10 @@ fn second(listen: &str, extra: &[&str], dir: &TempDir) -> (crate::common::ChildG
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(f));
-    (spawn_guarded(&mut cmd, "sipedge-second").unwrap(), mgmt_port)
+    (
+        spawn_guarded(&mut cmd, "sipedge-second").unwrap(),
+        mgmt_port,
+    )
 }
 
 #[test]
