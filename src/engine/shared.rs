@@ -79,6 +79,16 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Whether the target worker must be woken for it. A [`Command::Retime`] can wait for the
+    /// worker's next wake-up (at most the 100 ms poll cap of `io`): it only moves or cancels
+    /// a wheel entry, and waking a sleeping worker for every call that ended elsewhere costs a
+    /// syscall and a context switch each.
+    pub fn wants_wake(&self) -> bool {
+        !matches!(self, Command::Retime(_))
+    }
+}
+
 /// Wakes a worker after a command was queued.
 pub type Notifier = Box<dyn Fn() + Send + Sync>;
 

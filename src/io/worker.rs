@@ -430,13 +430,15 @@ fn flush(
     out.clear();
 }
 
-/// Queue the commands the engine emitted for other workers, then wake each of those workers
-/// once. A command whose queue is full is counted and logged, never silently lost.
+/// Queue the commands the engine emitted for other workers, then wake each worker that got an
+/// urgent one ([`Command::wants_wake`]) once. A command whose queue is full is counted and
+/// logged, never silently lost.
 fn deliver_commands(shared: &Shared, out: &mut Output, stats: Option<&crate::stats::WorkerStats>) {
     let mut woken = [0u64; crate::dialog::id::MAX_WORKERS / 64];
     for (w, cmd) in out.commands.drain(..) {
+        let wake = cmd.wants_wake();
         if shared.queue(w, cmd) {
-            if let Some(bits) = woken.get_mut(w / 64) {
+            if wake && let Some(bits) = woken.get_mut(w / 64) {
                 *bits |= 1 << (w % 64);
             }
         } else {
