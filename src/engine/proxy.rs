@@ -47,8 +47,11 @@ pub struct Engine {
     pub(crate) bridge_gen: u32,
     /// Dialog id generator of this worker.
     pub(crate) didgen: crate::dialog::id::DidGen,
-    /// Requests this worker originated, in flight (BYE, REFER).
+    /// Requests this worker originated, in flight (BYE, REFER, CANCEL).
     pub(crate) generated: super::generated::GeneratedTable,
+    /// Header spans of received messages with more than `wire::INLINE_HEADERS` header lines:
+    /// grown once, then reused (no allocation per packet).
+    pub(crate) header_spill: crate::wire::HeaderSpill,
 }
 
 impl std::fmt::Debug for Engine {
@@ -98,6 +101,7 @@ impl Engine {
             bridge_gen: 0,
             didgen: crate::dialog::id::DidGen::new(worker, boot),
             generated: Default::default(),
+            header_spill: crate::wire::HeaderSpill::new(),
         };
         engine.adopt_loaded();
         engine
@@ -152,15 +156,19 @@ impl Engine {
     /// Handle one received message (a UDP datagram or a framed TCP message).
     pub fn handle_datagram(&mut self, inb: Inbound<'_>, out: &mut Output) {
         self.now_us = inb.now_us;
+        let mut spill = std::mem::take(&mut self.header_spill);
         let parsed = match inb.transport {
-            Transport::Udp => wire::parse(inb.bytes),
-            Transport::Tcp => wire::parse_stream_message(inb.bytes, inb.bytes.len()),
+            Transport::Udp => wire::parse_with(inb.bytes, &mut spill),
+            Transport::Tcp => {
+                wire::parse_stream_message_with(inb.bytes, inb.bytes.len(), &mut spill)
+            }
         };
         match parsed {
             Ok(msg) if msg.is_request() => self.on_request(&inb, &msg, out),
             Ok(msg) => self.on_response(&inb, &msg, out),
             Err(e) => self.on_parse_error(&inb, e, out),
         }
+        self.header_spill = spill;
     }
 
     /// Fire every timer due at `now_ms`.

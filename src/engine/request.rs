@@ -44,7 +44,18 @@ impl Engine {
     pub(crate) fn on_parse_error(&mut self, inb: &Inbound<'_>, e: ParseError, out: &mut Output) {
         self.stats.inc_parse_error(e.kind_index());
         self.warn_malformed(inb, e, None);
-        if e != ParseError::BadVersion || inb.bytes.starts_with(b"SIP/") {
+        if inb.bytes.starts_with(b"SIP/") {
+            return;
+        }
+        if e != ParseError::BadVersion {
+            // Too many headers, a header too long, NUL or a bare CR: a request that can still
+            // be answered gets its error status (513, 400), never silence.
+            if let Some(m) = wire::parse_for_reply(inb.bytes, e)
+                && m.is_request()
+                && m.method() != Some(Method::Ack)
+            {
+                self.reply(inb, &m, e.status(), e.reason().as_bytes(), None, &[], out);
+            }
             return;
         }
         // Answer 505 to a request with a bad version: patch the version and re-parse so the

@@ -230,3 +230,23 @@ fn a_503_chosen_as_best_goes_upstream_as_500() {
     assert_eq!(up.first(), "SIP/2.0 500 Server Internal Error");
     assert_eq!(up.hdr("Call-ID"), "c503");
 }
+
+#[test]
+fn requests_too_large_or_smuggling_get_an_error_reply_not_silence() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/corpus/");
+    for (file, code) in [
+        ("invalid-513-too_many_headers-invite-300.sip", 513),
+        ("invalid-400-illegal_byte-nul-in-header.sip", 400),
+        ("invalid-400-illegal_byte-bare-cr-in-header.sip", 400),
+    ] {
+        let mut net = Net::new();
+        let bytes = std::fs::read(format!("{dir}{file}")).unwrap();
+        let out = net.send_bytes(0, sa(UAC), &bytes);
+        assert_eq!(
+            out.len(),
+            1,
+            "{file}: one reply, nothing forwarded: {out:#?}"
+        );
+        assert_eq!(out[0].code(), code, "{file}: {:#?}", out[0]);
+    }
+}
