@@ -3,7 +3,7 @@
 //!
 //! Invariant: `Output` is reused across calls; `clear()` keeps capacity, so a warmed-up worker
 //! does not allocate here. Cross-worker commands are outputs too: the core only records them,
-//! and `io` queues them and wakes their workers.
+//! and `io` queues them and wakes their workers when a command asks for it.
 
 use std::net::SocketAddr;
 
@@ -56,7 +56,8 @@ pub struct Output {
     /// Set when the packet belongs to another worker's transaction: the caller hands the
     /// same bytes to that worker unchanged.
     pub handoff: Option<usize>,
-    /// Commands for other workers: `io` queues each one for its worker and wakes it. The
+    /// Commands for other workers: `io` queues each one for its worker and wakes it when the
+    /// command wants it ([`Command::wants_wake`]). The
     /// core never touches a queue or a waker itself.
     pub commands: Vec<(usize, Command)>,
 }
