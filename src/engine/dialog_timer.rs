@@ -65,13 +65,13 @@ impl Engine {
         if bits != NO_TIMER && self.wheel.reset(TimerKey::from_bits(bits), at) {
             return;
         }
-        self.arm_dialog_timer(d.id, d, at);
+        self.arm_dialog_timer(d, at);
     }
 
     /// Insert a fresh entry for `d` at `at` and keep its key (timer worker only; the previous
     /// key, if any, must be spent or cancelled).
-    pub(crate) fn arm_dialog_timer(&mut self, id: DialogId, d: &Dialog, at: u64) {
-        let key = self.wheel.insert(at, TimerItem::Dialog(id));
+    pub(crate) fn arm_dialog_timer(&mut self, d: &Dialog, at: u64) {
+        let key = self.wheel.insert(at, TimerItem::Dialog(d.id));
         d.timer_key.store(key.to_bits(), Relaxed);
     }
 

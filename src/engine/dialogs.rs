@@ -167,7 +167,7 @@ impl Engine {
         }
         self.shared.table.insert(id, d.clone(), call_id, ftag);
         self.shared.stats.created();
-        self.arm_dialog_timer(id, &d, deadline);
+        self.arm_dialog_timer(&d, deadline);
         self.fire(
             DlgEvent::Created,
             &d,
@@ -252,23 +252,43 @@ impl Engine {
         method: Method,
         out: &mut Output,
     ) {
-        let Some(d) = self
+        if let Some(d) = self
             .decode_cookie(cookie)
             .and_then(|id| self.shared.table.get(id))
-        else {
+        {
+            self.on_response_within_dialog(msg, &d, method, out);
+        }
+    }
+
+    /// [`Engine::on_response_within`] for a dialog already in hand: callbacks, and removal on
+    /// a BYE's final once the dialog has ended. Nothing happens for a dialog no longer in the
+    /// table (the other BYE's final removed it).
+    pub(crate) fn on_response_within_dialog(
+        &mut self,
+        msg: &Message<'_>,
+        d: &Arc<Dialog>,
+        method: Method,
+        out: &mut Output,
+    ) {
+        if !self
+            .shared
+            .table
+            .get(d.id)
+            .is_some_and(|t| Arc::ptr_eq(&t, d))
+        {
             return;
-        };
+        }
         let code = msg.code().unwrap_or(0);
-        self.fire(DlgEvent::ResponseWithin, &d, Some(msg.bytes()), code, None);
+        self.fire(DlgEvent::ResponseWithin, d, Some(msg.bytes()), code, None);
         if method == Method::Bye && code >= 200 && d.state() == DlgState::Deleted {
             self.fire(
                 DlgEvent::TerminatedConfirmed,
-                &d,
+                d,
                 Some(msg.bytes()),
                 code,
                 None,
             );
-            self.remove_dialog(&d, out);
+            self.remove_dialog(d, out);
         }
     }
 
@@ -451,11 +471,11 @@ impl Engine {
     /// `Within`, so its responses find the dialog).
     fn within_via(&mut self, id: DialogId, local: usize) -> Vec<u8> {
         let mut cookie_buf = [0u8; COOKIE_LEN];
-        let cookie = self.encode_cookie(id, &mut cookie_buf).to_vec();
+        let cookie = self.encode_cookie(id, &mut cookie_buf);
         let br = Branch {
             kind: Kind::Within,
             worker: self.worker as u16,
-            cookie: &cookie,
+            cookie,
             slot: 0,
             leg: 0,
             hash: self.next_rand() as u32,
@@ -533,7 +553,7 @@ impl Engine {
         d.timer_key.store(NO_TIMER, Relaxed);
         let deadline = d.deadline_ms.load(Acquire);
         if deadline > now {
-            self.arm_dialog_timer(id, &d, deadline);
+            self.arm_dialog_timer(&d, deadline);
             return;
         }
         match d.state() {

@@ -110,11 +110,11 @@ impl Engine {
     pub(crate) fn client_via(&mut self, id: DialogId, local: usize) -> (Vec<u8>, (u32, u32)) {
         let (slot, generation) = self.reserve_generated();
         let mut cookie_buf = [0u8; COOKIE_LEN];
-        let cookie = self.encode_cookie(id, &mut cookie_buf).to_vec();
+        let cookie = self.encode_cookie(id, &mut cookie_buf);
         let br = Branch {
             kind: Kind::Client,
             worker: self.worker as u16,
-            cookie: &cookie,
+            cookie,
             slot,
             leg: 0,
             hash: generation,
@@ -133,9 +133,14 @@ impl Engine {
     /// End a generated request early, quietly (its INVITE transaction is gone, so its
     /// answers can no longer be matched): cancel its timers and free its slot.
     pub(crate) fn drop_generated(&mut self, (slot, generation): (u32, u32)) {
-        if self.generated.get_mut(slot, generation).is_some()
-            && let Some(g) = self.generated.release(slot)
-        {
+        if self.generated.get_mut(slot, generation).is_some() {
+            self.free_generated(slot);
+        }
+    }
+
+    /// Free a slot and cancel every timer it still holds.
+    fn free_generated(&mut self, slot: u32) {
+        if let Some(g) = self.generated.release(slot) {
             for k in g.keys.into_iter().flatten() {
                 self.wheel.cancel(k);
             }
@@ -152,7 +157,7 @@ impl Engine {
             method,
         } = req;
         let reliable = dst.transport != Transport::Udp;
-        let (nict, actions) = Nict::start(now, reliable, self.nict_timers());
+        let (nict, actions) = Nict::start(now, reliable, Timers::default());
         if let Some(s) = self.generated.slots.get_mut(slot as usize) {
             *s = Some(Generated {
                 generation,
@@ -165,11 +170,6 @@ impl Engine {
             });
         }
         self.apply_nict(slot, generation, actions, out);
-    }
-
-    /// RFC 3261 timers for generated requests.
-    fn nict_timers(&self) -> Timers {
-        Timers::default()
     }
 
     /// A timer of a generated request fired.
@@ -219,9 +219,7 @@ impl Engine {
         self.apply_nict(slot, generation, actions, out);
         if first_final {
             if let Some(d) = dialog {
-                let mut cookie = [0u8; COOKIE_LEN];
-                let c = self.encode_cookie(d.id, &mut cookie).to_vec();
-                self.on_response_within(msg, &c, method, out);
+                self.on_response_within_dialog(msg, &d, method, out);
             }
         } else {
             self.stats.inc(Counter::Absorbed);
@@ -273,13 +271,7 @@ impl Engine {
                         }
                     }
                 }
-                Action::Free => {
-                    if let Some(g) = self.generated.release(slot) {
-                        for k in g.keys.into_iter().flatten() {
-                            self.wheel.cancel(k);
-                        }
-                    }
-                }
+                Action::Free => self.free_generated(slot),
             }
         }
     }

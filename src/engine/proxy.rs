@@ -131,7 +131,7 @@ impl Engine {
             }
         });
         for (at, d) in arm {
-            self.arm_dialog_timer(d.id, &d, at);
+            self.arm_dialog_timer(&d, at);
         }
         if let Some(h) = max_h_id {
             self.didgen.advance_past(h);
