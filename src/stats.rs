@@ -20,7 +20,7 @@
 //! - Sans-IO: no clock is read here; `now_ms` is an argument.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use crossbeam_utils::CachePadded;
@@ -204,6 +204,53 @@ pub struct WorkerStats {
     parse_error_names: &'static [&'static str],
     cells: CachePadded<[AtomicU64; CELLS]>,
     baseline: [AtomicU64; CELLS],
+    health: WorkerHealth,
+}
+
+/// Liveness of one worker: written by `io` (the worker loop and the supervisor that restarts a
+/// dead worker), read by management (`/health`, metrics). Not reset by `reset`.
+#[derive(Debug)]
+pub struct WorkerHealth {
+    alive: AtomicBool,
+    restarts: AtomicU64,
+    beat_ms: AtomicU64,
+}
+
+impl Default for WorkerHealth {
+    fn default() -> Self {
+        WorkerHealth {
+            alive: AtomicBool::new(true),
+            restarts: AtomicU64::new(0),
+            beat_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl WorkerHealth {
+    /// Whether the worker thread is running (true from construction until it dies).
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Relaxed)
+    }
+    /// Mark the worker running or dead.
+    pub fn set_alive(&self, alive: bool) {
+        self.alive.store(alive, Ordering::Relaxed);
+    }
+    /// How many times the worker was restarted after dying.
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+    /// Count one restart.
+    pub fn add_restart(&self) {
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Monotonic milliseconds of the worker's last loop turn (0 = never).
+    pub fn beat_ms(&self) -> u64 {
+        self.beat_ms.load(Ordering::Relaxed)
+    }
+    /// Record a loop turn at `now_ms`.
+    pub fn beat(&self, now_ms: u64) {
+        self.beat_ms.store(now_ms, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for WorkerStats {
@@ -244,7 +291,13 @@ impl WorkerStats {
             parse_error_names: parse_error_names.get(..keep).unwrap_or(&[]),
             cells: CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))),
             baseline: std::array::from_fn(|_| AtomicU64::new(0)),
+            health: WorkerHealth::default(),
         }
+    }
+
+    /// The worker's liveness record.
+    pub fn health(&self) -> &WorkerHealth {
+        &self.health
     }
 
     /// Worker index given at construction.
