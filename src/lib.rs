@@ -12,6 +12,8 @@
 //! ## Modules, bottom up
 //! - [`wire`]: bytes to borrowed views and back through an edit list; owns [`wire::Transport`].
 //!   [`timer`] (the wheel) and [`stats`] (per-worker counters) sit beside it.
+//! - [`flood`]: lock-free rate cells and bans (flood control, rate pipes, per-profile call
+//!   rates), sans-IO.
 //! - [`dialog`] (records, the shared table, profiles, the store) and [`policy`] (rules).
 //! - [`config`]: the TOML file, validated, and its live copy; [`txn`]: INVITE transaction state.
 //! - [`engine`]: routing of one datagram, timer or command; its settings are built from a
@@ -48,6 +50,7 @@
 pub mod config;
 pub mod dialog;
 pub mod engine;
+pub mod flood;
 pub mod io;
 pub mod mgmt;
 pub mod policy;

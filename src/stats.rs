@@ -81,11 +81,39 @@ pub enum Counter {
     GeneratedAnswered,
     /// Requests the proxy originated that got no final response before Timer F.
     GeneratedTimedOut,
+    /// Out-of-dialog requests refused because their source is banned (`[flood]`).
+    RefusedBanned,
+    /// Out-of-dialog requests refused because their source went over `per_source_rps`.
+    RefusedSourceRate,
+    /// Out-of-dialog requests refused by a rate pipe (`[[flood.pipe]]`).
+    RefusedPipe,
+    /// Initial requests refused by a per-profile call rate (`limit` with `rate`).
+    RefusedProfileRate,
+    /// Requests dropped by a rule's `drop` action.
+    RefusedPolicyDrop,
+    /// New INVITEs refused at the `[limits] max_transactions` cap.
+    RefusedTxnCap,
+    /// New INVITEs refused at the `[limits] max_request_memory` cap.
+    RefusedMemoryCap,
+    /// New INVITEs refused while the worker was overloaded (`[overload]`).
+    RefusedOverload,
+    /// Sources banned by flood control.
+    FloodBans,
+    /// Requests admitted uncounted because the per-source table was crowded.
+    FloodUntracked,
+    /// INVITE transactions created (live = opened - closed).
+    TxnsOpened,
+    /// INVITE transactions freed.
+    TxnsClosed,
+    /// Bytes of requests taken into transactions (held = held - released).
+    TxnBytesHeld,
+    /// Bytes of requests released by freed transactions.
+    TxnBytesReleased,
 }
 
 impl Counter {
     /// Number of counters.
-    pub const COUNT: usize = 25;
+    pub const COUNT: usize = 39;
     /// All counters in index order.
     pub const ALL: [Counter; Counter::COUNT] = [
         Counter::PacketsInUdp,
@@ -113,6 +141,20 @@ impl Counter {
         Counter::CommandsDropped,
         Counter::GeneratedAnswered,
         Counter::GeneratedTimedOut,
+        Counter::RefusedBanned,
+        Counter::RefusedSourceRate,
+        Counter::RefusedPipe,
+        Counter::RefusedProfileRate,
+        Counter::RefusedPolicyDrop,
+        Counter::RefusedTxnCap,
+        Counter::RefusedMemoryCap,
+        Counter::RefusedOverload,
+        Counter::FloodBans,
+        Counter::FloodUntracked,
+        Counter::TxnsOpened,
+        Counter::TxnsClosed,
+        Counter::TxnBytesHeld,
+        Counter::TxnBytesReleased,
     ];
 
     /// Stable snake_case name used in `stats.*` RPCs and metrics.
@@ -143,6 +185,20 @@ impl Counter {
             Counter::CommandsDropped => "commands_dropped",
             Counter::GeneratedAnswered => "generated_answered",
             Counter::GeneratedTimedOut => "generated_timed_out",
+            Counter::RefusedBanned => "refused_banned",
+            Counter::RefusedSourceRate => "refused_source_rate",
+            Counter::RefusedPipe => "refused_pipe",
+            Counter::RefusedProfileRate => "refused_profile_rate",
+            Counter::RefusedPolicyDrop => "refused_policy_drop",
+            Counter::RefusedTxnCap => "refused_transactions",
+            Counter::RefusedMemoryCap => "refused_request_memory",
+            Counter::RefusedOverload => "refused_overload",
+            Counter::FloodBans => "flood_bans",
+            Counter::FloodUntracked => "flood_untracked",
+            Counter::TxnsOpened => "transactions_opened",
+            Counter::TxnsClosed => "transactions_closed",
+            Counter::TxnBytesHeld => "transaction_bytes_held",
+            Counter::TxnBytesReleased => "transaction_bytes_released",
         }
     }
 }

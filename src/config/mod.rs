@@ -34,6 +34,7 @@
 
 mod addr;
 mod error;
+mod flood;
 mod live;
 mod validate;
 
@@ -44,6 +45,7 @@ use serde::Deserialize;
 
 pub use addr::{Listen, Target};
 pub use error::{ConfigError, ConfigErrors, line_col};
+pub use flood::{FloodConfig, LimitsConfig, OverloadConfig, PipeConfig, RefuseAction};
 pub use live::{LiveConfig, ReloadReport, Snapshot};
 
 use crate::policy::RuleSpec;
@@ -65,6 +67,12 @@ pub struct Config {
     pub target_group: Vec<TargetGroup>,
     /// `[[rule]]`: policy rules, in evaluation order.
     pub rule: Vec<RuleSpec>,
+    /// `[flood]`: per-source rates, bans and rate pipes.
+    pub flood: FloodConfig,
+    /// `[limits]`: admission caps.
+    pub limits: LimitsConfig,
+    /// `[overload]`: refusing new calls when a worker falls behind.
+    pub overload: OverloadConfig,
 }
 
 /// Log verbosity.

@@ -82,6 +82,7 @@ pub(super) fn validate(config: &Config, text: &str) -> Vec<ConfigError> {
         errors: Vec::new(),
     };
     check_core_mgmt_dialog(&mut cx);
+    check_flood(&mut cx);
     check_names(&mut cx);
     check_rules(&mut cx);
     cx.errors
@@ -179,6 +180,61 @@ fn check_core_mgmt_dialog(cx: &mut Ctx<'_>) {
                 "db_update_period {} ms out of range (100..=3600000)",
                 d.db_update_period
             ),
+        );
+    }
+}
+
+/// `[flood]`, `[limits]` and `[overload]`.
+fn check_flood(cx: &mut Ctx<'_>) {
+    let c = cx.config;
+    let f = &c.flood;
+    if f.enabled && f.per_source_rps > 0 && f.burst == 0 {
+        cx.err(
+            &[Seg::Key("flood"), Seg::Key("burst")],
+            "burst must be > 0 (requests a source may send at once)",
+        );
+    }
+    if f.ban_seconds > 86_400 * 7 {
+        cx.err(
+            &[Seg::Key("flood"), Seg::Key("ban_seconds")],
+            format!("ban_seconds {} out of range (0..=604800)", f.ban_seconds),
+        );
+    }
+    for (i, p) in f.pipe.iter().enumerate() {
+        let at = |k| {
+            [
+                Seg::Key("flood"),
+                Seg::Key("pipe"),
+                Seg::Idx(i),
+                Seg::Key(k),
+            ]
+        };
+        if p.rps == 0 {
+            cx.err(&at("rps"), "rps must be > 0");
+        }
+        if p.burst == Some(0) {
+            cx.err(&at("burst"), "burst must be > 0");
+        }
+        if let Some(m) = &p.method
+            && (!is_token(m) || m.bytes().any(|b| b.is_ascii_lowercase()))
+        {
+            cx.err(
+                &at("method"),
+                format!("method `{m}` must be an upper-case SIP method token, e.g. \"INVITE\""),
+            );
+        }
+    }
+    let o = &c.overload;
+    if o.enabled && !(1..=10_000).contains(&o.max_delay_ms) {
+        cx.err(
+            &[Seg::Key("overload"), Seg::Key("max_delay_ms")],
+            format!("max_delay_ms {} out of range (1..=10000)", o.max_delay_ms),
+        );
+    }
+    if o.retry_after > 3600 {
+        cx.err(
+            &[Seg::Key("overload"), Seg::Key("retry_after")],
+            format!("retry_after {} out of range (0..=3600)", o.retry_after),
         );
     }
 }
@@ -300,14 +356,37 @@ fn check_action(cx: &mut Ctx<'_>, ap: &[Seg<'_>], a: &ActionSpec) {
                 value_optional: false,
             });
         }
-        ActionSpec::Limit { profile, value, .. } => {
+        ActionSpec::Limit {
+            profile,
+            value,
+            max,
+            rate,
+            burst,
+            ..
+        } => {
+            let p = name_field_path(ap, "limit");
             cx.profile(ProfileCheck {
-                path: &name_field_path(ap, "limit"),
+                path: &p,
                 name_key: "profile",
                 name: profile,
                 has_value: value.is_some(),
                 value_optional: false,
             });
+            if max.is_none() && rate.is_none() {
+                cx.err(
+                    &p,
+                    "limit needs `max` (concurrent calls), `rate` (calls per second) or both",
+                );
+            }
+            if *rate == Some(0) {
+                cx.err(&name_field_path(&p, "rate"), "limit rate must be > 0");
+            }
+            if *burst == Some(0) {
+                cx.err(&name_field_path(&p, "burst"), "limit burst must be > 0");
+            }
+            if burst.is_some() && rate.is_none() {
+                cx.err(&name_field_path(&p, "burst"), "limit burst needs `rate`");
+            }
         }
         ActionSpec::Timeout { seconds, from } => {
             let p = name_field_path(ap, "timeout");

@@ -41,6 +41,10 @@ pub(crate) struct Decision {
     pub track: Option<bool>,
     /// Reply with this code and reason instead of forwarding.
     pub reply: Option<(u16, String)>,
+    /// A rule's `drop`: drop the request silently.
+    pub drop: bool,
+    /// A `limit` refused the call for its rate (counted as `refused_profile_rate`).
+    pub rate_limited: bool,
     /// Target group index.
     pub group: Option<usize>,
     /// Dialog timeout in seconds.

@@ -26,6 +26,7 @@ mod bridge;
 mod dialog_timer;
 mod dialogs;
 mod forward;
+mod gate;
 mod generated;
 mod output;
 mod policy_glue;
@@ -41,6 +42,8 @@ pub use addr::{Listener, LocalAddrs, parse_ip};
 pub use bridge::{BRIDGE_TIMEOUT, BridgeCall, BridgeError, BridgeState};
 pub use output::{Inbound, Output, Transmit};
 pub use proxy::Engine;
-pub use settings::{ForkMode, Settings, TargetGroup, apply_snapshot};
+pub use settings::{
+    ForkMode, Overload, Settings, TargetGroup, apply_snapshot, set_available_memory,
+};
 pub use shared::{Command, Notifier, Shared};
 pub use timers::TimerItem;

@@ -156,6 +156,26 @@ impl DialogOps for Ops<'_> {
             ),
         }
     }
+    fn profile_rate_ok(
+        &mut self,
+        profile: &str,
+        value: Option<&[u8]>,
+        per_sec: u32,
+        burst: u32,
+    ) -> bool {
+        let Some(rate) = crate::flood::Rate::new(per_sec, burst) else {
+            return true;
+        };
+        let key = crate::flood::key_of_bytes(&[profile.as_bytes(), value.unwrap_or(&[])]);
+        let ok = self
+            .shared
+            .flood
+            .keyed_admit(key, &rate, self.now_ms.saturating_mul(1000));
+        if !ok {
+            self.decision.rate_limited = true;
+        }
+        ok
+    }
     fn unset_profile(&mut self, profile: &str, value: Option<&[u8]>) {
         let p = self.shared.profiles.load();
         if let Some(i) = p.index(profile) {
@@ -240,8 +260,10 @@ impl Engine {
         };
         let verdict = policy.on_request(&view, &mut ops, &mut scratch);
         let terminate = ops.terminate.take();
-        if let Verdict::Reply { code, reason } = verdict {
-            decision.reply = Some((code, reason.to_string()));
+        match verdict {
+            Verdict::Reply { code, reason } => decision.reply = Some((code, reason.to_string())),
+            Verdict::Drop => decision.drop = true,
+            Verdict::Continue => {}
         }
         self.scratch = scratch;
         (decision, terminate)

@@ -52,6 +52,8 @@ pub struct Engine {
     /// Header spans of received messages with more than `wire::INLINE_HEADERS` header lines:
     /// grown once, then reused (no allocation per packet).
     pub(crate) header_spill: crate::wire::HeaderSpill,
+    /// Overload control: this worker refuses new INVITEs (see `gate.rs`).
+    pub(crate) overloaded: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -102,6 +104,7 @@ impl Engine {
             didgen: crate::dialog::id::DidGen::new(worker, boot),
             generated: Default::default(),
             header_spill: crate::wire::HeaderSpill::new(),
+            overloaded: false,
         };
         engine.adopt_loaded();
         engine
@@ -156,6 +159,9 @@ impl Engine {
     /// Handle one received message (a UDP datagram or a framed TCP message).
     pub fn handle_datagram(&mut self, inb: Inbound<'_>, out: &mut Output) {
         self.now_us = inb.now_us;
+        if self.banned_early(&inb) {
+            return;
+        }
         let mut spill = std::mem::take(&mut self.header_spill);
         let parsed = match inb.transport {
             Transport::Udp => wire::parse_with(inb.bytes, &mut spill),
@@ -349,7 +355,11 @@ impl Engine {
         }
         let slots: Vec<u32> = self.txns.slots().collect();
         for s in slots {
-            self.txns.remove(s);
+            if let Some(t) = self.txns.remove(s) {
+                self.stats.inc(Counter::TxnsClosed);
+                self.stats
+                    .add(Counter::TxnBytesReleased, t.held_bytes as u64);
+            }
         }
     }
 }

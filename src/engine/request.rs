@@ -125,6 +125,10 @@ impl Engine {
     pub(crate) fn on_request(&mut self, inb: &Inbound<'_>, msg: &Message<'_>, out: &mut Output) {
         self.stats.inc(Counter::RequestsIn);
         let method = msg.method().unwrap_or(Method::Other);
+        // Flood control counts every out-of-dialog request, valid or not, before any work.
+        if !self.flood_gate(inb, msg, method, out) {
+            return;
+        }
         if let Err(e) = wire::validate_request(msg) {
             self.stats.inc_parse_error(e.kind_index());
             self.warn_malformed(inb, e, msg.call_id());
@@ -209,6 +213,9 @@ impl Engine {
         let (mut decision, _) = self.evaluate_policy(inb, msg, true, None);
         // No dialog is created for these: memberships taken by rules are released now.
         decision.release(&self.shared);
+        if self.policy_refused(&decision) {
+            return;
+        }
         if let Some((code, reason)) = decision.reply.take() {
             let tag = self.local_tag(msg);
             self.reply(inb, msg, code, reason.as_bytes(), Some(&tag), &[], out);
@@ -393,6 +400,9 @@ impl Engine {
                 if method == Method::Bye {
                     return;
                 }
+            }
+            if self.policy_refused(&decision) {
+                return;
             }
             if let Some((code, reason)) = decision.reply
                 && method != Method::Ack

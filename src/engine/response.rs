@@ -41,7 +41,14 @@ impl Engine {
         out: &mut Output,
     ) {
         let now = inb.now_ms;
+        if !self.admit_invite(inb, msg, out) {
+            return;
+        }
         let mut decision = self.run_policy(inb, msg, true, spiral.as_deref());
+        if self.policy_refused(&decision) {
+            decision.release(&self.shared);
+            return;
+        }
         if let Some((code, reason)) = decision.reply.take() {
             let tag = self.local_tag(msg);
             self.reply(inb, msg, code, reason.as_bytes(), Some(&tag), &[], out);
@@ -107,6 +114,7 @@ impl Engine {
         } else {
             Vec::new()
         };
+        let serial_len = serial_rest.len();
         let txn = InviteTxn {
             generation: 0,
             dialog: dialog.clone(),
@@ -140,8 +148,15 @@ impl Engine {
             first_prov_seen: false,
             linger: None,
             to_tag: self.new_tag(),
+            // The INVITE as received and one forwarded copy per target, and the records.
+            held_bytes: msg.bytes().len() * (1 + targets.len() + serial_len)
+                + std::mem::size_of::<InviteTxn>()
+                + (targets.len() + serial_len) * std::mem::size_of::<crate::txn::BranchTxn>(),
         };
+        let held = txn.held_bytes;
         let slot = self.txns.insert(txn);
+        self.stats.inc(Counter::TxnsOpened);
+        self.stats.add(Counter::TxnBytesHeld, held as u64);
         if let Some(d) = &dialog
             && d.txn_slot.load(Acquire) == u32::MAX
         {

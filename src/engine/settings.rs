@@ -13,10 +13,12 @@
 //! - Nothing here runs on the packet path; building settings may allocate.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::Shared;
-use crate::config::{Config, GroupMode, Snapshot};
+use crate::config::{Config, GroupMode, RefuseAction, Snapshot};
 use crate::dialog::Socket;
+use crate::flood::{self, FloodParams, Gcra, Pipe, Rate};
 use crate::policy::{DialogOps, Policy, RequestView, Verdict};
 
 /// How a target group spreads a call.
@@ -87,6 +89,86 @@ pub struct Settings {
     pub inv_100_delay_ms: u64,
     /// URI the proxy uses as itself in REFERs it originates (dialog_ng `bridge_controller`).
     pub bridge_controller: String,
+    /// `[flood]` in packet-path form (its pipes start over when settings are rebuilt).
+    pub flood: Arc<FloodParams>,
+    /// `[limits]` resolved: live INVITE transactions, all workers together.
+    pub max_transactions: usize,
+    /// `[limits]` resolved: bytes of requests held by transactions, all workers together.
+    pub max_request_memory: usize,
+    /// `[overload]`, `None` when disabled.
+    pub overload: Option<Overload>,
+}
+
+/// `[overload]` in the engine's units.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Overload {
+    /// Queueing delay above which a worker refuses new INVITEs, µs.
+    pub max_delay_us: u64,
+    /// Reply 503 (true) or drop.
+    pub reply: bool,
+    /// Retry-After seconds of the 503.
+    pub retry_after: u32,
+}
+
+/// Memory available at start, bytes (0 = unknown), set once by `io`; `[limits]` defaults are
+/// derived from it.
+static AVAILABLE_MEMORY: AtomicU64 = AtomicU64::new(0);
+
+/// Memory assumed when `io` did not say (1 GiB).
+const ASSUMED_MEMORY: u64 = 1 << 30;
+/// Bytes per transaction when `max_transactions` is derived from `max_request_memory`.
+const BYTES_PER_TXN: u64 = 16 << 10;
+
+/// Tell the settings how much memory the machine has available (`io`, at start).
+pub fn set_available_memory(bytes: u64) {
+    AVAILABLE_MEMORY.store(bytes, Ordering::Relaxed);
+}
+
+/// `[flood]` in packet-path form.
+fn flood_params(c: &Config) -> FloodParams {
+    let f = &c.flood;
+    FloodParams {
+        enabled: f.enabled,
+        source: Rate::new(f.per_source_rps, f.burst),
+        ban_ms: f.ban_seconds.saturating_mul(1000),
+        action: match f.action {
+            RefuseAction::Drop => flood::Action::Drop,
+            RefuseAction::Reply => flood::Action::Reply,
+        },
+        trusted: f.trusted.iter().map(|c| c.0).collect(),
+        pipes: f
+            .pipe
+            .iter()
+            .filter_map(|p| {
+                Some(Pipe {
+                    method: p.method.as_ref().map(|m| m.as_bytes().into()),
+                    rate: Rate::new(p.rps, p.burst.unwrap_or(p.rps))?,
+                    cell: Gcra::default(),
+                })
+            })
+            .collect(),
+    }
+}
+
+/// `[limits]` resolved: (transactions, request bytes).
+fn limits(c: &Config) -> (usize, usize) {
+    let l = &c.limits;
+    let mem = match l.max_request_memory {
+        0 => {
+            let avail = match AVAILABLE_MEMORY.load(Ordering::Relaxed) {
+                0 => ASSUMED_MEMORY,
+                m => m,
+            };
+            avail / 8
+        }
+        m => m,
+    };
+    let txns = match l.max_transactions {
+        0 => (mem / BYTES_PER_TXN).max(1024),
+        n => n,
+    };
+    let z = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+    (z(txns), z(mem))
 }
 
 impl Default for Settings {
@@ -141,6 +223,14 @@ impl Settings {
             fr_inv_timer_ms: d.fr_inv_timer.max(1000),
             inv_100_delay_ms: d.inv_100_delay,
             bridge_controller: d.bridge_controller.clone(),
+            flood: Arc::new(flood_params(c)),
+            max_transactions: limits(c).0,
+            max_request_memory: limits(c).1,
+            overload: c.overload.enabled.then_some(Overload {
+                max_delay_us: c.overload.max_delay_ms.saturating_mul(1000),
+                reply: c.overload.action == RefuseAction::Reply,
+                retry_after: c.overload.retry_after,
+            }),
         }
     }
 }

@@ -123,6 +123,8 @@ pub struct Shared {
     pub worker_stats: Vec<Arc<WorkerStats>>,
     /// Where workers' latency histograms are merged.
     pub latency: LatencyHub,
+    /// Flood control: per-source cells and bans, keyed rates for policy.
+    pub flood: crate::flood::FloodState,
     queues: OnceLock<Vec<(Sender<Command>, Notifier)>>,
     /// Spare hand-off buffers, one pool per worker: a worker copies a packet it hands off into
     /// a buffer from its own pool, and the worker that handled it gives the buffer back, so
@@ -175,6 +177,7 @@ impl Shared {
                 .map(|w| Arc::new(WorkerStats::new(w, crate::wire::KINDS)))
                 .collect(),
             latency: LatencyHub::default(),
+            flood: crate::flood::FloodState::default(),
             queues: OnceLock::new(),
             spares: (0..workers)
                 .map(|_| crossbeam_channel::bounded(SPARE_BUFFERS))

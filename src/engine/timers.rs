@@ -155,6 +155,9 @@ impl Engine {
                 if self.txns.get_current(slot, generation).is_some()
                     && let Some(t) = self.txns.remove(slot)
                 {
+                    self.stats.inc(Counter::TxnsClosed);
+                    self.stats
+                        .add(Counter::TxnBytesReleased, t.held_bytes as u64);
                     if let Some(k) = t.up.timer_g {
                         self.wheel.cancel(k);
                     }

@@ -33,8 +33,20 @@ pub enum AppError {
     Mgmt(String),
 }
 
+/// The memory available now (`MemAvailable` of /proc/meminfo), bytes.
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 /// The supervisor's config from the file config.
 pub fn run_config_from(c: &Config) -> RunConfig {
+    // `[limits]` defaults are derived from the memory available at start.
+    if let Some(m) = available_memory() {
+        crate::engine::set_available_memory(m);
+    }
     RunConfig {
         listen: c
             .core

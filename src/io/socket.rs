@@ -48,8 +48,35 @@ pub fn udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let s = base(addr, Type::DGRAM, Protocol::UDP)?;
     let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
     let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+    enable_rx_timestamps(&s);
     s.bind(&addr.into())?;
     Ok(s.into())
+}
+
+/// Ask the kernel to stamp each received datagram with its arrival time (SO_TIMESTAMPNS), so
+/// a worker knows how long its backlog waited (overload control). Best effort: without it,
+/// overload control never triggers.
+fn enable_rx_timestamps(s: &Socket) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let on: libc::c_int = 1;
+        // SAFETY: a plain setsockopt on a socket we own, with a c_int option value.
+        let rc = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_TIMESTAMPNS,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            tracing::warn!(error = %io::Error::last_os_error(), "SO_TIMESTAMPNS not available: no overload detection");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = s;
 }
 
 /// A worker's private, non-blocking UDP socket (no SO_REUSEPORT: only this worker reads it).

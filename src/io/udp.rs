@@ -25,7 +25,17 @@ pub struct RecvBatch {
     n: usize,
     #[cfg(target_os = "linux")]
     storage: Box<[libc::sockaddr_storage; BATCH]>,
+    /// Control buffers (receive timestamps), one per datagram.
+    #[cfg(target_os = "linux")]
+    control: Box<[[u64; CONTROL_WORDS]; BATCH]>,
+    /// Kernel receive time of the first (oldest) datagram of the batch, ns since the Unix
+    /// epoch (0 = not stamped).
+    first_rx_ns: u64,
 }
+
+/// Control buffer size per datagram, in u64 words (room for one `timespec` cmsg).
+#[cfg(target_os = "linux")]
+const CONTROL_WORDS: usize = 8;
 
 impl Default for RecvBatch {
     fn default() -> Self {
@@ -37,6 +47,9 @@ impl Default for RecvBatch {
             #[cfg(target_os = "linux")]
             // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
             storage: Box::new(unsafe { std::mem::zeroed() }),
+            #[cfg(target_os = "linux")]
+            control: Box::new([[0; CONTROL_WORDS]; BATCH]),
+            first_rx_ns: 0,
         }
     }
 }
@@ -50,6 +63,12 @@ impl RecvBatch {
     pub fn is_empty(&self) -> bool {
         self.n == 0
     }
+    /// Kernel receive time of the batch's first datagram, ns since the Unix epoch; `None` when
+    /// the socket does not stamp (see `socket::udp`).
+    pub fn first_rx_ns(&self) -> Option<u64> {
+        (self.first_rx_ns != 0).then_some(self.first_rx_ns)
+    }
+
     /// Datagram `i`: source and bytes.
     pub fn get(&self, i: usize) -> Option<(SocketAddr, &[u8])> {
         let addr = (*self.addrs.get(i)?)?;
@@ -76,6 +95,8 @@ impl RecvBatch {
             hdrs[i].msg_hdr.msg_iovlen = 1;
             hdrs[i].msg_hdr.msg_name = (&mut self.storage[i] as *mut libc::sockaddr_storage).cast();
             hdrs[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+            hdrs[i].msg_hdr.msg_control = self.control[i].as_mut_ptr().cast();
+            hdrs[i].msg_hdr.msg_controllen = std::mem::size_of::<[u64; CONTROL_WORDS]>() as _;
         }
         // SAFETY: hdrs holds BATCH initialised headers as described above.
         let n = unsafe {
@@ -102,6 +123,7 @@ impl RecvBatch {
             *addr = sockaddr_to(st);
         }
         self.n = n;
+        self.first_rx_ns = hdrs.first().map_or(0, |h| rx_timestamp_ns(&h.msg_hdr));
         Ok(n)
     }
 
@@ -114,6 +136,31 @@ impl RecvBatch {
         self.n = 1;
         Ok(1)
     }
+}
+
+/// The SO_TIMESTAMPNS stamp of a received message, ns since the Unix epoch (0 = none).
+#[cfg(target_os = "linux")]
+#[allow(clippy::unnecessary_cast)] // msg_controllen is usize on glibc, u32 on musl
+fn rx_timestamp_ns(h: &libc::msghdr) -> u64 {
+    if h.msg_control.is_null() || (h.msg_controllen as usize) < std::mem::size_of::<libc::cmsghdr>()
+    {
+        return 0;
+    }
+    // SAFETY: msg_control points at this batch's control buffer and the kernel set
+    // msg_controllen to the bytes it wrote there; CMSG_FIRSTHDR/NXTHDR stay inside it.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(h);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                return (ts.tv_sec as u64)
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(ts.tv_nsec as u64);
+            }
+            c = libc::CMSG_NXTHDR(h, c);
+        }
+    }
+    0
 }
 
 #[cfg(target_os = "linux")]

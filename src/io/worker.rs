@@ -197,6 +197,13 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
                     let t0 = Instant::now();
                     let now_us = clock.now_us();
                     let now = now_us / 1000;
+                    if let Some(rx) = batch.first_rx_ns() {
+                        // Overload control: how long the oldest datagram waited in the socket.
+                        let wall = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_nanos() as u64);
+                        engine.note_queue_delay(wall.saturating_sub(rx) / 1000);
+                    }
                     for k in 0..batch.len() {
                         let Some((src, bytes)) = batch.get(k) else {
                             continue;

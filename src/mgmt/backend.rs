@@ -74,6 +74,14 @@ pub trait MgmtBackend: Send + Sync {
     fn log_level(&self) -> String;
     /// Set the log level (`error`, `warn`, `info`, `debug`, `trace` or a filter directive).
     fn set_log_level(&self, level: &str) -> Result<(), String>;
+    /// Sources banned by flood control, with seconds left (`pike.list`).
+    fn flood_bans(&self) -> Vec<(std::net::IpAddr, u64)> {
+        Vec::new()
+    }
+    /// Lift a flood-control ban; `true` if the source was banned (`pike.unban`).
+    fn flood_unban(&self, _ip: std::net::IpAddr) -> bool {
+        false
+    }
     /// Version string.
     fn version(&self) -> String;
     /// Seconds since start.

@@ -426,6 +426,12 @@ impl MgmtBackend for EngineBackend {
     fn version(&self) -> String {
         format!("sipedge {}", env!("CARGO_PKG_VERSION"))
     }
+    fn flood_bans(&self) -> Vec<(std::net::IpAddr, u64)> {
+        self.shared.flood.bans((self.now)())
+    }
+    fn flood_unban(&self, ip: std::net::IpAddr) -> bool {
+        self.shared.flood.unban(ip, (self.now)())
+    }
     fn uptime_secs(&self) -> u64 {
         (self.now)().saturating_sub(self.started_ms) / 1000
     }

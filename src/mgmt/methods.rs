@@ -48,6 +48,8 @@ pub const METHODS: &[&str] = &[
     "core.uptime",
     "core.reload",
     "core.loglevel",
+    "pike.list",
+    "pike.unban",
     "system.listMethods",
 ];
 
@@ -189,6 +191,27 @@ pub fn call(
         "core.version" => {
             p.at_most(&[])?;
             write_value(out, &b.version());
+            Ok(())
+        }
+        "pike.list" => {
+            p.at_most(&[])?;
+            let bans: Vec<_> = b
+                .flood_bans()
+                .into_iter()
+                .map(|(ip, secs)| json!({ "ip": ip.to_string(), "expires_in": secs }))
+                .collect();
+            write_value(out, &json!({ "banned": bans }));
+            Ok(())
+        }
+        "pike.unban" => {
+            p.at_most(&["ip"])?;
+            let ip: std::net::IpAddr = p
+                .str(0, "ip")?
+                .trim()
+                .parse()
+                .map_err(|_| RpcError::param("ip", "expected an IP address"))?;
+            let was = b.flood_unban(ip);
+            write_value(out, &json!({ "ip": ip.to_string(), "unbanned": was }));
             Ok(())
         }
         "core.uptime" => {

@@ -204,6 +204,70 @@ impl MetricsSnapshot {
             m.encode_family(&vec![("code", *code)])?
                 .encode_counter::<NoLabelSet, u64, u64>(v, None)?;
         }
+        self.encode_defences(enc)
+    }
+
+    /// Flood control, admission caps and overload: refusals by reason, bans, and the
+    /// transactions (and request bytes) each worker holds.
+    fn encode_defences(&self, enc: Enc<'_, '_>) -> std::fmt::Result {
+        let reasons = [
+            ("banned", Counter::RefusedBanned),
+            ("source_rate", Counter::RefusedSourceRate),
+            ("pipe", Counter::RefusedPipe),
+            ("profile_rate", Counter::RefusedProfileRate),
+            ("policy_drop", Counter::RefusedPolicyDrop),
+            ("transactions", Counter::RefusedTxnCap),
+            ("request_memory", Counter::RefusedMemoryCap),
+            ("overload", Counter::RefusedOverload),
+        ];
+        let mut m = enc.encode_descriptor(
+            "sipedge_refused",
+            "Requests refused (dropped or answered 503) by flood control, caps or overload, by reason",
+            None,
+            MetricType::Counter,
+        )?;
+        let total = sum_snapshots(&self.workers);
+        for (reason, c) in reasons {
+            m.encode_family(&vec![("reason", reason)])?
+                .encode_counter::<NoLabelSet, u64, u64>(&total.get(c), None)?;
+        }
+        let simple = [
+            (
+                "sipedge_flood_bans",
+                "Sources banned by flood control",
+                Counter::FloodBans,
+            ),
+            (
+                "sipedge_flood_untracked",
+                "Requests admitted uncounted because the per-source table was crowded",
+                Counter::FloodUntracked,
+            ),
+        ];
+        for (name, help, c) in simple {
+            worker_counter(enc, name, help, &self.per_worker(c))?;
+        }
+        let gauges = [
+            (
+                "sipedge_transactions",
+                "INVITE transactions live",
+                Counter::TxnsOpened,
+                Counter::TxnsClosed,
+            ),
+            (
+                "sipedge_transaction_bytes",
+                "Bytes of requests held by live INVITE transactions",
+                Counter::TxnBytesHeld,
+                Counter::TxnBytesReleased,
+            ),
+        ];
+        for (name, help, up, down) in gauges {
+            let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for w in &self.workers {
+                let v = w.get(up).saturating_sub(w.get(down));
+                m.encode_family(&vec![("worker", w.worker.to_string())])?
+                    .encode_gauge(&v)?;
+            }
+        }
         Ok(())
     }
 

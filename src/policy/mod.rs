@@ -105,6 +105,17 @@ pub trait DialogOps {
     fn set_profile(&mut self, profile: &str, value: Option<&[u8]>) -> bool;
     /// Add the dialog to `profile` unless its size would exceed `max`; false = over limit.
     fn set_profile_limited(&mut self, profile: &str, value: Option<&[u8]>, max: u64) -> bool;
+    /// Count one call against `profile` (of `value`) at `per_sec` calls per second with bursts
+    /// of `burst`; false = over the rate. The default admits everything.
+    fn profile_rate_ok(
+        &mut self,
+        _profile: &str,
+        _value: Option<&[u8]>,
+        _per_sec: u32,
+        _burst: u32,
+    ) -> bool {
+        true
+    }
     /// Remove the dialog from `profile`.
     fn unset_profile(&mut self, profile: &str, value: Option<&[u8]>);
     /// Set the dialog lifetime in seconds.
@@ -133,6 +144,8 @@ pub enum Verdict<'a> {
     /// Go on: forward the request (to the routed group, or by Route then R-URI). After a
     /// `terminate` action the engine has been told via [`DialogOps::terminate`].
     Continue,
+    /// Drop the request silently (counted by the engine).
+    Drop,
     /// Answer the request with this final reply and do not forward it.
     Reply {
         /// SIP code, 300..=699.

@@ -168,11 +168,16 @@ fn run_action<'a>(
             profile,
             value,
             max,
+            rate,
+            burst,
             code,
             reason,
         } => {
             let v = expand_opt(value.as_ref(), req, s);
-            if !ops.set_profile_limited(profile, v, *max) {
+            // The rate first: a call refused by it takes no concurrency slot.
+            let within_rate =
+                rate.is_none_or(|r| ops.profile_rate_ok(profile, v, r, burst.unwrap_or(r)));
+            if !within_rate || max.is_some_and(|m| !ops.set_profile_limited(profile, v, m)) {
                 let reason = reason.as_deref().unwrap_or(default_reason(code.0));
                 return Flow::Done(Verdict::Reply {
                     code: code.0,
@@ -211,6 +216,8 @@ fn run_action<'a>(
             });
         }
         ActionSpec::Route { group } => ops.route_to_group(group),
+        ActionSpec::Drop(true) => return Flow::Done(Verdict::Drop),
+        ActionSpec::Drop(false) => {}
         ActionSpec::Terminate { reason } => {
             let r = reason.as_deref().unwrap_or(DEFAULT_TERMINATE_REASON);
             ops.terminate(r.as_bytes());

@@ -355,8 +355,16 @@ pub enum ActionSpec {
         /// Value template (with_value profiles).
         #[serde(default)]
         value: Option<Template>,
-        /// Maximum number of dialogs in the profile (value).
-        max: u64,
+        /// Maximum number of dialogs in the profile (value); absent = no concurrency limit
+        /// (then `rate` is required).
+        #[serde(default)]
+        max: Option<u64>,
+        /// Calls per second admitted into the profile (value); absent = no rate limit.
+        #[serde(default)]
+        rate: Option<u32>,
+        /// Calls at once above `rate` (default: one second's worth, `rate`).
+        #[serde(default)]
+        burst: Option<u32>,
         /// Reply code when over the limit (default 503).
         #[serde(default = "default_limit_code")]
         code: ReplyCode,
@@ -406,6 +414,9 @@ pub enum ActionSpec {
         /// Target group name.
         group: String,
     },
+    /// Drop the request silently and stop evaluating (`{ drop = true }`): for known scanners.
+    /// `{ drop = false }` does nothing.
+    Drop(bool),
     /// Terminate the current dialog (dialog_ng `dlg_terminate`) and stop evaluating.
     Terminate {
         /// Reason (put in the BYE / final reply); default "Terminated by policy".

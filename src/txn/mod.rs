@@ -131,6 +131,9 @@ pub struct InviteTxn {
     pub linger: Option<TimerKey>,
     /// Local To-tag for responses we generate (408, 480, 487 ...).
     pub to_tag: [u8; 8],
+    /// Bytes of requests this transaction holds, as charged against `[limits]
+    /// max_request_memory` when it was created ([`TxnTable::held_bytes`]).
+    pub held_bytes: usize,
 }
 
 /// One worker's INVITE transactions, in a slab.
@@ -140,6 +143,7 @@ pub struct TxnTable {
     gens: Vec<u32>,
     free: Vec<u32>,
     live: usize,
+    held: usize,
 }
 
 impl TxnTable {
@@ -162,6 +166,7 @@ impl TxnTable {
             *s = Some(txn);
         }
         self.live += 1;
+        self.held = self.held.saturating_add(txn_held(self, i));
         slot
     }
 
@@ -185,7 +190,13 @@ impl TxnTable {
         let t = self.slots.get_mut(slot as usize)?.take()?;
         self.free.push(slot);
         self.live -= 1;
+        self.held = self.held.saturating_sub(t.held_bytes);
         Some(t)
+    }
+
+    /// Bytes of requests held by live transactions (their `held_bytes`).
+    pub fn held_bytes(&self) -> usize {
+        self.held
     }
 
     /// Live transactions.
@@ -206,6 +217,13 @@ impl TxnTable {
             .filter(|(_, s)| s.is_some())
             .map(|(i, _)| i as u32)
     }
+}
+
+fn txn_held(t: &TxnTable, i: usize) -> usize {
+    t.slots
+        .get(i)
+        .and_then(Option::as_ref)
+        .map_or(0, |t| t.held_bytes)
 }
 
 /// RFC 3261 §16.7 step 6: is `code` a better final response than `best` (0 = none)?

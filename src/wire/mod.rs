@@ -73,6 +73,7 @@ pub use message::{
 };
 pub use names::{HeaderName, Method};
 pub use reject::{answers, parse_for_reply};
+pub(crate) use scan::fmt_u32;
 pub use scan::{ParamIter, param_lookup};
 pub use transport::Transport;
 pub use uri::{Scheme, Uri, parse_uri};

@@ -41,6 +41,17 @@ pub fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
+/// The default `[flood]` parameters with the virtual net's peers (10.0.0.0/8) trusted like
+/// loopback: flows send thousands of requests from one address at one virtual instant. The
+/// flood tests set their own.
+pub fn trusting_test_peers() -> Arc<sipedge::flood::FloodParams> {
+    let mut c = sipedge::config::Config::default();
+    c.flood
+        .trusted
+        .push(sipedge::policy::spec::Cidr("10.0.0.0/8".parse().unwrap()));
+    Settings::from_config(&c).flood
+}
+
 /// One event seen by the recording observer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ev {
@@ -123,7 +134,8 @@ impl Net {
     }
 
     /// Like [`Net::with`]; `record` = false registers no observer (allocation tests).
-    pub fn build(settings: Settings, workers: usize, record: bool) -> Net {
+    pub fn build(mut settings: Settings, workers: usize, record: bool) -> Net {
+        settings.flood = trusting_test_peers();
         let locals = LocalAddrs::new(&[(Transport::Udp, sa(PROXY))], None);
         let profiles = Profiles::new(&["calls"], &["caller"]).unwrap();
         let shared = Shared::new(workers, locals, settings, profiles, 1, 0xB007);

@@ -65,9 +65,15 @@ fn full_example_shows_the_defaults() {
         c.dialog, d.dialog,
         "full.toml [dialog] must equal the defaults"
     );
+    assert_eq!(c.flood, d.flood, "full.toml [flood] must equal the defaults");
+    assert_eq!(c.limits, d.limits, "full.toml [limits] must equal the defaults");
+    assert_eq!(
+        c.overload, d.overload,
+        "full.toml [overload] must equal the defaults"
+    );
     assert_eq!(c.target_group[0].timeout_ms, 5000);
     assert_eq!(c.rule.len(), 1);
-    assert_eq!(c.rule[0].actions.len(), 13);
+    assert_eq!(c.rule[0].actions.len(), 14);
 }
 
 /// Writes `text` to a unique temp file and checks it; returns the `Display` output.

@@ -26,6 +26,7 @@ mod e2e_policy;
 mod engine_robust;
 mod flows_api;
 mod flows_dialog;
+mod flows_flood;
 mod flows_policy;
 mod flows_proxy;
 mod flows_txn;

@@ -118,6 +118,7 @@ struct Ops {
     sizes: HashMap<(String, Option<String>), u64>,
     member: HashSet<(String, Option<String>)>,
     flags: u32,
+    rate_refused: bool,
 }
 
 fn key(p: &str, v: Option<&[u8]>) -> (String, Option<String>) {
@@ -159,6 +160,19 @@ impl DialogOps for Ops {
             return false;
         }
         self.set_profile(profile, value)
+    }
+    fn profile_rate_ok(
+        &mut self,
+        profile: &str,
+        value: Option<&[u8]>,
+        per_sec: u32,
+        burst: u32,
+    ) -> bool {
+        self.log.push(format!(
+            "rate {profile} {:?} {per_sec}/s burst {burst}",
+            value.map(s)
+        ));
+        !self.rate_refused
     }
     fn unset_profile(&mut self, profile: &str, value: Option<&[u8]>) {
         self.log
@@ -220,6 +234,7 @@ fn run_with(rules: &str, req: &Req, ops: &mut Ops) -> Option<(u16, String)> {
     match p.on_request(req, ops, &mut scratch) {
         Verdict::Continue => None,
         Verdict::Reply { code, reason } => Some((code, reason.to_owned())),
+        Verdict::Drop => Some((0, "drop".to_owned())),
     }
 }
 
@@ -548,6 +563,83 @@ actions = [
         &r,
     );
     assert_eq!(v, Some((503, "Service Unavailable".into())), "default 503");
+}
+
+#[test]
+fn drop_stops_silently_and_drop_false_does_nothing() {
+    let rules = r#"
+[[rule]]
+name = "scanners"
+actions = [{ drop = true }, { route = { group = "pbx" } }]
+[rule.match]
+header_present = ["User-Agent"]
+"#;
+    let r = invite();
+    let mut ops = Ops::default();
+    assert_eq!(run_with(rules, &r, &mut ops), Some((0, "drop".into())));
+    assert!(ops.log.is_empty(), "nothing after drop: {:?}", ops.log);
+    let (v, log) = run(
+        "[[rule]]\nname = \"z\"\nactions = [{ drop = false }, { route = { group = \"pbx\" } }]",
+        &r,
+    );
+    assert_eq!(v, None);
+    assert_eq!(log, ["route pbx"]);
+}
+
+#[test]
+fn limit_rate_is_checked_before_the_concurrency_limit() {
+    let rules = r#"
+[[rule]]
+name = "cps"
+actions = [
+  { limit = { profile = "caller", value = "$fU", max = 5, rate = 10, burst = 3 } },
+  { limit = { profile = "calls", rate = 2 } },
+]
+"#;
+    let r = invite();
+    let mut ops = Ops::default();
+    assert_eq!(run_with(rules, &r, &mut ops), None);
+    assert_eq!(
+        ops.log,
+        [
+            "rate caller Some(\"alice\") 10/s burst 3",
+            "limit caller Some(\"alice\") 0/5",
+            "set_profile caller Some(\"alice\")",
+            "rate calls None 2/s burst 2",
+        ]
+    );
+    // Over the rate: the limit's reply, and no concurrency slot taken.
+    let mut ops = Ops {
+        rate_refused: true,
+        ..Ops::default()
+    };
+    assert_eq!(
+        run_with(rules, &r, &mut ops),
+        Some((503, "Service Unavailable".into()))
+    );
+    assert_eq!(ops.log, ["rate caller Some(\"alice\") 10/s burst 3"]);
+}
+
+#[test]
+fn limit_without_max_or_rate_is_a_config_error() {
+    for (action, want) in [
+        ("{ limit = { profile = \"calls\" } }", "limit needs `max`"),
+        (
+            "{ limit = { profile = \"calls\", rate = 0 } }",
+            "rate must be > 0",
+        ),
+        (
+            "{ limit = { profile = \"calls\", max = 3, burst = 2 } }",
+            "burst needs `rate`",
+        ),
+    ] {
+        let text = format!("{PRELUDE}\n[[rule]]\nname = \"z\"\nactions = [{action}]\n");
+        let Err(e) = Config::from_toml_str(&text) else {
+            panic!("{action} was accepted");
+        };
+        let e = e.to_string();
+        assert!(e.contains(want), "{action}: {e}");
+    }
 }
 
 #[test]

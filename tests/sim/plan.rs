@@ -292,6 +292,15 @@ impl Setup {
                     ],
                 },
             ],
+            // The simulated UAs (10.0.0.0/8) are trusted peers: flood control is tested on
+            // its own (tests/it/flows_flood.rs, tests/it/flood_socket.rs).
+            flood: {
+                let mut c = sipedge::config::Config::default();
+                c.flood
+                    .trusted
+                    .push(sipedge::policy::spec::Cidr("10.0.0.0/8".parse().unwrap()));
+                Settings::from_config(&c).flood
+            },
             ..Settings::default()
         };
 
