@@ -24,6 +24,7 @@ mod dialog_stress;
 mod e2e_mgmt;
 mod e2e_policy;
 mod engine_robust;
+mod flood_socket;
 mod flows_api;
 mod flows_dialog;
 mod flows_flood;
