@@ -65,8 +65,14 @@ fn full_example_shows_the_defaults() {
         c.dialog, d.dialog,
         "full.toml [dialog] must equal the defaults"
     );
-    assert_eq!(c.flood, d.flood, "full.toml [flood] must equal the defaults");
-    assert_eq!(c.limits, d.limits, "full.toml [limits] must equal the defaults");
+    assert_eq!(
+        c.flood, d.flood,
+        "full.toml [flood] must equal the defaults"
+    );
+    assert_eq!(
+        c.limits, d.limits,
+        "full.toml [limits] must equal the defaults"
+    );
     assert_eq!(
         c.overload, d.overload,
         "full.toml [overload] must equal the defaults"

@@ -9,7 +9,7 @@ use crate::common;
 use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::proxy::Proxy;
 use common::{TempDir, free_udp_port, now};
@@ -45,11 +45,11 @@ fn stat(v: &Value, key: &str) -> u64 {
 fn flood(proxy: std::net::SocketAddr, silent: u16) -> u64 {
     let sock = UdpSocket::bind("127.0.0.2:0").expect("bind 127.0.0.2");
     let port = sock.local_addr().unwrap().port();
-    let start = Instant::now();
+    let start = now();
     let end = start + Duration::from_secs(FLOOD_SECS);
     let mut sent = 0u64;
     let mut buf = String::with_capacity(1024);
-    while Instant::now() < end {
+    while now() < end {
         let due = start.elapsed().as_micros() as u64 * FLOOD_RATE / 1_000_000;
         while sent < due {
             buf.clear();
