@@ -81,6 +81,19 @@ pub(crate) fn host_to_ip(host: &[u8]) -> Option<IpAddr> {
     std::str::from_utf8(h).ok()?.parse().ok()
 }
 
+/// A byte of a SIP URI's userinfo (RFC 3261 §25.1: unreserved, escaped, user-unreserved,
+/// password characters and the `:` between user and password).
+fn is_userinfo_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')' | b'%' | b'&' | b'='
+                | b'+' | b'$' | b',' | b';' | b'?' | b'/' | b':'
+                // Not in the grammar, but common from phones (`sip:*72#123@host`).
+                | b'#'
+        )
+}
+
 fn is_host_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')
 }
@@ -106,6 +119,13 @@ pub fn parse_uri(b: &[u8]) -> Result<Uri<'_>, ParseError> {
         return Err(ParseError::BadUri);
     };
     let rest = b.get(colon + 1..).unwrap_or(&[]);
+    // The userinfo ends at the first `@`: `?` and `;` are legal inside it (RFC 3261
+    // user-unreserved; RFC 4475 §3.1.1.2), and neither parameters nor headers may hold an
+    // unescaped `@`. So the user part is split off before headers and parameters.
+    let (userinfo, rest) = match (scheme, memchr(b'@', rest)) {
+        (Scheme::Tel, _) | (_, None) => (None, rest),
+        (_, Some(at)) => (rest.get(..at), rest.get(at + 1..).unwrap_or(&[])),
+    };
     let (rest, headers) = match memchr(b'?', rest) {
         Some(q) => (rest.get(..q).unwrap_or(&[]), rest.get(q + 1..)),
         None => (rest, None),
@@ -126,22 +146,28 @@ pub fn parse_uri(b: &[u8]) -> Result<Uri<'_>, ParseError> {
             headers,
         });
     }
-    let (user, password, hostpart) = match memchr(b'@', rest) {
-        Some(at) => {
-            let ui = rest.get(..at).unwrap_or(&[]);
+    let (user, password, hostpart) = match userinfo {
+        Some(ui) => {
             let (u, p) = match memchr(b':', ui) {
                 Some(c) => (ui.get(..c).unwrap_or(&[]), ui.get(c + 1..)),
                 None => (ui, None),
             };
-            if u.is_empty() {
+            if u.is_empty() || !ui.iter().all(|&c| is_userinfo_byte(c)) {
                 return Err(ParseError::BadUri);
             }
-            (Some(u), p, rest.get(at + 1..).unwrap_or(&[]))
+            (Some(u), p, rest)
         }
         None => (None, None, rest),
     };
     let host_end = if hostpart.first() == Some(&b'[') {
-        memchr(b']', hostpart).ok_or(ParseError::BadUri)? + 1
+        let end = memchr(b']', hostpart).ok_or(ParseError::BadUri)? + 1;
+        // An IPv6 reference must be an IPv6 address (RFC 5118 §4.10: three colons is not).
+        let inner = hostpart.get(1..end - 1).unwrap_or(&[]);
+        let ok = std::str::from_utf8(inner).is_ok_and(|s| s.parse::<std::net::Ipv6Addr>().is_ok());
+        if !ok {
+            return Err(ParseError::BadUri);
+        }
+        end
     } else {
         hostpart
             .iter()

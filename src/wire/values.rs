@@ -217,7 +217,10 @@ pub(crate) fn parse_via(buf: &[u8], a: usize, b: usize, header_index: usize) -> 
         return None;
     }
     let h1 = if s.get(h0) == Some(&b'[') {
-        h0 + memchr::memchr(b']', s.get(h0..)?)? + 1
+        let end = h0 + memchr::memchr(b']', s.get(h0..)?)? + 1;
+        // An IPv6 reference must hold an IPv6 address (RFC 5118: not three colons).
+        host_to_ip(s.get(h0..end)?).filter(IpAddr::is_ipv6)?;
+        end
     } else {
         let mut j = h0;
         while s
@@ -245,6 +248,9 @@ pub(crate) fn parse_via(buf: &[u8], a: usize, b: usize, header_index: usize) -> 
     if i < s.len() && s.get(i) != Some(&b';') {
         return None;
     }
+    if !via_params_ok(s.get(i..)?) {
+        return None;
+    }
     Some(Via {
         transport: s.get(t0..t1)?,
         host: s.get(h0..h1)?,
@@ -254,6 +260,56 @@ pub(crate) fn parse_via(buf: &[u8], a: usize, b: usize, header_index: usize) -> 
         span: Span::new(a, b),
         header_index,
     })
+}
+
+/// Whether Via parameters (`;name[=value]...`, or nothing) are well formed (RFC 3261 §20.42):
+/// every name a non-empty token, every `=` followed by a non-empty token, host or quoted
+/// string; so `;;`, a trailing `;`, `;=x` and `;branch=` are not.
+fn via_params_ok(p: &[u8]) -> bool {
+    let mut i = 0;
+    while i < p.len() {
+        if p.get(i) != Some(&b';') {
+            return false;
+        }
+        let n0 = skip_lws(p, i + 1);
+        let n1 = take_token(p, n0);
+        if n1 == n0 {
+            return false;
+        }
+        i = skip_lws(p, n1);
+        if p.get(i) == Some(&b'=') {
+            let v0 = skip_lws(p, i + 1);
+            let v1 = match p.get(v0) {
+                Some(b'"') => {
+                    let mut j = v0 + 1;
+                    loop {
+                        match p.get(j) {
+                            None => return false,
+                            Some(b'\\') => j += 2,
+                            Some(b'"') => break j + 1,
+                            Some(_) => j += 1,
+                        }
+                    }
+                }
+                Some(b'[') => match memchr::memchr(b']', p.get(v0..).unwrap_or(&[])) {
+                    Some(k) => v0 + k + 1,
+                    None => return false,
+                },
+                _ => {
+                    let mut j = v0;
+                    while p.get(j).is_some_and(|&c| is_token(c) || c == b':') {
+                        j += 1;
+                    }
+                    j
+                }
+            };
+            if v1 == v0 {
+                return false;
+            }
+            i = skip_lws(p, v1);
+        }
+    }
+    true
 }
 
 /// A parsed CSeq value.

@@ -30,6 +30,7 @@ mod flows_dialog;
 mod flows_flood;
 mod flows_policy;
 mod flows_proxy;
+mod flows_syntax;
 mod flows_txn;
 mod generated_bye;
 mod loadgen_through_proxy;
