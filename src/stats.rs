@@ -81,11 +81,21 @@ pub enum Counter {
     GeneratedAnswered,
     /// Requests the proxy originated that got no final response before Timer F.
     GeneratedTimedOut,
+    /// TCP connections refused (reset at once) because `tcp_max_connections` were open.
+    TcpRefusedGlobal,
+    /// TCP connections refused (reset at once) because `tcp_max_per_peer` were open from the
+    /// peer's address.
+    TcpRefusedPerPeer,
+    /// TCP connections reset because a message was not complete `tcp_message_timeout` after
+    /// its first byte (slowloris).
+    TcpMessageTimeouts,
+    /// Errors from accepting TCP connections (e.g. out of descriptors); the listener pauses.
+    TcpAcceptErrors,
 }
 
 impl Counter {
     /// Number of counters.
-    pub const COUNT: usize = 25;
+    pub const COUNT: usize = 29;
     /// All counters in index order.
     pub const ALL: [Counter; Counter::COUNT] = [
         Counter::PacketsInUdp,
@@ -113,6 +123,10 @@ impl Counter {
         Counter::CommandsDropped,
         Counter::GeneratedAnswered,
         Counter::GeneratedTimedOut,
+        Counter::TcpRefusedGlobal,
+        Counter::TcpRefusedPerPeer,
+        Counter::TcpMessageTimeouts,
+        Counter::TcpAcceptErrors,
     ];
 
     /// Stable snake_case name used in `stats.*` RPCs and metrics.
@@ -143,6 +157,10 @@ impl Counter {
             Counter::CommandsDropped => "commands_dropped",
             Counter::GeneratedAnswered => "generated_answered",
             Counter::GeneratedTimedOut => "generated_timed_out",
+            Counter::TcpRefusedGlobal => "tcp_refused_global",
+            Counter::TcpRefusedPerPeer => "tcp_refused_per_peer",
+            Counter::TcpMessageTimeouts => "tcp_message_timeouts",
+            Counter::TcpAcceptErrors => "tcp_accept_errors",
         }
     }
 }
