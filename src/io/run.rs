@@ -7,6 +7,9 @@
 //! with a fixed port is claimed ([`socket::claim`]): if another process already serves it, the
 //! start fails with [`RunError::InUse`] instead of silently sharing the address's traffic
 //! through SO_REUSEPORT, unless [`RunConfig::allow_shared_port`] says sharing is wanted.
+//! First of all the open-file limit is set ([`RunConfig::max_open_files`], logged; a failure
+//! is logged, not fatal), and one [`super::tcp::TcpGate`] is shared by every worker so the TCP
+//! connection caps hold for the process.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -11,7 +11,8 @@
 //! - Two clocks per connection: between messages the idle timeout runs from the last complete
 //!   message, keep-alive or send; once the first byte of a message has arrived, the whole
 //!   message must arrive within the message timeout, however it trickles in (a slowloris peer
-//!   is reset at that deadline and counted). Checked by [`TcpConns::sweep_idle`].
+//!   is reset at that deadline and counted). Checked by [`TcpConns::sweep_idle`], which the
+//!   worker runs once a second: a close comes up to a second late, never early.
 //! - Framing is linear: each connection keeps a [`StreamFramer`], so each read scans only
 //!   the bytes it brought.
 //! - A listener never stops being served: an accept error other than "nothing pending" is
@@ -42,6 +43,10 @@ pub const ACCEPT_PAUSE_MIN: u64 = 100;
 
 /// Longest pause of a listener after repeated accept errors (ms).
 pub const ACCEPT_PAUSE_MAX: u64 = 1000;
+
+/// At most one log line about accept errors per worker this often (ms); the counter has them
+/// all.
+pub const ACCEPT_WARN_EVERY: u64 = 10_000;
 
 /// Limits for TCP.
 #[derive(Clone, Copy, Debug)]
@@ -143,6 +148,8 @@ pub struct TcpConns {
     gate: Arc<TcpGate>,
     /// Accept back-off per listener index.
     pauses: Vec<AcceptPause>,
+    /// When an accept error was last logged (at most one line per [`ACCEPT_WARN_EVERY`]).
+    accept_warned_ms: Option<u64>,
     limits: TcpLimits,
     /// Counters since start.
     pub events: TcpEvents,
@@ -158,6 +165,7 @@ impl TcpConns {
             by_peer: HashMap::new(),
             gate,
             pauses: Vec::new(),
+            accept_warned_ms: None,
             limits,
             events: TcpEvents::default(),
         }
@@ -289,11 +297,16 @@ impl TcpConns {
                     self.events.accept_errors += 1;
                     let p = self.pause_of(local);
                     let pause = p.next_ms.clamp(ACCEPT_PAUSE_MIN, ACCEPT_PAUSE_MAX);
-                    if p.next_ms == 0 {
+                    if self
+                        .accept_warned_ms
+                        .is_none_or(|t| now.saturating_sub(t) >= ACCEPT_WARN_EVERY)
+                    {
+                        self.accept_warned_ms = Some(now);
                         tracing::warn!(
                             listener = local,
                             error = %e,
                             pause_ms = pause,
+                            accept_errors = self.events.accept_errors,
                             "TCP accept failed; pausing this listener, then retrying"
                         );
                     }
