@@ -109,11 +109,21 @@ pub enum Counter {
     TxnBytesHeld,
     /// Bytes of requests released by freed transactions.
     TxnBytesReleased,
+    /// TCP connections refused (reset at once) because `tcp_max_connections` were open.
+    TcpRefusedGlobal,
+    /// TCP connections refused (reset at once) because `tcp_max_per_peer` were open from the
+    /// peer's address.
+    TcpRefusedPerPeer,
+    /// TCP connections reset because a message was not complete `tcp_message_timeout` after
+    /// its first byte (slowloris).
+    TcpMessageTimeouts,
+    /// Errors from accepting TCP connections (e.g. out of descriptors); the listener pauses.
+    TcpAcceptErrors,
 }
 
 impl Counter {
     /// Number of counters.
-    pub const COUNT: usize = 39;
+    pub const COUNT: usize = 43;
     /// All counters in index order.
     pub const ALL: [Counter; Counter::COUNT] = [
         Counter::PacketsInUdp,
@@ -155,6 +165,10 @@ impl Counter {
         Counter::TxnsClosed,
         Counter::TxnBytesHeld,
         Counter::TxnBytesReleased,
+        Counter::TcpRefusedGlobal,
+        Counter::TcpRefusedPerPeer,
+        Counter::TcpMessageTimeouts,
+        Counter::TcpAcceptErrors,
     ];
 
     /// Stable snake_case name used in `stats.*` RPCs and metrics.
@@ -199,6 +213,10 @@ impl Counter {
             Counter::TxnsClosed => "transactions_closed",
             Counter::TxnBytesHeld => "transaction_bytes_held",
             Counter::TxnBytesReleased => "transaction_bytes_released",
+            Counter::TcpRefusedGlobal => "tcp_refused_global",
+            Counter::TcpRefusedPerPeer => "tcp_refused_per_peer",
+            Counter::TcpMessageTimeouts => "tcp_message_timeouts",
+            Counter::TcpAcceptErrors => "tcp_accept_errors",
         }
     }
 }

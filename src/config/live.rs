@@ -113,6 +113,12 @@ fn keep_restart_only(old: &Config, new: &mut Config) -> Vec<&'static str> {
         core.udp_rcvbuf,
         core.udp_sndbuf,
         core.private_send_sockets,
+        core.tcp_idle_timeout,
+        core.tcp_message_timeout,
+        core.tcp_max_connections,
+        core.tcp_max_per_peer,
+        core.tcp_max_buffer,
+        core.max_open_files,
         mgmt.listen,
         mgmt.token,
         dialog.rr_param

@@ -12,8 +12,11 @@
 //!   `node_id` (u16, part of every dialog id), `log_level` (`trace|debug|info|warn|error`,
 //!   default `info`), `log_format` (`text|json`), `advertise` (optional IP/host written in
 //!   Via and Record-Route instead of the socket address), `udp_rcvbuf` / `udp_sndbuf` (bytes,
-//!   0 = OS default), `tcp_idle_timeout` (seconds, 300), `tcp_max_connections` (10000),
-//!   `tcp_max_per_peer` (100), `tcp_max_buffer` (bytes per connection, 65536).
+//!   0 = OS default), `tcp_idle_timeout` (seconds between messages, 300),
+//!   `tcp_message_timeout` (seconds from a message's first byte to its last, 10),
+//!   `tcp_max_connections` (10000, whole process), `tcp_max_per_peer` (100, whole process),
+//!   `tcp_max_buffer` (bytes per connection, 65536), `max_open_files` (soft RLIMIT_NOFILE set
+//!   at start; 0 = the hard limit).
 //! - `[mgmt]`: `listen` (`127.0.0.1:7060`), `token` (bearer token; required when `listen` is
 //!   not a loopback address), `metrics_top_n` (10: values per profile in `/metrics`).
 //! - `[dialog]`: dialog_ng parameters (`rr_param`, `default_timeout`, `early_timeout`,
@@ -140,11 +143,14 @@ pub struct CoreConfig {
     pub udp_rcvbuf: usize,
     /// UDP send buffer in bytes (0 = OS default).
     pub udp_sndbuf: usize,
-    /// Close TCP connections idle this long (seconds).
+    /// Close TCP connections idle this long between messages (seconds).
     pub tcp_idle_timeout: u64,
-    /// Maximum concurrent TCP connections.
+    /// Maximum concurrent TCP connections in the whole process (all workers together, accepted
+    /// and opened); one more is closed at once and counted (`tcp_refused_global`).
     pub tcp_max_connections: usize,
-    /// Maximum TCP connections from one peer IP.
+    /// Maximum concurrent TCP connections from one peer IP in the whole process (all workers
+    /// together; an IPv6 peer counts by its /64); one more is closed at once and counted
+    /// (`tcp_refused_per_peer`).
     pub tcp_max_per_peer: usize,
     /// Maximum buffered bytes per TCP connection (a larger message closes it).
     pub tcp_max_buffer: usize,
@@ -153,6 +159,13 @@ pub struct CoreConfig {
     /// `false`: they leave from the listen socket (port 5060, as Kamailio sends), for peers that
     /// filter on source port; responses then reach any worker and are handed to the owner.
     pub private_send_sockets: bool,
+    /// A TCP message must be complete this long after its first byte arrived (seconds), however
+    /// slowly it trickles in; else the connection is reset and counted
+    /// (`tcp_message_timeouts`). `tcp_idle_timeout` applies between messages only.
+    pub tcp_message_timeout: u64,
+    /// Soft open-file limit (RLIMIT_NOFILE) set at start; 0 = raise it to the hard limit. The
+    /// result is logged; failing to set it is logged, not fatal.
+    pub max_open_files: u64,
 }
 
 impl Default for CoreConfig {
@@ -183,6 +196,8 @@ impl Default for CoreConfig {
             tcp_max_per_peer: 100,
             tcp_max_buffer: 65_536,
             private_send_sockets: true,
+            tcp_message_timeout: 10,
+            max_open_files: 0,
         }
     }
 }

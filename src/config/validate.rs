@@ -114,6 +114,18 @@ fn check_core_mgmt_dialog(cx: &mut Ctx<'_>) {
             ),
         );
     }
+    for (key, v) in [
+        ("tcp_message_timeout", c.core.tcp_message_timeout),
+        ("tcp_max_connections", c.core.tcp_max_connections as u64),
+        ("tcp_max_per_peer", c.core.tcp_max_per_peer as u64),
+    ] {
+        if v == 0 {
+            cx.err(
+                &[Seg::Key("core"), Seg::Key(key)],
+                format!("{key} must be > 0"),
+            );
+        }
+    }
     if !token_ok(&c.mgmt) {
         cx.err(
             &[Seg::Key("mgmt"), Seg::Key("listen")],
@@ -488,6 +500,27 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "<config>:2:33: duplicate listener `udp:127.0.0.1:5060`"
+        );
+    }
+
+    #[test]
+    fn tcp_limits_must_be_positive() {
+        let ok = Config::from_toml_str("[core]\ntcp_message_timeout = 2\nmax_open_files = 4096\n")
+            .unwrap();
+        assert_eq!(
+            (ok.core.tcp_message_timeout, ok.core.max_open_files),
+            (2, 4096)
+        );
+        let e = Config::from_toml_str(
+            "[core]\ntcp_message_timeout = 0\ntcp_max_connections = 0\ntcp_max_per_peer = 0\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "<config>:2:23: tcp_message_timeout must be > 0\n\
+             <config>:3:23: tcp_max_connections must be > 0\n\
+             <config>:4:20: tcp_max_per_peer must be > 0",
+            "{e}"
         );
     }
 }

@@ -62,6 +62,7 @@ pub fn run_config_from(c: &Config) -> RunConfig {
         node_id: c.core.node_id,
         tcp: TcpLimits {
             idle_ms: c.core.tcp_idle_timeout.saturating_mul(1000),
+            message_ms: c.core.tcp_message_timeout.saturating_mul(1000),
             max_conns: c.core.tcp_max_connections,
             max_per_peer: u32::try_from(c.core.tcp_max_per_peer).unwrap_or(u32::MAX),
             max_buffer: c.core.tcp_max_buffer.max(4096),
@@ -73,6 +74,7 @@ pub fn run_config_from(c: &Config) -> RunConfig {
         },
         spread_busy: c.core.spread_busy,
         private_send_sockets: c.core.private_send_sockets,
+        max_open_files: c.core.max_open_files,
         allow_shared_port: false,
         persist: (c.dialog.db_mode == 2 && !c.dialog.db_url.is_empty()).then(|| {
             super::persist::PersistConfig {

@@ -4,6 +4,7 @@
 //! - [`spread`]: adaptive spreading (how many workers the listen sockets feed).
 //! - [`udp`]: `recvmmsg`/`sendmmsg` batches.
 //! - [`tcp`]: connections, framing, limits.
+//! - [`tcp_gate`]: the process-wide TCP connection caps (total, per peer).
 //! - [`worker`]: the pinned mio loop of one worker.
 //! - [`run`]: the supervisor that starts and stops workers.
 //! - [`app`]: the process: logging, config, signals.
@@ -20,6 +21,7 @@ pub mod socket;
 #[allow(clippy::disallowed_methods)] // io owns the clock
 pub mod spread;
 pub mod tcp;
+pub mod tcp_gate;
 pub mod udp;
 #[allow(clippy::disallowed_methods)] // io owns the clock
 pub mod worker;

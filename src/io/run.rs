@@ -7,6 +7,9 @@
 //! with a fixed port is claimed ([`socket::claim`]): if another process already serves it, the
 //! start fails with [`RunError::InUse`] instead of silently sharing the address's traffic
 //! through SO_REUSEPORT, unless [`RunConfig::allow_shared_port`] says sharing is wanted.
+//! First of all the open-file limit is set ([`RunConfig::max_open_files`], logged; a failure
+//! is logged, not fatal), and one [`super::tcp::TcpGate`] is shared by every worker so the TCP
+//! connection caps hold for the process.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -53,6 +56,9 @@ pub struct RunConfig {
     /// UDP requests leave from a private socket per worker (`core.private_send_sockets`);
     /// `false`: from the listen socket.
     pub private_send_sockets: bool,
+    /// Soft open-file limit (RLIMIT_NOFILE) to set at start; 0 = the hard limit
+    /// (`core.max_open_files`).
+    pub max_open_files: u64,
     /// Start even when another process already serves a listen address, and share its
     /// traffic through SO_REUSEPORT (`sipedge run --allow-shared-port`; e.g. a hand-over
     /// between two instances). `false`: refuse to start.
@@ -78,6 +84,7 @@ impl Default for RunConfig {
             spread: SpreadMode::default(),
             spread_busy: super::spread::UP,
             private_send_sockets: true,
+            max_open_files: 0,
             allow_shared_port: false,
         }
     }
@@ -162,6 +169,7 @@ pub fn start(cfg: &RunConfig) -> Result<Running, RunError> {
         cfg.workers
     }
     .min(crate::dialog::id::MAX_WORKERS);
+    open_files_limit(cfg);
     let claims = claim_all(cfg)?;
     // Bind: the first socket of each address fixes the port (for port 0).
     let mut bound: Vec<(Transport, SocketAddr)> = Vec::new();
@@ -307,6 +315,7 @@ pub fn start(cfg: &RunConfig) -> Result<Running, RunError> {
         None => None,
     };
     let stop = Arc::new(AtomicBool::new(false));
+    let tcp_gate = cfg.tcp.gate();
     let mut threads = Vec::with_capacity(workers);
     for (i, (((poll, commands), (u, t)), up)) in polls
         .into_iter()
@@ -328,6 +337,7 @@ pub fn start(cfg: &RunConfig) -> Result<Running, RunError> {
             poll,
             commands,
             tcp_limits: cfg.tcp,
+            tcp_gate: tcp_gate.clone(),
         };
         let sh = shared.clone();
         let st = stop.clone();
@@ -361,6 +371,42 @@ pub fn start(cfg: &RunConfig) -> Result<Running, RunError> {
         persist,
         _claims: claims,
     })
+}
+
+/// Sets the open-file limit (`core.max_open_files`, 0 = the hard limit) and logs the result;
+/// a failure is logged and the start goes on with the limit there is.
+fn open_files_limit(cfg: &RunConfig) {
+    let soft = match socket::raise_open_files(cfg.max_open_files) {
+        Ok(l) => {
+            tracing::info!(
+                before = l.before,
+                soft = l.soft,
+                hard = l.hard,
+                "open-file limit (RLIMIT_NOFILE)"
+            );
+            l.soft
+        }
+        Err((e, l)) => {
+            tracing::warn!(
+                wanted = cfg.max_open_files,
+                soft = l.soft,
+                hard = l.hard,
+                error = %e,
+                "cannot set the open-file limit (RLIMIT_NOFILE); going on with the current one"
+            );
+            l.soft
+        }
+    };
+    // Sockets, pollers, the store and management need some descriptors besides connections.
+    let need = (cfg.tcp.max_conns as u64).saturating_add(256);
+    if soft < need {
+        tracing::warn!(
+            open_files = soft,
+            tcp_max_connections = cfg.tcp.max_conns,
+            "the open-file limit is below tcp_max_connections + 256: accepts may fail (counted \
+             as tcp_accept_errors) before the connection cap is reached"
+        );
+    }
 }
 
 /// Claims every listen address with a fixed port for this process, before any reuseport

@@ -21,6 +21,11 @@
 //!   it exits, and it is scoped to the network namespace, like the port. (Linux only.)
 //!
 //! Port 0 (the kernel picks a free port) is never probed.
+//!
+//! # Open-file limit
+//! Every TCP connection is a descriptor, so [`raise_open_files`] sets the soft RLIMIT_NOFILE
+//! at start (to the hard limit, or to `core.max_open_files`); it never panics and reports what
+//! it got, so the caller can log a failure and go on.
 
 use std::io;
 use std::net::SocketAddr;
@@ -98,6 +103,109 @@ pub fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     s.bind(&addr.into())?;
     s.listen(1024)?;
     Ok(s.into())
+}
+
+/// The open-file limit before and after [`raise_open_files`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenFiles {
+    /// Soft limit found at start.
+    pub before: u64,
+    /// Soft limit now.
+    pub soft: u64,
+    /// Hard limit now.
+    pub hard: u64,
+}
+
+/// The kernel's per-process ceiling for an unlimited hard limit (`fs.nr_open`).
+#[cfg(unix)]
+fn nr_open() -> u64 {
+    std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1 << 20)
+}
+
+#[cfg(unix)]
+fn get_nofile() -> io::Result<libc::rlimit> {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `rl` is a valid, writable rlimit for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } == 0 {
+        Ok(rl)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(unix)]
+fn set_nofile(soft: u64, hard: u64) -> io::Result<()> {
+    let rl = libc::rlimit {
+        rlim_cur: soft as libc::rlim_t,
+        rlim_max: hard as libc::rlim_t,
+    };
+    // SAFETY: `rl` is a valid rlimit; the kernel only reads it.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Sets the soft open-file limit to `want`, or to the hard limit when `want` is 0 (an
+/// unlimited hard limit means the kernel's `fs.nr_open`). A `want` above the hard limit
+/// raises the hard limit too, which needs privilege; if that is refused the soft limit is
+/// raised to the hard limit instead and the refusal is returned with what was set.
+#[cfg(unix)]
+#[allow(clippy::unnecessary_cast)] // rlim_t is u64 on Linux, not everywhere
+pub fn raise_open_files(want: u64) -> Result<OpenFiles, (io::Error, OpenFiles)> {
+    let unknown = OpenFiles {
+        before: 0,
+        soft: 0,
+        hard: 0,
+    };
+    let rl = get_nofile().map_err(|e| (e, unknown))?;
+    let (before, hard) = (rl.rlim_cur as u64, rl.rlim_max as u64);
+    let ceiling = if rl.rlim_max == libc::RLIM_INFINITY {
+        nr_open()
+    } else {
+        hard
+    };
+    let now = |before| {
+        get_nofile().map_or(unknown, |r| OpenFiles {
+            before,
+            soft: r.rlim_cur as u64,
+            hard: r.rlim_max as u64,
+        })
+    };
+    let target = if want == 0 { ceiling } else { want };
+    if target == before {
+        return Ok(now(before));
+    }
+    if target <= ceiling {
+        return match set_nofile(target, hard) {
+            Ok(()) => Ok(now(before)),
+            Err(e) => Err((e, now(before))),
+        };
+    }
+    match set_nofile(target, target) {
+        Ok(()) => Ok(now(before)),
+        Err(e) => {
+            let _ = set_nofile(ceiling, hard);
+            Err((e, now(before)))
+        }
+    }
+}
+
+/// Not Unix: nothing to set.
+#[cfg(not(unix))]
+pub fn raise_open_files(_want: u64) -> Result<OpenFiles, (io::Error, OpenFiles)> {
+    Ok(OpenFiles {
+        before: 0,
+        soft: 0,
+        hard: 0,
+    })
 }
 
 /// This process's hold on a listen address (see the module docs); dropping it lets another
@@ -264,6 +372,27 @@ mod tests {
         if let Ok(l) = std::net::TcpListener::bind(addr) {
             drop(l);
             assert!(claim(Transport::Tcp, addr).is_ok());
+        }
+    }
+
+    #[test]
+    fn open_file_limit_is_set_and_reported() {
+        let start = raise_open_files(0).unwrap();
+        assert_eq!(start.soft, start.hard.min(nr_open()), "{start:?}");
+        // A lower soft limit is set exactly, and the hard limit is kept...
+        let low = start.hard.clamp(256, 4096).min(start.hard);
+        let l = raise_open_files(low).unwrap();
+        assert_eq!((l.soft, l.hard), (low, start.hard));
+        // ...and 0 brings it back up to the hard limit.
+        let back = raise_open_files(0).unwrap();
+        assert_eq!((back.before, back.soft), (low, start.soft));
+        // Above the hard limit: refused without privilege, and the soft limit ends at the
+        // hard one either way.
+        if start.hard < nr_open() {
+            match raise_open_files(start.hard + 1) {
+                Ok(r) => assert_eq!(r.soft, start.hard + 1),
+                Err((_, r)) => assert_eq!(r.soft, start.hard),
+            }
         }
     }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use mio::{Events, Interest, Poll, Token};
 
-use super::tcp::{TcpConns, TcpLimits};
+use super::tcp::{TcpConns, TcpGate, TcpLimits};
 use super::udp::{RecvBatch, send_output};
 use crate::engine::{Command, Engine, Inbound, Output, Shared};
 use crate::stats::Counter;
@@ -84,6 +84,8 @@ pub struct WorkerSpec {
     pub commands: Receiver<Command>,
     /// TCP limits.
     pub tcp_limits: TcpLimits,
+    /// The process-wide TCP connection caps, shared by every worker.
+    pub tcp_gate: Arc<TcpGate>,
 }
 
 /// Run the worker loop until `stop` is set.
@@ -99,6 +101,7 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
         mut poll,
         commands,
         tcp_limits,
+        tcp_gate,
         ..
     } = spec;
     let nmain = udp.len();
@@ -154,7 +157,7 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
     };
     let mut engine = Engine::with_seed(shared.clone(), index, clock.now_ms(), os_seed(index));
     let stats = shared.worker_stats.get(index).cloned();
-    let mut tcp = TcpConns::new(tcp_limits);
+    let mut tcp = TcpConns::new(tcp_limits, tcp_gate);
     let mut events = Events::with_capacity(256);
     let mut batch = RecvBatch::default();
     let mut out = Output::with_capacity(1 << 20, 1024);
@@ -166,7 +169,8 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
             .poll_timeout()
             .map(|d| timer_wake_at(d).saturating_sub(now))
             .unwrap_or(100)
-            .min(100);
+            .min(100)
+            .min(tcp.accept_retry_in(now));
         if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(timeout)))
             && e.kind() != std::io::ErrorKind::Interrupted
         {
@@ -283,6 +287,8 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
                 tcp.accept_all(poll.registry(), l, *local, clock.now_ms());
             }
         }
+        // Listeners paused after an accept error, or left with a full batch, accept again.
+        tcp.retry_accepts(poll.registry(), &tcpl, clock.now_ms());
         // Commands: hand-offs and terminations.
         let now = clock.now_ms();
         for _ in 0..4096 {
@@ -307,6 +313,22 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
                 s.add(Counter::TcpAccepted, e.accepted - tcp_seen.accepted);
                 s.add(Counter::TcpConnected, e.connected - tcp_seen.connected);
                 s.add(Counter::TcpClosed, e.closed - tcp_seen.closed);
+                s.add(
+                    Counter::TcpRefusedGlobal,
+                    e.refused_global - tcp_seen.refused_global,
+                );
+                s.add(
+                    Counter::TcpRefusedPerPeer,
+                    e.refused_per_peer - tcp_seen.refused_per_peer,
+                );
+                s.add(
+                    Counter::TcpMessageTimeouts,
+                    e.message_timeouts - tcp_seen.message_timeouts,
+                );
+                s.add(
+                    Counter::TcpAcceptErrors,
+                    e.accept_errors - tcp_seen.accept_errors,
+                );
                 tcp_seen = e;
             }
             engine.flush_latency(now);

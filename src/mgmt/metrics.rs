@@ -171,6 +171,31 @@ impl MetricsSnapshot {
         for (name, help, c) in simple {
             worker_counter(enc, name, help, &self.per_worker(c))?;
         }
+        let tcp_limits: [(&str, &str, Counter); 4] = [
+            (
+                "sipedge_tcp_refused_global",
+                "TCP connections refused: tcp_max_connections open (whole process)",
+                Counter::TcpRefusedGlobal,
+            ),
+            (
+                "sipedge_tcp_refused_per_peer",
+                "TCP connections refused: tcp_max_per_peer open from the peer (whole process)",
+                Counter::TcpRefusedPerPeer,
+            ),
+            (
+                "sipedge_tcp_message_timeouts",
+                "TCP connections reset: a message incomplete after tcp_message_timeout",
+                Counter::TcpMessageTimeouts,
+            ),
+            (
+                "sipedge_tcp_accept_errors",
+                "TCP accept errors (the listener pauses, then retries)",
+                Counter::TcpAcceptErrors,
+            ),
+        ];
+        for (name, help, c) in tcp_limits {
+            worker_counter(enc, name, help, &self.per_worker(c))?;
+        }
         let mut m = enc.encode_descriptor(
             "sipedge_tcp_connections_open",
             "TCP connections currently open",

@@ -35,6 +35,7 @@ use super::Span;
 use super::error::ParseError;
 use super::names::{HeaderName, Method};
 use super::scan::{is_token, is_token_str, parse_u32, trim_range};
+use super::stream::StreamFramer;
 
 /// Header lines a [`Message`] keeps inline; a message with more spills (see [`HeaderSpill`]).
 pub const INLINE_HEADERS: usize = 64;
@@ -317,69 +318,11 @@ pub(super) fn skip_crlf(buf: &[u8]) -> usize {
 /// without colon) mean the framing is lost: the caller should close the connection. Framing
 /// only looks at line structure and Content-Length; once `Complete(n)` is returned the caller
 /// consumes `n` bytes even if [`parse_stream_message`] then rejects the message (answer 400).
-/// Cost: one line scan of the header section (parsing repeats it).
+/// Cost: one line scan of the header section (parsing repeats it). A connection that gets a
+/// message in many reads keeps a [`StreamFramer`] instead, which resumes where it stopped
+/// (this function is a fresh framer on `buf`).
 pub fn frame_stream(buf: &[u8]) -> Result<Frame, ParseError> {
-    let n = skip_crlf(buf);
-    if n > 0 {
-        return Ok(Frame::KeepAlive(n));
-    }
-    if buf.is_empty() {
-        return Ok(Frame::Partial);
-    }
-    let Some(nl) = memchr(b'\n', buf) else {
-        return partial_or_too_large(buf, 0);
-    };
-    let head_start = nl + 1;
-    let mut pos = head_start;
-    let mut content_length: Option<u32> = None;
-    loop {
-        if pos - head_start > MAX_HEAD_BYTES {
-            return Err(ParseError::HeadersTooLarge);
-        }
-        if buf.get(pos).is_none() {
-            return Ok(Frame::Partial);
-        }
-        if let Some(body_start) = blank_line_at(buf, pos) {
-            let cl = content_length.ok_or(ParseError::MissingContentLength)?;
-            if cl as usize > MAX_STREAM_BODY {
-                return Err(ParseError::BodyTooLarge);
-            }
-            let total = body_start
-                .checked_add(cl as usize)
-                .ok_or(ParseError::BadContentLength)?;
-            return Ok(if buf.len() >= total {
-                Frame::Complete(total)
-            } else {
-                Frame::Partial
-            });
-        }
-        if buf.get(pos) == Some(&b'\r') && buf.get(pos + 1).is_none() {
-            return Ok(Frame::Partial);
-        }
-        let Some(next) = logical_line_end(buf, pos) else {
-            return partial_or_too_large(buf, head_start);
-        };
-        let (name_end, colon) = split_name(buf, pos, next)?;
-        if HeaderName::from_bytes(buf.get(pos..name_end).unwrap_or(&[]))
-            == HeaderName::ContentLength
-        {
-            if content_length.is_some() {
-                return Err(ParseError::DuplicateContentLength);
-            }
-            let (a, b) = trim_range(buf, colon + 1, next);
-            content_length =
-                Some(parse_u32(buf.get(a..b).unwrap_or(&[])).ok_or(ParseError::BadContentLength)?);
-        }
-        pos = next;
-    }
-}
-
-fn partial_or_too_large(buf: &[u8], head_start: usize) -> Result<Frame, ParseError> {
-    if buf.len().saturating_sub(head_start) > MAX_HEAD_BYTES {
-        Err(ParseError::HeadersTooLarge)
-    } else {
-        Ok(Frame::Partial)
-    }
+    StreamFramer::new().advance(buf)
 }
 
 fn parse_start_line(line: &[u8], base: usize) -> Result<StartLine, ParseError> {

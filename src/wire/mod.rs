@@ -6,6 +6,8 @@
 //!   array of [`INLINE_HEADERS`] headers; a message with more, up to [`MAX_HEADERS`], spills
 //!   into a caller-owned, reused [`HeaderSpill`] with [`parse_with`]). No heap allocation per
 //!   message on the packet path.
+//! - [`StreamFramer`]: the same framing, resumed across reads of a stream, so a message that
+//!   arrives in many pieces is scanned once (linear time).
 //! - [`parse_for_reply`]: a lenient view of a request that failed to parse (513 too many
 //!   headers, 400 NUL or bare CR, 505 ...), holding the lines a reply copies, so it is
 //!   answered rather than dropped.
@@ -58,6 +60,7 @@ mod message;
 mod names;
 mod reject;
 mod scan;
+mod stream;
 mod transport;
 mod uri;
 mod validate;
@@ -75,6 +78,7 @@ pub use names::{HeaderName, Method};
 pub use reject::{answers, parse_for_reply};
 pub(crate) use scan::fmt_u32;
 pub use scan::{ParamIter, param_lookup};
+pub use stream::StreamFramer;
 pub use transport::Transport;
 pub use uri::{Scheme, Uri, parse_uri};
 pub use validate::{

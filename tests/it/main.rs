@@ -42,5 +42,6 @@ mod request_source;
 mod second_instance;
 mod sipp_interop;
 mod spread_workers;
+mod tcp_abuse;
 mod wire_corpus;
 mod wire_proptest;
