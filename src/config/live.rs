@@ -4,8 +4,8 @@
 //! validated together. A reload parses and validates off the packet path and swaps in one
 //! atomic store; an invalid file leaves the old snapshot in place. Settings that need a
 //! restart (listeners, workers, spreading, node id, socket buffers and send sockets, the mgmt
-//! listener and token, rr_param) are reported and kept at their running values, so the
-//! snapshot always describes what is actually applied.
+//! listener, token, connection caps and socket, rr_param) are reported and kept at their
+//! running values, so the snapshot always describes what is actually applied.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -115,6 +115,9 @@ fn keep_restart_only(old: &Config, new: &mut Config) -> Vec<&'static str> {
         core.private_send_sockets,
         mgmt.listen,
         mgmt.token,
+        mgmt.max_connections,
+        mgmt.max_connections_per_ip,
+        mgmt.socket,
         dialog.rr_param
     );
     changed

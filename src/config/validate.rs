@@ -122,6 +122,7 @@ fn check_core_mgmt_dialog(cx: &mut Ctx<'_>) {
             ),
         );
     }
+    check_mgmt_limits(cx);
     let d = &c.dialog;
     let dp = |k| [Seg::Key("dialog"), Seg::Key(k)];
     if !is_token(&d.rr_param) {
@@ -410,5 +411,38 @@ mod tests {
             e.to_string(),
             "<config>:2:33: duplicate listener `udp:127.0.0.1:5060`"
         );
+    }
+}
+
+/// Longest UNIX socket path (`sun_path` holds 108 bytes with the terminating NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+fn check_mgmt_limits(cx: &mut Ctx<'_>) {
+    let m = &cx.config.mgmt;
+    let mp = |k| [Seg::Key("mgmt"), Seg::Key(k)];
+    if m.max_connections == 0 {
+        cx.err(&mp("max_connections"), "max_connections must be at least 1");
+    }
+    if m.max_connections_per_ip == 0 {
+        cx.err(
+            &mp("max_connections_per_ip"),
+            "max_connections_per_ip must be at least 1",
+        );
+    }
+    if let Some(p) = &m.socket {
+        let len = p.as_os_str().len();
+        if len == 0 {
+            cx.err(
+                &mp("socket"),
+                "socket path must not be empty (omit it for none)",
+            );
+        } else if len > MAX_SOCKET_PATH {
+            cx.err(
+                &mp("socket"),
+                format!(
+                    "socket path is {len} bytes; a UNIX socket path holds at most {MAX_SOCKET_PATH}"
+                ),
+            );
+        }
     }
 }
