@@ -323,7 +323,7 @@ pub enum ListenerEvent {
     RefusedTotal,
     /// `accept` failed (e.g. EMFILE: out of descriptors); the listener backed off and went on.
     AcceptError,
-    /// Closed for taking too long (request head, body, or no progress).
+    /// Closed by a timeout (request head, idle keep-alive, body, or no progress).
     Timeout,
     /// A served connection ended (closes one).
     Closed,
@@ -409,7 +409,7 @@ impl MetricsSnapshot {
         counter(
             enc,
             "sipedge_mgmt_timeouts",
-            "Management connections closed for a slow request head or body, or no progress",
+            "Management connections closed by a timeout (request head, idle keep-alive, body, no progress)",
             timeouts,
         )?;
         gauge(

@@ -216,6 +216,25 @@ fn slowloris_from_one_address_locks_nobody_out() {
     });
     assert_eq!(s, 200, "{body}");
     assert!(body.contains("sipedge"), "{body}");
+    // A kept-alive connection left idle, and a body that stops halfway, from 127.0.0.1.
+    let mut idle = TcpStream::connect_timeout(&local(port), TWO).unwrap();
+    idle.set_read_timeout(Some(TWO)).unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut b = [0u8; 256];
+    while !got.ends_with(b"ok") {
+        let n = idle.read(&mut b).unwrap();
+        assert!(n > 0, "closed before answering");
+        got.extend_from_slice(&b[..n]);
+    }
+    let mut slow_body = TcpStream::connect_timeout(&local(port), TWO).unwrap();
+    let head = format!(
+        "POST /jsonrpc HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Length: 100\r\n\r\n{{\"jsonrpc\""
+    );
+    slow_body.write_all(head.as_bytes()).unwrap();
+    let slow_started = now();
     let (threads1, rss1) = proc_status(proxy.pid());
     assert!(
         threads1 <= threads0 + 1,
@@ -244,7 +263,24 @@ fn slowloris_from_one_address_locks_nobody_out() {
             "a slow connection outlived the 10 s head timeout"
         );
     }
-    assert!(metric(port, "sipedge_mgmt_timeouts_total") >= 16.0);
+    // The idle kept-alive connection went the same way; the half body got 408 (10 s each).
+    let left = (slow_started + Duration::from_secs(13)).saturating_duration_since(now());
+    assert!(
+        closed_within(&idle, left.max(Duration::from_millis(1))),
+        "an idle kept-alive connection outlived the 10 s idle timeout"
+    );
+    let left = (slow_started + Duration::from_secs(13)).saturating_duration_since(now());
+    slow_body
+        .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = slow_body.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "half a body: {answer:?}"
+    );
+    assert!(metric(port, "sipedge_mgmt_timeouts_total") >= 18.0);
     assert_eq!(http(port, "GET", "/health", None, "").0, 200);
 }
 
