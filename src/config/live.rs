@@ -4,8 +4,8 @@
 //! validated together. A reload parses and validates off the packet path and swaps in one
 //! atomic store; an invalid file leaves the old snapshot in place. Settings that need a
 //! restart (listeners, workers, spreading, node id, socket buffers and send sockets, the mgmt
-//! listener and token, rr_param) are reported and kept at their running values, so the
-//! snapshot always describes what is actually applied.
+//! listener, token, connection caps and socket, rr_param) are reported and kept at their
+//! running values, so the snapshot always describes what is actually applied.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -121,6 +121,9 @@ fn keep_restart_only(old: &Config, new: &mut Config) -> Vec<&'static str> {
         core.max_open_files,
         mgmt.listen,
         mgmt.token,
+        mgmt.max_connections,
+        mgmt.max_connections_per_ip,
+        mgmt.socket,
         dialog.rr_param
     );
     changed

@@ -18,7 +18,9 @@
 //!   `tcp_max_buffer` (bytes per connection, 65536), `max_open_files` (soft RLIMIT_NOFILE set
 //!   at start; 0 = the hard limit).
 //! - `[mgmt]`: `listen` (`127.0.0.1:7060`), `token` (bearer token; required when `listen` is
-//!   not a loopback address), `metrics_top_n` (10: values per profile in `/metrics`).
+//!   not a loopback address), `metrics_top_n` (10: values per profile in `/metrics`),
+//!   `max_connections` (256) and `max_connections_per_ip` (16) open management connections,
+//!   `socket` (optional UNIX socket path for `sipedge ctl --socket`, mode 0600).
 //! - `[dialog]`: dialog_ng parameters (`rr_param`, `default_timeout`, `early_timeout`,
 //!   `noack_timeout`, `end_timeout`, `detect_spirals`, `send_bye`, `bye_early_code`,
 //!   `bye_early_reason`, `dlg_extra_hdrs`, `timeout_noreset`, `end_on_race`,
@@ -213,6 +215,13 @@ pub struct MgmtConfig {
     /// How many values per profile `/metrics` exports as `sipedge_profile_size`, largest first
     /// (each profile's total is exported as well). Read at every scrape, so a reload applies.
     pub metrics_top_n: usize,
+    /// Most management connections open at once (TCP); more are accepted and closed at once.
+    pub max_connections: usize,
+    /// Most management connections open at once from one client address (IPv6: one /64).
+    pub max_connections_per_ip: usize,
+    /// UNIX socket (mode 0600) serving the same HTTP JSON-RPC for `sipedge ctl --socket`;
+    /// none by default. A missing directory is logged and start goes on without it.
+    pub socket: Option<std::path::PathBuf>,
 }
 
 impl Default for MgmtConfig {
@@ -221,6 +230,9 @@ impl Default for MgmtConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7060)),
             token: None,
             metrics_top_n: 10,
+            max_connections: 256,
+            max_connections_per_ip: 16,
+            socket: None,
         }
     }
 }

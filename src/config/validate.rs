@@ -135,6 +135,7 @@ fn check_core_mgmt_dialog(cx: &mut Ctx<'_>) {
             ),
         );
     }
+    check_mgmt_limits(cx);
     let d = &c.dialog;
     let dp = |k| [Seg::Key("dialog"), Seg::Key(k)];
     if !is_token(&d.rr_param) {
@@ -427,6 +428,39 @@ fn check_action(cx: &mut Ctx<'_>, ap: &[Seg<'_>], a: &ActionSpec) {
     }
 }
 
+/// Longest UNIX socket path (`sun_path` holds 108 bytes with the terminating NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+fn check_mgmt_limits(cx: &mut Ctx<'_>) {
+    let m = &cx.config.mgmt;
+    let mp = |k| [Seg::Key("mgmt"), Seg::Key(k)];
+    if m.max_connections == 0 {
+        cx.err(&mp("max_connections"), "max_connections must be at least 1");
+    }
+    if m.max_connections_per_ip == 0 {
+        cx.err(
+            &mp("max_connections_per_ip"),
+            "max_connections_per_ip must be at least 1",
+        );
+    }
+    if let Some(p) = &m.socket {
+        let len = p.as_os_str().len();
+        if len == 0 {
+            cx.err(
+                &mp("socket"),
+                "socket path must not be empty (omit it for none)",
+            );
+        } else if len > MAX_SOCKET_PATH {
+            cx.err(
+                &mp("socket"),
+                format!(
+                    "socket path is {len} bytes; a UNIX socket path holds at most {MAX_SOCKET_PATH}"
+                ),
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests: a panic is a failure
 mod tests {
@@ -439,6 +473,31 @@ mod tests {
             Ok(_) => String::new(),
             Err(e) => e.to_string(),
         }
+    }
+
+    #[test]
+    fn mgmt_caps_and_socket_path_are_checked() {
+        let long = "/".to_owned() + &"s".repeat(120);
+        let t = format!(
+            "[mgmt]\nmax_connections = 0\nmax_connections_per_ip = 0\nsocket = \"{long}\"\n"
+        );
+        let e = Config::from_toml_str(&t).unwrap_err().to_string();
+        assert!(
+            e.contains("<config>:2:19: max_connections must be at least 1"),
+            "{e}"
+        );
+        assert!(
+            e.contains("max_connections_per_ip must be at least 1"),
+            "{e}"
+        );
+        assert!(e.contains("socket path is 121 bytes"), "{e}");
+        let ok =
+            "[mgmt]\nmax_connections = 4\nmax_connections_per_ip = 1\nsocket = \"/run/x.sock\"\n";
+        let c = Config::from_toml_str(ok).unwrap();
+        assert_eq!(
+            (c.mgmt.max_connections, c.mgmt.socket),
+            (4, Some("/run/x.sock".into()))
+        );
     }
 
     #[test]

@@ -117,12 +117,12 @@ pub fn run(o: &Overrides) -> Result<(), AppError> {
         allow_shared_port: o.allow_shared_port,
         ..run_config_from(&config)
     };
-    let mgmt_addr = config.mgmt.listen;
-    let token = config.mgmt.token.clone();
+    let mut mgmt_opts = super::mgmt_http::MgmtOptions::from_config(&config.mgmt);
     let live = Arc::new(LiveConfig::new(config));
     let running = run::start(&rc)?;
     apply_snapshot(&running.shared, live.load_full());
     let clock = running.clock;
+    mgmt_opts.now_ms = Some(Arc::new(move || clock.now_ms()));
     let backend = Arc::new(EngineBackend::new(
         running.shared.clone(),
         Arc::new(move || clock.now_ms()),
@@ -130,7 +130,7 @@ pub fn run(o: &Overrides) -> Result<(), AppError> {
         path.clone(),
         log,
     ));
-    let mgmt = match super::mgmt_http::spawn(mgmt_addr, token, backend.clone()) {
+    let mgmt = match super::mgmt_http::spawn_with(mgmt_opts, backend.clone()) {
         Ok(m) => m,
         Err(e) => {
             running.stop();
@@ -142,6 +142,7 @@ pub fn run(o: &Overrides) -> Result<(), AppError> {
         listen = ?running.bound,
         workers = running.shared.workers,
         mgmt = %mgmt.local_addr(),
+        mgmt_socket = ?mgmt.socket_path(),
         "sipedge running"
     );
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])

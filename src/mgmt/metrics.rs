@@ -15,6 +15,10 @@
 //!   the hdr histogram counts: an hdr bin is counted in the first bucket whose bound is at or
 //!   above the bin's lowest value (error below the hdr precision, 0.1%). `_sum` is the hdr
 //!   mean × count (hdr keeps no exact sum).
+//! - The management listener's own counters ([`LISTENER`]) are process-wide atomics written by
+//!   the listener (`io::mgmt_http`) and read at every scrape.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
@@ -44,6 +48,7 @@ pub struct MetricsSnapshot {
     workers: Vec<WorkerSnapshot>,
     active_workers: Option<usize>,
     latency: LatencySnapshot,
+    listener: [u64; 6],
 }
 
 impl MetricsSnapshot {
@@ -55,6 +60,7 @@ impl MetricsSnapshot {
             workers: b.workers().iter().map(|w| w.snapshot()).collect(),
             active_workers: b.active_workers(),
             latency: b.latency(),
+            listener: LISTENER.snapshot(),
         }
     }
 }
@@ -379,6 +385,127 @@ impl Collector for MetricsSnapshot {
             m.encode_family(&labels)?.encode_gauge(n)?;
         }
         self.encode_workers(e)?;
-        self.encode_latency(e)
+        self.encode_latency(e)?;
+        self.encode_listener(e)
+    }
+}
+
+/// Counters of the management listener (HTTP on TCP and the UNIX socket), process-wide.
+#[derive(Debug)]
+pub struct ListenerCounters {
+    accepted: AtomicU64,
+    refused_per_ip: AtomicU64,
+    refused_total: AtomicU64,
+    accept_errors: AtomicU64,
+    timeouts: AtomicU64,
+    open: AtomicU64,
+}
+
+/// What happened to one management connection, as counted by [`ListenerCounters::count`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerEvent {
+    /// A connection was accepted and is being served (opens one).
+    Accepted,
+    /// Closed at accept: its client address had `max_connections_per_ip` open.
+    RefusedPerIp,
+    /// Closed at accept: `max_connections` were open.
+    RefusedTotal,
+    /// `accept` failed (e.g. EMFILE: out of descriptors); the listener backed off and went on.
+    AcceptError,
+    /// Closed by a timeout (request head, idle keep-alive, body, or no progress).
+    Timeout,
+    /// A served connection ended (closes one).
+    Closed,
+}
+
+/// The management listener's counters.
+pub static LISTENER: ListenerCounters = ListenerCounters {
+    accepted: AtomicU64::new(0),
+    refused_per_ip: AtomicU64::new(0),
+    refused_total: AtomicU64::new(0),
+    accept_errors: AtomicU64::new(0),
+    timeouts: AtomicU64::new(0),
+    open: AtomicU64::new(0),
+};
+
+impl ListenerCounters {
+    /// Count one event.
+    pub fn count(&self, e: ListenerEvent) {
+        let cell = match e {
+            ListenerEvent::Accepted => {
+                self.open.fetch_add(1, Ordering::Relaxed);
+                &self.accepted
+            }
+            ListenerEvent::RefusedPerIp => &self.refused_per_ip,
+            ListenerEvent::RefusedTotal => &self.refused_total,
+            ListenerEvent::AcceptError => &self.accept_errors,
+            ListenerEvent::Timeout => &self.timeouts,
+            ListenerEvent::Closed => &self.open,
+        };
+        if e == ListenerEvent::Closed {
+            let _ = cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(1))
+            });
+        } else {
+            cell.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Accept errors so far.
+    pub fn accept_errors(&self) -> u64 {
+        self.accept_errors.load(Ordering::Relaxed)
+    }
+
+    /// `[accepted, refused_per_ip, refused_total, accept_errors, timeouts, open]`.
+    fn snapshot(&self) -> [u64; 6] {
+        [
+            &self.accepted,
+            &self.refused_per_ip,
+            &self.refused_total,
+            &self.accept_errors,
+            &self.timeouts,
+            &self.open,
+        ]
+        .map(|c| c.load(Ordering::Relaxed))
+    }
+}
+
+impl MetricsSnapshot {
+    fn encode_listener(&self, enc: Enc<'_, '_>) -> std::fmt::Result {
+        let [accepted, per_ip, total, errors, timeouts, open] = self.listener;
+        counter(
+            enc,
+            "sipedge_mgmt_connections_accepted",
+            "Management connections accepted and served",
+            accepted,
+        )?;
+        let mut m = enc.encode_descriptor(
+            "sipedge_mgmt_connections_refused",
+            "Management connections closed at accept by a connection cap",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, v) in [("per_ip", per_ip), ("total", total)] {
+            m.encode_family(&vec![("reason", reason)])?
+                .encode_counter::<NoLabelSet, u64, u64>(&v, None)?;
+        }
+        counter(
+            enc,
+            "sipedge_mgmt_accept_errors",
+            "Management accept failures (e.g. out of descriptors); the listener backs off and goes on",
+            errors,
+        )?;
+        counter(
+            enc,
+            "sipedge_mgmt_timeouts",
+            "Management connections closed by a timeout (request head, idle keep-alive, body, no progress)",
+            timeouts,
+        )?;
+        gauge(
+            enc,
+            "sipedge_mgmt_connections_open",
+            "Management connections open now",
+            open,
+        )
     }
 }

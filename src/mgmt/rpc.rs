@@ -11,6 +11,8 @@
 //! - Results are written straight into the response buffer by the methods, so large lists are
 //!   serialized page by page; on error the partial result is cut off before the error object
 //!   is written.
+//! - A batch holds at most [`MAX_BATCH`] entries; a longer one runs none of them and is
+//!   answered with one `Invalid Request` error naming the limit.
 
 use std::sync::Arc;
 
@@ -20,6 +22,9 @@ use crate::mgmt::backend::MgmtBackend;
 use crate::mgmt::methods;
 use crate::mgmt::pager::{DialogPager, DialogStream};
 use crate::mgmt::protocol::{INVALID_REQUEST, PARSE_ERROR, Params, RpcError, write_value};
+
+/// Most entries in one JSON-RPC batch.
+pub const MAX_BATCH: usize = 100;
 
 /// Handle one HTTP request body. Returns the response body; empty when nothing must be sent
 /// (notifications only).
@@ -42,6 +47,16 @@ fn handle_value(parsed: Value, backend: &dyn MgmtBackend) -> Vec<u8> {
     match parsed {
         Value::Array(items) if items.is_empty() => {
             let err = RpcError::new(INVALID_REQUEST, "Invalid Request: empty batch");
+            write_error(&mut out, &Value::Null, &err);
+        }
+        Value::Array(items) if items.len() > MAX_BATCH => {
+            let err = RpcError::new(
+                INVALID_REQUEST,
+                format!(
+                    "Invalid Request: batch of {} entries exceeds the limit of {MAX_BATCH}",
+                    items.len()
+                ),
+            );
             write_error(&mut out, &Value::Null, &err);
         }
         Value::Array(items) => {

@@ -34,6 +34,7 @@ mod flows_syntax;
 mod flows_txn;
 mod generated_bye;
 mod loadgen_through_proxy;
+mod mgmt_hardening;
 mod mgmt_rpc;
 mod persist_restart;
 mod persist_store;

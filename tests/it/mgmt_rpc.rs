@@ -2,7 +2,8 @@
 //!
 //! Covers every RPC method with valid and invalid parameters, the JSON-RPC envelope
 //! (batches, notifications, parse/invalid-request errors), bearer-token auth, the body size
-//! limit, `/health`, `/metrics` (checked by a strict Prometheus text parser) and `ctl::run`
+//! limit, the batch limit, `/health` (open, 503 with a dead worker, detail for the token
+//! holder), `/metrics` (checked by a strict Prometheus text parser) and `ctl::run`
 //! in both output formats and against a closed port.
 // Real-socket test: it may read the wall clock (shutdown latency) and unwrap freely.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
@@ -470,12 +471,17 @@ fn envelope_batches_notifications_and_errors() {
 #[test]
 fn http_rules_auth_size_health_and_shutdown() {
     let (h, _) = start(1, Some("s3cret"));
-    assert_eq!(http(&h, "GET", "/health", b"", None).0, 401);
-    assert_eq!(http(&h, "GET", "/health", b"", Some("wrong")).0, 401);
+    // /health is open (load balancers probe it); only the token holder sees the detail.
+    assert_eq!(http(&h, "GET", "/health", b"", None), (200, "ok".into()));
     assert_eq!(
-        http(&h, "GET", "/health", b"", Some("s3cret")),
+        http(&h, "GET", "/health", b"", Some("wrong")),
         (200, "ok".into())
     );
+    let (s, detail) = http(&h, "GET", "/health", b"", Some("s3cret"));
+    let v: Value = serde_json::from_str(&detail).unwrap();
+    assert_eq!((s, v["status"].clone()), (200, json!("ok")), "{detail}");
+    assert_eq!(v["workers"][0]["alive"], true, "{detail}");
+    assert_eq!(http(&h, "POST", "/health", b"", None).0, 405);
     assert_eq!(http(&h, "GET", "/metrics", b"", None).0, 401);
     let body = br#"{"jsonrpc":"2.0","method":"core.version","id":1}"#;
     assert_eq!(http(&h, "POST", "/jsonrpc", body, None).0, 401);
@@ -500,12 +506,68 @@ fn http_rules_auth_size_health_and_shutdown() {
         "shutdown took {:?}",
         t0.elapsed()
     );
-    // The listening socket closes once tiny_http's accept thread notices (promptly).
+    // The listening socket is closed by the time shutdown returns (allow a little slack).
     let closed = (0..20).any(|_| {
         std::thread::sleep(Duration::from_millis(50));
         std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err()
     });
     assert!(closed, "listener still accepting after shutdown");
+}
+
+/// `/health` is 503 `not ready` while a worker is dead; the detail shows which, with its
+/// restarts and the age of its last loop turn on the clock given to `spawn_with`.
+#[test]
+fn health_reports_dead_workers_and_detail() {
+    let fake = Fake::new(0);
+    let mut opts = mgmt_http::MgmtOptions::new("127.0.0.1:0".parse().unwrap(), Some("t".into()));
+    opts.now_ms = Some(Arc::new(|| 5_000));
+    let h = mgmt_http::spawn_with(opts, fake.clone()).unwrap();
+    fake.workers[0].health().beat(4_250);
+    assert_eq!(http(&h, "GET", "/health", b"", None), (200, "ok".into()));
+    fake.workers[1].health().set_alive(false);
+    fake.workers[1].health().add_restart();
+    assert_eq!(
+        http(&h, "GET", "/health", b"", None),
+        (503, "not ready".into())
+    );
+    let (s, body) = http(&h, "GET", "/health", b"", Some("t"));
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (s, v),
+        (
+            503,
+            json!({"status": "not ready", "workers": [
+                {"index": 0, "alive": true, "restarts": 0, "last_beat_ms_ago": 750},
+                {"index": 1, "alive": false, "restarts": 1},
+            ]})
+        )
+    );
+    fake.workers[1].health().set_alive(true);
+    assert_eq!(http(&h, "GET", "/health", b"", None).0, 200);
+}
+
+/// A batch of more than 100 entries runs none of them and names the limit.
+#[test]
+fn batches_over_the_limit_are_refused_whole() {
+    let (h, fake) = start(5, None);
+    let batch = |n: usize| {
+        let items: Vec<Value> = (0..n)
+            .map(|i| json!({"jsonrpc": "2.0", "method": "dlg.end_dlg", "params": [0, 0], "id": i}))
+            .collect();
+        Value::Array(items).to_string()
+    };
+    let (_, t) = post(&h, &batch(101));
+    let v: Value = serde_json::from_str(&t).unwrap();
+    assert_eq!(v["error"]["code"], -32600, "{v}");
+    assert_eq!(
+        v["error"]["message"],
+        "Invalid Request: batch of 101 entries exceeds the limit of 100"
+    );
+    assert_eq!(fake.ended.lock().unwrap().len(), 0, "nothing ran");
+    let (_, t) = post(&h, &batch(100));
+    let v: Value = serde_json::from_str(&t).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 100);
+    assert_eq!(fake.ended.lock().unwrap().len(), 100);
 }
 
 #[test]
@@ -563,7 +625,9 @@ fn metrics_are_valid_prometheus_text_with_expected_series() {
 fn ctl_args(addr: String, format: Format, method: &str, args: &[&str]) -> CtlArgs {
     CtlArgs {
         mgmt: addr,
+        socket: None,
         token: None,
+        token_file: None,
         format,
         method: method.into(),
         args: args.iter().map(|s| (*s).to_owned()).collect(),
@@ -588,7 +652,10 @@ fn ctl_prints_json_and_tables_and_reports_errors() {
     let (code, _, err) = run_ctl(&a);
     assert_eq!(
         (code, err.as_str()),
-        (1, "error: unauthorized (missing or wrong --token)\n")
+        (
+            1,
+            "error: unauthorized (missing or wrong token: --token-file, SIPEDGE_TOKEN or --token)\n"
+        )
     );
     a.token = Some("tok".into());
     let (code, out, _) = run_ctl(&a);
