@@ -378,7 +378,8 @@ pub fn start(cfg: &RunConfig) -> Result<Running, RunError> {
 fn open_files_limit(cfg: &RunConfig) {
     let soft = match socket::raise_open_files(cfg.max_open_files) {
         Ok(l) => {
-            tracing::info!(
+            // Debug, not info: a start that fails right after (a port in use) says one line.
+            tracing::debug!(
                 before = l.before,
                 soft = l.soft,
                 hard = l.hard,
