@@ -343,12 +343,13 @@ impl<V> DialogTable<V> {
         self.by_id.get(&id)
     }
 
-    /// Removes `id` and its index entry (only if the index still points at `id`).
+    /// Removes `id` and its index entry (only if the index still points at `id`). The index
+    /// entry goes first, so an index entry whose record is missing is one being published
+    /// ([`DialogTable::claim`] relies on it).
     pub fn remove(&self, id: DialogId, call_id: &[u8], from_tag: &[u8]) -> Option<Arc<V>> {
-        let removed = self.by_id.remove(&id);
         self.by_call
             .remove_if(&self.call_hash(call_id, from_tag), |d| *d == id);
-        removed
+        self.by_id.remove(&id)
     }
 
     /// Number of dialogs.
@@ -381,6 +382,43 @@ impl<V: CallIdentity> DialogTable<V> {
             .with(&id, |v| v.call_id() == call_id && v.ftag() == from_tag)
             .filter(|&ok| ok)
             .map(|_| id)
+    }
+
+    /// Publishes a dialog only if no live dialog holds `(call_id, from_tag)`: the index entry
+    /// is claimed first, atomically, so of two workers that create a dialog for one INVITE at
+    /// the same instant (the request and its retransmission) exactly one wins. `Err(holder)`
+    /// names the dialog that holds the pair: one `live` says is live, or one being published
+    /// right now. A holder that is not live (an ended dialog, or a hash collision) is replaced.
+    pub fn claim(
+        &self,
+        id: DialogId,
+        v: Arc<V>,
+        call_id: &[u8],
+        from_tag: &[u8],
+        live: impl Fn(&V) -> bool,
+    ) -> Result<(), DialogId> {
+        let key = self.call_hash(call_id, from_tag);
+        for _ in 0..4 {
+            let holder = match self.by_call.try_insert(key, id) {
+                Ok(()) => {
+                    self.by_id.insert(id, v);
+                    return Ok(());
+                }
+                Err(holder) if holder == id => {
+                    self.by_id.insert(id, v);
+                    return Ok(());
+                }
+                Err(holder) => holder,
+            };
+            let taken = self.by_id.with(&holder, |rec| {
+                rec.call_id() == call_id && rec.ftag() == from_tag && live(rec)
+            });
+            if taken.unwrap_or(true) {
+                return Err(holder);
+            }
+            let _ = self.by_call.remove_if(&key, |d| *d == holder);
+        }
+        Err(id)
     }
 
     /// Every dialog with this Call-ID (a full scan: management only).

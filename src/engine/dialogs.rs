@@ -114,19 +114,26 @@ impl Engine {
         });
     }
 
-    /// Create and publish the dialog of an initial INVITE.
+    /// Create and publish the dialog of an initial INVITE. `Err(holder)` when a live dialog
+    /// already holds its Call-ID and From-tag (another worker is creating it from the same
+    /// INVITE, or it is a late retransmission): nothing is published and the memberships the
+    /// decision took are released.
     pub(crate) fn create_dialog(
         &mut self,
         inb: &Inbound<'_>,
         msg: &Message<'_>,
         settings: &Settings,
         decision: &mut Decision,
-    ) -> Option<Arc<Dialog>> {
+    ) -> Result<Option<Arc<Dialog>>, DialogId> {
+        let Some((call_id, from, to, ftag)) = msg
+            .call_id()
+            .zip(msg.from())
+            .zip(msg.to())
+            .and_then(|((c, f), t)| Some((c, f, t, f.tag()?)))
+        else {
+            return Ok(None);
+        };
         let now = inb.now_ms;
-        let call_id = msg.call_id()?;
-        let from = msg.from()?;
-        let to = msg.to()?;
-        let ftag = from.tag()?;
         let mut routes = Vec::new();
         for rr in msg.record_routes() {
             routes.extend(
@@ -169,7 +176,11 @@ impl Engine {
         for (k, v) in decision.vars.drain(..) {
             d.set_var(&k, &v);
         }
-        self.shared.table.insert(id, d.clone(), call_id, ftag);
+        let live = |d: &Dialog| d.state() != DlgState::Deleted;
+        if let Err(holder) = self.shared.table.claim(id, d.clone(), call_id, ftag, live) {
+            self.shared.profiles.load().release_all(&d.profiles);
+            return Err(holder);
+        }
         self.shared.stats.created();
         self.arm_dialog_timer(&d, deadline);
         self.fire(
@@ -179,7 +190,7 @@ impl Engine {
             0,
             Some(Side::Caller),
         );
-        Some(d)
+        Ok(Some(d))
     }
 
     /// The one end path. Applies statistics, profile release and callbacks once. `remove`

@@ -6,10 +6,12 @@
 //! transaction, is handed to the owning worker, or is dropped and counted.
 
 use super::forward::{HopError, RecordRoute, uri_target, uri_target_parsed};
+use super::response::recent_key_of;
 use super::{Engine, Inbound, Output};
 use crate::dialog::{DlgEvent, DlgState, EndReason, Side, Socket};
 use crate::stats::Counter;
 use crate::txn::branch::{self, Branch, Kind};
+use crate::txn::recent::Found;
 use crate::wire::{self, Edits, HeaderName, Message, Method, ParseError};
 
 /// What Route pre-processing found.
@@ -489,6 +491,10 @@ impl Engine {
                 self.stats.inc(Counter::AckAbsorbed);
                 return;
             }
+        } else if self.recently_finished(msg, inb.now_ms) {
+            // The ACK of a non-2xx final whose transaction is gone: hop-by-hop, absorbed.
+            self.stats.inc(Counter::AckAbsorbed);
+            return;
         }
         // The ACK of a reply we generated without a transaction (policy reply, 404, 503).
         if let Some(tag) = msg.to_tag()
@@ -504,6 +510,22 @@ impl Engine {
     /// The transaction of the INVITE that this CANCEL/ACK/retransmission refers to: owner
     /// worker and slot, via the Call-ID + From-tag index.
     pub(crate) fn txn_of(&self, msg: &Message<'_>) -> Option<(usize, u32)> {
+        // The shared index by upstream key finds tracked and untracked transactions alike; the
+        // owner verifies the slot's generation (a hand-off is verified on arrival).
+        if let Some(Found::Live(l)) = self.shared.invites.lookup(recent_key_of(msg), 0) {
+            let owner = usize::from(l.worker);
+            if owner != self.worker && owner < self.shared.workers {
+                return Some((owner, l.slot));
+            }
+            if owner == self.worker
+                && self
+                    .txns
+                    .get(l.slot)
+                    .is_some_and(|t| t.generation == l.generation)
+            {
+                return Some((owner, l.slot));
+            }
+        }
         let call_id = msg.call_id()?;
         let ftag = msg.from_tag()?;
         let id = self.shared.table.find_by_callid_ftag(call_id, ftag)?;
@@ -515,6 +537,12 @@ impl Engine {
         Some((crate::dialog::id::worker_of(id), slot))
     }
 
+    /// Whether `msg` (an INVITE, its CANCEL or the ACK of its non-2xx final) belongs to an
+    /// INVITE transaction freed less than `txn::recent::REMEMBER_MS` ago.
+    pub(crate) fn recently_finished(&self, msg: &Message<'_>, now_ms: u64) -> bool {
+        self.shared.invites.lookup(recent_key_of(msg), now_ms) == Some(Found::Finished)
+    }
+
     /// CANCEL from upstream (RFC 3261 §16.10).
     pub(crate) fn on_cancel(
         &mut self,
@@ -524,6 +552,12 @@ impl Engine {
         out: &mut Output,
     ) {
         let Some((owner, slot)) = self.txn_of(msg) else {
+            // Its INVITE transaction ended already (RFC 3261 §16.10: a matching response
+            // context answers 200; the CANCEL has no effect).
+            if self.recently_finished(msg, inb.now_ms) {
+                let tag = self.local_tag(msg);
+                return self.reply(inb, msg, 200, b"OK", Some(&tag), &[], out);
+            }
             return self.forward_stateless(inb, msg, Method::Cancel, info, None, out);
         };
         if owner != self.worker {
@@ -569,6 +603,11 @@ impl Engine {
             if retrans {
                 return self.absorb_invite_retransmission(inb, slot, out);
             }
+        }
+        // A retransmission of a transaction already freed (RFC 6026 Accepted, on any worker).
+        if self.recently_finished(msg, inb.now_ms) {
+            self.stats.inc(Counter::RetransAbsorbed);
+            return;
         }
         // Loop or spiral (RFC 3261 §16.3 step 4): a Via of ours with a dialog branch.
         let call_id = msg.call_id().unwrap_or(&[]);

@@ -26,6 +26,16 @@ use crate::wire::{self, Edits, Message, Method, Transport};
 /// Cookie used in branches of INVITEs whose dialog is not tracked.
 pub(crate) const UNTRACKED: &[u8] = b"x";
 
+/// The [`crate::txn::recent`] key of an INVITE: top Via branch, Call-ID, From-tag, CSeq.
+pub(crate) fn recent_key_of(msg: &Message<'_>) -> u64 {
+    crate::txn::recent::key(
+        msg.top_via().and_then(|v| v.branch()).unwrap_or(&[]),
+        msg.call_id().unwrap_or(&[]),
+        msg.from_tag().unwrap_or(&[]),
+        msg.cseq().map_or(0, |c| c.num),
+    )
+}
+
 impl Engine {
     /// Create the transaction (and dialog) for a new initial INVITE, answer 100 (or arm the
     /// Trying timer that sends it later if still needed) and fork.
@@ -100,7 +110,22 @@ impl Engine {
                 );
                 Some(d)
             }
-            None if track => self.create_dialog(inb, msg, settings, &mut decision),
+            None if track => match self.create_dialog(inb, msg, settings, &mut decision) {
+                Ok(d) => d,
+                // Another worker is creating this INVITE's dialog right now (the request and
+                // its retransmission arrived at once), or it is a retransmission that came
+                // after its transaction: the dialog's worker absorbs it.
+                Err(holder) => {
+                    decision.release(&self.shared);
+                    let owner = crate::dialog::id::worker_of(holder);
+                    if owner == self.worker || owner >= self.shared.workers {
+                        self.stats.inc(Counter::RetransAbsorbed);
+                    } else {
+                        out.handoff = Some(owner);
+                    }
+                    return;
+                }
+            },
             None => None,
         };
         let mut cookie_buf = [0u8; crate::dialog::id::COOKIE_LEN];
@@ -149,14 +174,40 @@ impl Engine {
             linger: None,
             to_tag: self.new_tag(),
             // The INVITE as received and one forwarded copy per target, and the records.
+            recent_key: recent_key_of(msg),
             held_bytes: msg.bytes().len() * (1 + targets.len() + serial_len)
                 + std::mem::size_of::<InviteTxn>()
                 + (targets.len() + serial_len) * std::mem::size_of::<crate::txn::BranchTxn>(),
         };
         let held = txn.held_bytes;
+        let key = txn.recent_key;
         let slot = self.txns.insert(txn);
         self.stats.inc(Counter::TxnsOpened);
         self.stats.add(Counter::TxnBytesHeld, held as u64);
+        let loc = crate::txn::recent::Loc {
+            worker: self.worker as u16,
+            slot,
+            generation: self.txns.get(slot).map_or(0, |t| t.generation),
+        };
+        if let Err(other) = self.shared.invites.claim(key, loc, now)
+            && dialog.is_none()
+        {
+            // An untracked INVITE another worker took at the same instant (the request and
+            // its retransmission): that worker's transaction handles it.
+            decision.release(&self.shared);
+            if let Some(t) = self.txns.remove(slot) {
+                self.stats.inc(Counter::TxnsClosed);
+                self.stats
+                    .add(Counter::TxnBytesReleased, t.held_bytes as u64);
+            }
+            let owner = usize::from(other.worker);
+            if owner != self.worker && owner < self.shared.workers {
+                out.handoff = Some(owner);
+            } else {
+                self.stats.inc(Counter::RetransAbsorbed);
+            }
+            return;
+        }
         if let Some(d) = &dialog
             && d.txn_slot.load(Acquire) == u32::MAX
         {

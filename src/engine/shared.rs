@@ -125,6 +125,8 @@ pub struct Shared {
     pub latency: LatencyHub,
     /// Flood control: per-source cells and bans, keyed rates for policy.
     pub flood: crate::flood::FloodState,
+    /// INVITE server transactions of every worker by upstream key, and those freed recently.
+    pub invites: crate::txn::recent::InviteIndex,
     queues: OnceLock<Vec<(Sender<Command>, Notifier)>>,
     /// Spare hand-off buffers, one pool per worker: a worker copies a packet it hands off into
     /// a buffer from its own pool, and the worker that handled it gives the buffer back, so
@@ -178,6 +180,7 @@ impl Shared {
                 .collect(),
             latency: LatencyHub::default(),
             flood: crate::flood::FloodState::default(),
+            invites: Default::default(),
             queues: OnceLock::new(),
             spares: (0..workers)
                 .map(|_| crossbeam_channel::bounded(SPARE_BUFFERS))

@@ -158,6 +158,13 @@ impl Engine {
                     self.stats.inc(Counter::TxnsClosed);
                     self.stats
                         .add(Counter::TxnBytesReleased, t.held_bytes as u64);
+                    // RFC 6026 Accepted: a retransmission that comes later is still absorbed.
+                    let loc = crate::txn::recent::Loc {
+                        worker: self.worker as u16,
+                        slot,
+                        generation,
+                    };
+                    self.shared.invites.finish(t.recent_key, loc, now);
                     if let Some(k) = t.up.timer_g {
                         self.wheel.cancel(k);
                     }

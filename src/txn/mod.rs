@@ -16,6 +16,7 @@
 
 pub mod branch;
 pub mod nict;
+pub mod recent;
 
 use std::sync::Arc;
 
@@ -134,6 +135,8 @@ pub struct InviteTxn {
     /// Bytes of requests this transaction holds, as charged against `[limits]
     /// max_request_memory` when it was created ([`TxnTable::held_bytes`]).
     pub held_bytes: usize,
+    /// Its key in [`recent::RecentInvites`], remembered there when it is freed.
+    pub recent_key: u64,
 }
 
 /// One worker's INVITE transactions, in a slab.
@@ -168,6 +171,11 @@ impl TxnTable {
         self.live += 1;
         self.held = self.held.saturating_add(txn_held(self, i));
         slot
+    }
+
+    /// The transaction in `slot`, read-only.
+    pub fn get(&self, slot: u32) -> Option<&InviteTxn> {
+        self.slots.get(slot as usize)?.as_ref()
     }
 
     /// The transaction in `slot`.

@@ -8,7 +8,7 @@ use crate::flows;
 
 use flows::*;
 use sipedge::dialog::{DlgEvent, DlgState, Side};
-use sipedge::engine::Command;
+use sipedge::engine::{Command, Settings};
 use sipedge::stats::Counter;
 
 /// Request-URI straight at the callee UAS1.
@@ -249,4 +249,53 @@ fn requests_too_large_or_smuggling_get_an_error_reply_not_silence() {
         );
         assert_eq!(out[0].code(), code, "{file}: {:#?}", out[0]);
     }
+}
+
+/// An untracked INVITE (`track_all_invites = false`) is transaction-stateful too: its
+/// retransmission on the other worker is absorbed (not forwarded on a new branch), and its
+/// CANCEL, on either worker, is matched: 200 to the CANCEL, CANCEL downstream, 487 upstream.
+#[test]
+fn an_untracked_invite_absorbs_retransmissions_and_matches_its_cancel_across_workers() {
+    let mut net = Net::with(Settings::default(), 2);
+    net.settings(|s| s.track_invites = false);
+    let inv = invite("ux", "ft-ux", "b-ux", DIRECT);
+    let out = net.send_to(0, UAC, &inv);
+    let fwd = one(&out, "INVITE", |s| s.is("INVITE")).clone();
+    assert_eq!(net.dialogs(), 0, "untracked: no dialog");
+    // The retransmission lands on worker 1: handed to worker 0, absorbed there.
+    let out = net.send_to(1, UAC, &inv);
+    assert!(
+        out.iter().all(|s| !s.is("INVITE")),
+        "not forwarded again: {out:?}"
+    );
+    assert!(counter(&net, Counter::RetransAbsorbed) >= 1);
+    net.send(UAS1, &reply(&fwd, 180, "Ringing", Some("t"), UAS1));
+    // The CANCEL lands on worker 1 too.
+    let out = net.send_to(1, UAC, &cancel_for(&inv));
+    one(&out, "200 to the CANCEL", |s| {
+        s.code() == 200 && s.dst == sa(UAC)
+    });
+    let cancel = one(&out, "CANCEL", |s| s.is("CANCEL") && s.dst == sa(UAS1)).clone();
+    assert_eq!(cancel.top_branch(), fwd.top_branch());
+    net.send(UAS1, &reply(&cancel, 200, "OK", Some("t"), ""));
+    let out = net.send(UAS1, &reply(&fwd, 487, "Request Terminated", Some("t"), ""));
+    one(&out, "487 upstream", |s| {
+        s.code() == 487 && s.dst == sa(UAC)
+    });
+    // A CANCEL or an INVITE copy long after the transaction is freed is still recognised.
+    net.advance(40_000);
+    assert_eq!(net.engines[0].txn_count() + net.engines[1].txn_count(), 0);
+    let out = net.send_to(1, UAC, &inv);
+    assert!(out.is_empty(), "a late copy is absorbed: {out:?}");
+    let out = net.send_to(0, UAC, &cancel_for(&inv));
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(
+        out[0].code(),
+        200,
+        "the CANCEL of a finished transaction gets 200"
+    );
+    // Past 64*T1 (+ slack) it is forgotten.
+    net.advance(40_000);
+    let out = net.send_to(1, UAC, &inv);
+    assert!(out.iter().any(|s| s.is("INVITE")), "{out:?}");
 }

@@ -16,8 +16,6 @@
 //! SIM_SEED=1234 SIM_CONFIG=lossy cargo test --test sim replay -- --ignored --nocapture
 //!     # one run: its settings, counters, per-scenario outcomes and every violation;
 //!     # SIM_TRACE=1 also prints every datagram delivered, lost (LOST) or blackholed (VOID)
-//! cargo test --test sim known_failure -- --ignored
-//!     # the known failures (below): fail today, pass once the transaction layer is fixed
 //! ```
 //!
 //! Layout: [`rng`] (the one seeded PRNG), [`net`] (links and datagrams in flight),
@@ -26,9 +24,10 @@
 //! [`world`] (the event loop), [`ledger`] (the proxy's dialog events per Call-ID) and
 //! [`invariants`] (what must hold at quiescence).
 //!
-//! Known failures are `#[ignore]`d tests named `known_failure_*`, each with seeds that show
-//! it; when the transaction layer is fixed they pass and lose their `#[ignore]`. A CI seed
-//! that starts failing after an engine change shows which invariant broke; replay it.
+//! A known failure is an `#[ignore]`d test named `known_failure_*` with the seeds that show
+//! it; once fixed it passes and loses its `#[ignore]` (none is open now: the late INVITE
+//! retransmission is `late_invite_retransmission_makes_no_second_dialog`). A CI seed that
+//! starts failing after an engine change shows which invariant broke; replay it.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
 mod endpoints;
@@ -200,23 +199,15 @@ fn the_checks_catch_a_faulty_driver() {
     }
 }
 
-/// Known failure, transaction layer: a retransmitted (or duplicated) INVITE is matched to its
-/// INVITE server transaction only through the dialog record (Call-ID + From-tag ->
-/// `txn_slot`), and that transaction lingers only `LINGER` (5 s) after relaying a 2xx, where
-/// RFC 6026 keeps it 64*T1 (Timer L, Accepted state). So an INVITE copy that arrives
-/// - after the linger (every 2xx copy towards the caller was lost, or the callee vanished
-///   before retransmitting it, and the caller retransmits its INVITE for up to 32 s), or
-/// - after the dialog ended and left the table (a `dlg.end_dlg` or timeout of a
-///   just-answered call, then a late duplicate: this happens even at 0% loss, `shaky` 1358),
-///
-/// is taken for a new call: a second dialog for the same Call-ID and From-tag (counted twice
-/// in `processed_dialogs` and the profiles) and a second INVITE downstream (to a parallel
-/// group's other target too). The invariant that fails: one Call-ID, one dialog
-/// (`created 2`); at 0% loss also the per-call comparison and the UAS's `uas_no_ack`.
+/// A retransmitted (or duplicated) INVITE that arrives after its transaction lingered and was
+/// freed, or after its dialog ended and left the table (a `dlg.end_dlg` or timeout of a
+/// just-answered call, then a late duplicate: even at 0% loss, `shaky` 1358), or on another
+/// worker at the same instant, is absorbed: the shared INVITE index (`txn::recent`) finds the
+/// transaction from any worker and remembers a freed one for 64*T1 (RFC 6026 Accepted), and
+/// a dialog is published only by the worker that claims its Call-ID and From-tag. These seeds
+/// made a second dialog for one Call-ID before (`created 2`).
 #[test]
-#[ignore = "known failure, transaction-layer issue: a late or duplicated INVITE after the 2xx \
-            linger (5 s, not RFC 6026 Timer L) or after its dialog ended makes a second dialog"]
-fn known_failure_late_invite_retransmission_makes_a_second_dialog() {
+fn late_invite_retransmission_makes_no_second_dialog() {
     let mut failed = Vec::new();
     let known: [(SimConfig, &[u64]); 4] = [
         (plan::SHAKY, &[1358]),
