@@ -33,6 +33,7 @@ mod proxy;
 mod refer;
 mod request;
 mod response;
+mod restart;
 mod settings;
 mod shared;
 mod timers;

@@ -19,7 +19,7 @@ use crate::dialog::id::DialogId;
 use crate::dialog::profile::Profiles;
 use crate::dialog::table::DialogTable;
 use crate::dialog::{Callbacks, Dialog, DialogStats, Side};
-use crate::stats::{LatencyHub, WorkerStats};
+use crate::stats::{LatencyHub, StoreStats, WorkerStats};
 use crate::wire::Transport;
 
 /// A request for the owning worker of a dialog.
@@ -123,6 +123,8 @@ pub struct Shared {
     pub worker_stats: Vec<Arc<WorkerStats>>,
     /// Where workers' latency histograms are merged.
     pub latency: LatencyHub,
+    /// Counters of the dialog store's writer (`io::persist`; all zero and hidden when off).
+    pub store: StoreStats,
     queues: OnceLock<Vec<(Sender<Command>, Notifier)>>,
     /// Spare hand-off buffers, one pool per worker: a worker copies a packet it hands off into
     /// a buffer from its own pool, and the worker that handled it gives the buffer back, so
@@ -175,6 +177,7 @@ impl Shared {
                 .map(|w| Arc::new(WorkerStats::new(w, crate::wire::KINDS)))
                 .collect(),
             latency: LatencyHub::default(),
+            store: StoreStats::default(),
             queues: OnceLock::new(),
             spares: (0..workers)
                 .map(|_| crossbeam_channel::bounded(SPARE_BUFFERS))

@@ -6,8 +6,29 @@
 //! next timer deadline rounded up to a [`TIMER_GRID_MS`] grid (capped at 100 ms so a stop
 //! request is seen quickly), so a timer fires at most one grid step late and never early;
 //! buffers are reused across iterations.
+//!
+//! # Panic isolation
+//! Every engine entry point runs under `catch_unwind`: each received message, each hand-off
+//! and command, each timer. A panic there drops that one item (its partial output is rolled
+//! back, see [`Mark`]), counts `worker_panics`, logs one line naming the worker and the item,
+//! and the worker goes on. What is assumed: Rust memory safety holds through a panic, so the
+//! engine can only be left *logically* half-updated, and only in state of the item being
+//! handled: one transaction (its own timers B/C/linger still end it), one dialog (its wheel
+//! entry still expires it; a dialog whose end was cut short is removed when that entry
+//! fires), the Output (rolled back), the header spill or the timer list (taken out while in
+//! use; a new empty one replaces a lost one). The wheel, the transaction table and the dialog
+//! table never panic mid-update by construction. Shared state is atomics and lock-free maps,
+//! so nothing is poisoned.
+//!
+//! A worker *dies* when a panic escapes those points (the rest of the loop: I/O, flushing) or
+//! when more than [`MAX_PANICS_PER_SEC`] are caught within a second (a loop suggests broken
+//! state). It then returns [`WorkerExit::Died`] with the number of transactions in flight,
+//! without `Engine::shutdown` (its calls go on); its sockets stay open (the supervisor,
+//! `io::run`, holds duplicates) and a replacement on the same index takes its dialogs over.
+//! The loop records a heartbeat every turn (`WorkerHealth::beat`).
 
-use std::net::{TcpListener, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -15,9 +36,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use mio::{Events, Interest, Poll, Token};
 
+use super::fault::{Fault, Faults};
 use super::tcp::{TcpConns, TcpLimits};
 use super::udp::{RecvBatch, send_output};
-use crate::engine::{Command, Engine, Inbound, Output, Shared};
+use crate::engine::{Command, Engine, Inbound, Output, Shared, TimerItem};
 use crate::stats::Counter;
 use crate::wire::Transport;
 
@@ -84,10 +106,33 @@ pub struct WorkerSpec {
     pub commands: Receiver<Command>,
     /// TCP limits.
     pub tcp_limits: TcpLimits,
+    /// `Some(lost)` when this worker replaces a dead one: take its dialogs over
+    /// ([`Engine::take_over`]) and count the `lost` transactions that died with it.
+    pub takeover: Option<u64>,
 }
 
-/// Run the worker loop until `stop` is set.
-pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<AtomicBool>) {
+/// How a worker thread ended.
+#[derive(Debug)]
+pub enum WorkerExit {
+    /// `stop` was set: it shut down (its dialogs ended with reason `shutdown`).
+    Stopped,
+    /// It died: a panic outside the isolation points, or a panic loop. Its dialogs stay in
+    /// the table for a replacement to take over.
+    Died {
+        /// What happened.
+        reason: String,
+        /// Transactions in flight that died with its engine, when it could tell.
+        lost: Option<usize>,
+    },
+}
+
+/// Run the worker loop until `stop` is set, or until it dies (see the module docs).
+pub fn run(
+    spec: WorkerSpec,
+    shared: Arc<Shared>,
+    clock: Clock,
+    stop: Arc<AtomicBool>,
+) -> WorkerExit {
     if let Some(core) = spec.core {
         core_affinity::set_for_current(core);
     }
@@ -99,6 +144,7 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
         mut poll,
         commands,
         tcp_limits,
+        takeover,
         ..
     } = spec;
     let nmain = udp.len();
@@ -152,170 +198,268 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
         nmain,
         has_private,
     };
-    let mut engine = Engine::with_seed(shared.clone(), index, clock.now_ms(), os_seed(index));
     let stats = shared.worker_stats.get(index).cloned();
-    let mut tcp = TcpConns::new(tcp_limits);
-    let mut events = Events::with_capacity(256);
-    let mut batch = RecvBatch::default();
-    let mut out = Output::with_capacity(1 << 20, 1024);
-    let mut last_sweep = clock.now_ms();
-    let mut tcp_seen = super::tcp::TcpEvents::default();
-    while !stop.load(Ordering::Relaxed) {
-        let now = clock.now_ms();
-        let timeout = engine
-            .poll_timeout()
-            .map(|d| timer_wake_at(d).saturating_sub(now))
-            .unwrap_or(100)
-            .min(100);
-        if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(timeout)))
-            && e.kind() != std::io::ErrorKind::Interrupted
-        {
-            tracing::error!(worker = index, error = %e, "poll failed");
-        }
-        for ev in events.iter() {
-            let t = ev.token().0;
-            if t == WAKER.0 {
-                continue;
-            } else if (UDP_BASE..TCPL_BASE).contains(&t) {
-                let i = t - UDP_BASE;
-                let Some((local, sock)) = socks.socks.get(i) else {
-                    continue;
-                };
-                let local = *local;
-                // Drain until WouldBlock, flushing after each batch.
-                for _ in 0..64 {
-                    match batch.recv(sock) {
-                        Ok(n) => {
-                            if n >= super::udp::BATCH
-                                && let Some(s) = &stats
-                            {
-                                s.inc(Counter::FullBatches);
-                            }
-                        }
-                        Err(_) => break,
-                    }
-                    let t0 = Instant::now();
-                    let now_us = clock.now_us();
-                    let now = now_us / 1000;
-                    for k in 0..batch.len() {
-                        let Some((src, bytes)) = batch.get(k) else {
-                            continue;
-                        };
-                        if let Some(s) = &stats {
-                            s.inc(Counter::PacketsInUdp);
-                        }
-                        let inb = Inbound {
-                            now_ms: now,
-                            now_us,
-                            src,
-                            local,
-                            transport: Transport::Udp,
-                            conn: None,
-                            bytes,
-                        };
-                        deliver(&mut engine, &shared, stats.as_deref(), inb, &mut out);
-                    }
-                    let t1 = Instant::now();
-                    flush(
-                        &shared,
-                        &mut out,
-                        &socks,
-                        &mut tcp,
-                        poll.registry(),
-                        now,
-                        stats.as_deref(),
-                    );
-                    // Every packet of the batch waited from receive until this send.
-                    let t2 = Instant::now();
-                    engine.record_send_us(t2.duration_since(t1).as_micros() as u64);
-                    let us = t2.duration_since(t0).as_micros() as u64;
-                    for _ in 0..batch.len() {
-                        engine.record_packet_us(us);
-                    }
-                    if batch.len() < super::udp::BATCH {
-                        break;
-                    }
-                }
-            } else if t >= super::tcp::CONN_BASE {
-                let Some(slot) = tcp.slot_for_token(ev.token()) else {
-                    continue;
-                };
-                let now = clock.now_ms();
-                if ev.is_writable() {
-                    tcp.flush(poll.registry(), slot);
-                }
-                if ev.is_readable() || ev.is_read_closed() {
-                    tcp.on_readable(poll.registry(), slot, now, |bytes, peer, local, conn| {
-                        if let Some(s) = &stats {
-                            s.inc(Counter::PacketsInTcp);
-                        }
-                        let inb = Inbound {
-                            now_ms: now,
-                            now_us: clock.now_us(),
-                            src: peer,
-                            local,
-                            transport: Transport::Tcp,
-                            conn: Some(conn),
-                            bytes,
-                        };
-                        deliver(&mut engine, &shared, stats.as_deref(), inb, &mut out);
-                    });
-                    flush(
-                        &shared,
-                        &mut out,
-                        &socks,
-                        &mut tcp,
-                        poll.registry(),
-                        now,
-                        stats.as_deref(),
-                    );
-                }
-            } else if t >= TCPL_BASE
-                && let Some((local, l)) = tcpl.get(t - TCPL_BASE)
-            {
-                tcp.accept_all(poll.registry(), l, *local, clock.now_ms());
-            }
-        }
-        // Commands: hand-offs and terminations.
-        let now = clock.now_ms();
-        for _ in 0..4096 {
-            let Ok(cmd) = commands.try_recv() else { break };
-            engine.handle_command(now, clock.now_us(), cmd, &mut out);
-        }
-        engine.handle_timeout(now, &mut out);
-        flush(
-            &shared,
-            &mut out,
-            &socks,
-            &mut tcp,
-            poll.registry(),
-            now,
-            stats.as_deref(),
-        );
-        if now.saturating_sub(last_sweep) >= 1000 {
-            last_sweep = now;
-            tcp.sweep_idle(poll.registry(), now);
+    // Building the engine walks the table (loaded dialogs, a takeover): isolated too.
+    let built = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let mut engine = Engine::with_seed(shared.clone(), index, clock.now_ms(), os_seed(index));
+        if let Some(lost) = takeover {
+            let rearmed = engine.take_over();
             if let Some(s) = &stats {
-                let e = tcp.events;
-                s.add(Counter::TcpAccepted, e.accepted - tcp_seen.accepted);
-                s.add(Counter::TcpConnected, e.connected - tcp_seen.connected);
-                s.add(Counter::TcpClosed, e.closed - tcp_seen.closed);
-                tcp_seen = e;
+                s.add(Counter::TxnsLost, lost);
             }
-            engine.flush_latency(now);
+            tracing::warn!(
+                worker = index,
+                rearmed_dialog_timers = rearmed,
+                lost_transactions = lost,
+                "worker restarted: its dialogs were taken over, its transactions are lost"
+            );
         }
+        engine
+    }));
+    let mut engine = match built {
+        Ok(e) => e,
+        Err(p) => {
+            return WorkerExit::Died {
+                reason: format!("panic while starting: {}", panic_message(&*p)),
+                lost: None,
+            };
+        }
+    };
+    if let Some(s) = &stats {
+        s.health().beat(clock.now_ms());
+        s.health().set_alive(true);
     }
-    let now = clock.now_ms();
-    engine.shutdown(now, &mut out);
-    flush(
-        &shared,
-        &mut out,
-        &socks,
-        &mut tcp,
-        poll.registry(),
-        now,
-        stats.as_deref(),
-    );
+    let faults = super::fault::Faults::from_env();
+    let mut guard = PanicGuard::new(index);
+    let mut tcp = TcpConns::new(tcp_limits);
+    let mut out = Output::with_capacity(1 << 20, 1024);
+    // The loop, with everything it may leave half-done, is isolated as a whole: a panic here
+    // (outside the per-message, per-timer and per-command isolation) ends the worker.
+    let ended = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let mut events = Events::with_capacity(256);
+        let mut batch = RecvBatch::default();
+        let mut due: Vec<(u64, TimerItem)> = Vec::with_capacity(256);
+        let mut last_sweep = clock.now_ms();
+        let mut tcp_seen = super::tcp::TcpEvents::default();
+        let mut die = false;
+        while !stop.load(Ordering::Relaxed) {
+            let now = clock.now_ms();
+            if let Some(s) = &stats {
+                s.health().beat(now);
+            }
+            let timeout = engine
+                .poll_timeout()
+                .map(|d| timer_wake_at(d).saturating_sub(now))
+                .unwrap_or(100)
+                .min(100);
+            if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(timeout)))
+                && e.kind() != std::io::ErrorKind::Interrupted
+            {
+                tracing::error!(worker = index, error = %e, "poll failed");
+            }
+            let mut iso = Isolation {
+                guard: &mut guard,
+                faults,
+                die: &mut die,
+            };
+            for ev in events.iter() {
+                let t = ev.token().0;
+                if t == WAKER.0 {
+                    continue;
+                } else if (UDP_BASE..TCPL_BASE).contains(&t) {
+                    let i = t - UDP_BASE;
+                    let Some((local, sock)) = socks.socks.get(i) else {
+                        continue;
+                    };
+                    let local = *local;
+                    // Drain until WouldBlock, flushing after each batch.
+                    for _ in 0..64 {
+                        match batch.recv(sock) {
+                            Ok(n) => {
+                                if n >= super::udp::BATCH
+                                    && let Some(s) = &stats
+                                {
+                                    s.inc(Counter::FullBatches);
+                                }
+                            }
+                            Err(_) => break,
+                        }
+                        let t0 = Instant::now();
+                        let now_us = clock.now_us();
+                        let now = now_us / 1000;
+                        for k in 0..batch.len() {
+                            let Some((src, bytes)) = batch.get(k) else {
+                                continue;
+                            };
+                            if let Some(s) = &stats {
+                                s.inc(Counter::PacketsInUdp);
+                            }
+                            let inb = Inbound {
+                                now_ms: now,
+                                now_us,
+                                src,
+                                local,
+                                transport: Transport::Udp,
+                                conn: None,
+                                bytes,
+                            };
+                            deliver(
+                                &mut engine,
+                                &shared,
+                                stats.as_deref(),
+                                inb,
+                                &mut out,
+                                &mut iso,
+                            );
+                        }
+                        let t1 = Instant::now();
+                        flush(
+                            &shared,
+                            &mut out,
+                            &socks,
+                            &mut tcp,
+                            poll.registry(),
+                            now,
+                            stats.as_deref(),
+                        );
+                        // Every packet of the batch waited from receive until this send.
+                        let t2 = Instant::now();
+                        engine.record_send_us(t2.duration_since(t1).as_micros() as u64);
+                        let us = t2.duration_since(t0).as_micros() as u64;
+                        for _ in 0..batch.len() {
+                            engine.record_packet_us(us);
+                        }
+                        if batch.len() < super::udp::BATCH {
+                            break;
+                        }
+                    }
+                } else if t >= super::tcp::CONN_BASE {
+                    let Some(slot) = tcp.slot_for_token(ev.token()) else {
+                        continue;
+                    };
+                    let now = clock.now_ms();
+                    if ev.is_writable() {
+                        tcp.flush(poll.registry(), slot);
+                    }
+                    if ev.is_readable() || ev.is_read_closed() {
+                        tcp.on_readable(poll.registry(), slot, now, |bytes, peer, local, conn| {
+                            if let Some(s) = &stats {
+                                s.inc(Counter::PacketsInTcp);
+                            }
+                            let inb = Inbound {
+                                now_ms: now,
+                                now_us: clock.now_us(),
+                                src: peer,
+                                local,
+                                transport: Transport::Tcp,
+                                conn: Some(conn),
+                                bytes,
+                            };
+                            deliver(
+                                &mut engine,
+                                &shared,
+                                stats.as_deref(),
+                                inb,
+                                &mut out,
+                                &mut iso,
+                            );
+                        });
+                        flush(
+                            &shared,
+                            &mut out,
+                            &socks,
+                            &mut tcp,
+                            poll.registry(),
+                            now,
+                            stats.as_deref(),
+                        );
+                    }
+                } else if t >= TCPL_BASE
+                    && let Some((local, l)) = tcpl.get(t - TCPL_BASE)
+                {
+                    tcp.accept_all(poll.registry(), l, *local, clock.now_ms());
+                }
+            }
+            // Commands: hand-offs and terminations, then timers; each one isolated.
+            let now = clock.now_ms();
+            for _ in 0..4096 {
+                let Ok(cmd) = commands.try_recv() else { break };
+                run_command(
+                    &mut engine,
+                    now,
+                    clock.now_us(),
+                    cmd,
+                    &mut out,
+                    stats.as_deref(),
+                    &mut iso,
+                );
+            }
+            engine.take_due_timers(now, &mut due);
+            for (_, item) in due.drain(..) {
+                let mark = Mark::of(&out);
+                let done = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    engine.fire_timer(now, item, &mut out);
+                }));
+                if let Err(p) = done {
+                    mark.rollback(&mut out);
+                    iso.caught(now, stats.as_deref(), Handling::Timer(item), &*p);
+                }
+            }
+            flush(
+                &shared,
+                &mut out,
+                &socks,
+                &mut tcp,
+                poll.registry(),
+                now,
+                stats.as_deref(),
+            );
+            if now.saturating_sub(last_sweep) >= 1000 {
+                last_sweep = now;
+                tcp.sweep_idle(poll.registry(), now);
+                if let Some(s) = &stats {
+                    let e = tcp.events;
+                    s.add(Counter::TcpAccepted, e.accepted - tcp_seen.accepted);
+                    s.add(Counter::TcpConnected, e.connected - tcp_seen.connected);
+                    s.add(Counter::TcpClosed, e.closed - tcp_seen.closed);
+                    tcp_seen = e;
+                }
+                engine.flush_latency(now);
+            }
+            if let Some(reason) = iso.guard.gave_up.take() {
+                return Some(reason);
+            }
+            if *iso.die {
+                // Fault injection (`io::fault`): a panic outside every isolation point.
+                panic!("fault injection: worker {index} dies");
+            }
+        }
+        None
+    }));
+    let reason = match ended {
+        Ok(None) => {
+            let now = clock.now_ms();
+            engine.shutdown(now, &mut out);
+            flush(
+                &shared,
+                &mut out,
+                &socks,
+                &mut tcp,
+                poll.registry(),
+                now,
+                stats.as_deref(),
+            );
+            return WorkerExit::Stopped;
+        }
+        Ok(Some(reason)) => reason,
+        Err(p) => format!("panic: {}", panic_message(&*p)),
+    };
+    // Dead: no shutdown (its calls go on; a replacement takes its dialogs over). Reading the
+    // count is safe whatever the panic left half-done.
+    WorkerExit::Died {
+        reason,
+        lost: Some(engine.in_flight()),
+    }
 }
 
 /// Send everything in `out` and clear it.
@@ -357,24 +501,31 @@ fn deliver(
     stats: Option<&crate::stats::WorkerStats>,
     inb: Inbound<'_>,
     out: &mut Output,
+    iso: &mut Isolation<'_>,
 ) {
     // A bug must not take the worker down with it: the packet is dropped, counted and logged,
     // and the worker goes on (the engine never panics on input by design; this is a last
     // line of defence, free on the normal path).
-    let (nbuf, ntx, ncmd) = (out.buf.len(), out.tx.len(), out.commands.len());
-    let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    let fault = iso.faults.check(inb.bytes);
+    let mark = Mark::of(out);
+    let done = std::panic::catch_unwind(AssertUnwindSafe(|| {
         engine.handle_datagram(inb, out);
+        if fault == Some(Fault::Panic) {
+            panic!("fault injection: panic while handling a packet");
+        }
     }));
-    if done.is_err() {
+    *iso.die |= fault == Some(Fault::Die);
+    if let Err(p) = done {
         // Keep what earlier packets of the batch produced; forget this one's partial output.
-        out.buf.truncate(nbuf);
-        out.tx.truncate(ntx);
-        out.commands.truncate(ncmd);
-        out.handoff = None;
+        mark.rollback(out);
         if let Some(s) = stats {
             s.inc(Counter::Dropped);
         }
-        tracing::error!(src = %inb.src, "internal error while handling a packet; dropped");
+        let what = Handling::Packet {
+            src: inb.src,
+            transport: inb.transport,
+        };
+        iso.caught(inb.now_ms, stats, what, &*p);
         return;
     }
     if let Some(w) = out.handoff.take()
@@ -382,6 +533,180 @@ fn deliver(
         && let Some(s) = stats
     {
         s.inc(Counter::Dropped);
+    }
+}
+
+/// Run one command (a hand-off, a termination, a re-time ...) in isolation, like [`deliver`].
+fn run_command(
+    engine: &mut Engine,
+    now: u64,
+    now_us: u64,
+    cmd: Command,
+    out: &mut Output,
+    stats: Option<&crate::stats::WorkerStats>,
+    iso: &mut Isolation<'_>,
+) {
+    let (what, fault) = match &cmd {
+        Command::Packet {
+            src, from, bytes, ..
+        } => (
+            Handling::Handoff {
+                src: *src,
+                from: *from,
+            },
+            iso.faults.check(bytes),
+        ),
+        Command::Terminate { .. } => (Handling::Command("terminate"), None),
+        Command::Refer { .. } => (Handling::Command("refer"), None),
+        Command::Bridge { .. } => (Handling::Command("bridge"), None),
+        Command::Rearm(_) => (Handling::Command("rearm"), None),
+        Command::Retime(_) => (Handling::Command("retime"), None),
+    };
+    let mark = Mark::of(out);
+    let done = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        engine.handle_command(now, now_us, cmd, out);
+        if fault == Some(Fault::Panic) {
+            panic!("fault injection: panic while handling a hand-off");
+        }
+    }));
+    *iso.die |= fault == Some(Fault::Die);
+    if let Err(p) = done {
+        // A hand-off's buffer is dropped instead of going back to its pool (it is refilled).
+        mark.rollback(out);
+        if let Some(s) = stats
+            && matches!(what, Handling::Handoff { .. })
+        {
+            s.inc(Counter::Dropped);
+        }
+        iso.caught(now, stats, what, &*p);
+    }
+}
+
+/// Panics per second beyond which a worker gives up and dies (to be replaced with a fresh
+/// engine): a loop of panics suggests state a panic left broken, not one bad message.
+pub const MAX_PANICS_PER_SEC: u64 = 100;
+
+/// What a worker was doing when a panic was caught (for the log line).
+#[derive(Clone, Copy, Debug)]
+enum Handling {
+    /// A message received from `src`.
+    Packet {
+        src: SocketAddr,
+        transport: Transport,
+    },
+    /// A message from `src` handed off by worker `from`.
+    Handoff { src: SocketAddr, from: usize },
+    /// A timer.
+    Timer(TimerItem),
+    /// A command from another worker or management.
+    Command(&'static str),
+}
+
+impl std::fmt::Display for Handling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Handling::Packet { src, transport } => {
+                write!(f, "packet from {}:{src}", transport.as_str())
+            }
+            Handling::Handoff { src, from } => {
+                write!(f, "packet from {src} handed off by worker {from}")
+            }
+            Handling::Timer(item) => write!(f, "timer {item:?}"),
+            Handling::Command(c) => write!(f, "command {c}"),
+        }
+    }
+}
+
+/// Counts the panics caught in one worker and decides when it must give up.
+struct PanicGuard {
+    worker: usize,
+    /// Start of the current one-second window (ms) and panics in it.
+    window: (u64, u64),
+    /// Set once the worker has to die: why.
+    gave_up: Option<String>,
+}
+
+impl PanicGuard {
+    fn new(worker: usize) -> PanicGuard {
+        PanicGuard {
+            worker,
+            window: (0, 0),
+            gave_up: None,
+        }
+    }
+}
+
+/// What the isolation points of one loop turn share.
+struct Isolation<'a> {
+    guard: &'a mut PanicGuard,
+    faults: Faults,
+    die: &'a mut bool,
+}
+
+impl Isolation<'_> {
+    /// A panic was caught while handling `what`: count it, log it once, and give up after
+    /// more than [`MAX_PANICS_PER_SEC`] within a second.
+    fn caught(
+        &mut self,
+        now: u64,
+        stats: Option<&crate::stats::WorkerStats>,
+        what: Handling,
+        payload: &(dyn std::any::Any + Send),
+    ) {
+        if let Some(s) = stats {
+            s.inc(Counter::WorkerPanics);
+        }
+        let g = &mut *self.guard;
+        tracing::error!(
+            worker = g.worker,
+            handling = %what,
+            panic = panic_message(payload),
+            "internal error (panic) while handling one item; it was dropped and the worker goes on"
+        );
+        if now >= g.window.0.saturating_add(1000) || g.window.1 == 0 {
+            g.window = (now, 0);
+        }
+        g.window.1 += 1;
+        if g.window.1 > MAX_PANICS_PER_SEC && g.gave_up.is_none() {
+            g.gave_up = Some(format!(
+                "{} panics within one second (more than {MAX_PANICS_PER_SEC})",
+                g.window.1
+            ));
+        }
+    }
+}
+
+/// The text of a panic payload.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s
+    } else {
+        "(no message)"
+    }
+}
+
+/// Lengths of an [`Output`] before one isolated call, to drop what a panicking call added.
+struct Mark {
+    buf: usize,
+    tx: usize,
+    commands: usize,
+}
+
+impl Mark {
+    fn of(out: &Output) -> Mark {
+        Mark {
+            buf: out.buf.len(),
+            tx: out.tx.len(),
+            commands: out.commands.len(),
+        }
+    }
+    fn rollback(self, out: &mut Output) {
+        out.buf.truncate(self.buf);
+        out.tx.truncate(self.tx);
+        out.commands.truncate(self.commands);
+        out.handoff = None;
     }
 }
 
