@@ -124,7 +124,7 @@ pub struct Shared {
     /// Where workers' latency histograms are merged.
     pub latency: LatencyHub,
     /// Counters of the dialog store's writer (`io::persist`; all zero and hidden when off).
-    pub store: StoreStats,
+    pub store: Arc<StoreStats>,
     queues: OnceLock<Vec<(Sender<Command>, Notifier)>>,
     /// Spare hand-off buffers, one pool per worker: a worker copies a packet it hands off into
     /// a buffer from its own pool, and the worker that handled it gives the buffer back, so
@@ -177,7 +177,7 @@ impl Shared {
                 .map(|w| Arc::new(WorkerStats::new(w, crate::wire::KINDS)))
                 .collect(),
             latency: LatencyHub::default(),
-            store: StoreStats::default(),
+            store: Arc::default(),
             queues: OnceLock::new(),
             spares: (0..workers)
                 .map(|_| crossbeam_channel::bounded(SPARE_BUFFERS))
