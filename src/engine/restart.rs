@@ -15,12 +15,17 @@
 //!   Call-ID/tag check (`dialog_mismatch`) instead of touching the new dialog.
 //! - A dialog that left the table while the worker was dead may still hold a key of the dead
 //!   wheel; `engine::dialog_timer` only trusts a key whose entry names the dialog.
+//! - A dialog whose timer panicked (isolated by `io`) gets one new entry
+//!   ([`Engine::rearm_after_panic`]), never a second one.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Acquire;
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
 
 use super::{Engine, Output, TimerItem};
 use crate::dialog::Dialog;
+use crate::dialog::id::DialogId;
+use crate::dialog::record::NO_TIMER;
+use crate::timer::TimerKey;
 
 impl Engine {
     /// Move the timers due at `now_ms` out of the wheel into `due` (cleared first), for a
@@ -41,6 +46,27 @@ impl Engine {
     /// originated (BYE, REFER, CANCEL). What a dead engine loses.
     pub fn in_flight(&self) -> usize {
         self.txns.len() + self.generated.len()
+    }
+
+    /// After a panic while dialog `id`'s timer fired: arm its entry again at `at`, unless it
+    /// left the table or already has a live entry (the panic came after it was re-armed).
+    /// Without this the spent entry would be its last and the dialog would never expire.
+    /// Returns whether it armed one.
+    pub fn rearm_after_panic(&mut self, id: DialogId, at: u64) -> bool {
+        if self.timer_worker(id) != self.worker {
+            return false;
+        }
+        let Some(d) = self.shared.table.get(id) else {
+            return false;
+        };
+        let bits = d.timer_key.load(Relaxed);
+        if bits != NO_TIMER
+            && self.wheel.get(TimerKey::from_bits(bits)) == Some(&TimerItem::Dialog(id))
+        {
+            return false;
+        }
+        self.arm_dialog_timer(&d, at);
+        true
     }
 
     /// Take over the dialogs of a predecessor on this worker index that died: arm a wheel
@@ -73,12 +99,10 @@ impl Engine {
 #[allow(clippy::unwrap_used)] // tests: a panic is a failure
 mod tests {
     use std::net::SocketAddr;
-    use std::sync::atomic::Ordering::Relaxed;
 
     use super::*;
-    use crate::dialog::id::DialogId;
     use crate::dialog::profile::Profiles;
-    use crate::dialog::record::{CalleeLeg, NO_TIMER, Socket, Strs};
+    use crate::dialog::record::{CalleeLeg, Socket, Strs};
     use crate::dialog::{DlgState, Field};
     use crate::engine::{Command, LocalAddrs, Settings, Shared};
     use crate::wire::Transport;
@@ -183,5 +207,31 @@ mod tests {
         assert_eq!(gone.timer_key.load(Relaxed), NO_TIMER);
         assert_eq!(e.pending_timers(), 1, "live's entry survives");
         assert_eq!(live.timer_key.load(Relaxed), live_bits);
+    }
+
+    #[test]
+    fn a_dialog_whose_timer_panicked_gets_exactly_one_new_entry() {
+        let s = shared();
+        let d = confirmed(&s, 0, 5, 1_000);
+        let mut e = Engine::new(s.clone(), 0, 0);
+        e.take_over();
+        let mut due = Vec::new();
+        e.take_due_timers(1_000, &mut due);
+        assert_eq!(due.len(), 1);
+        // The entry was taken and its handler "panicked": nothing fired it.
+        assert_eq!(e.pending_timers(), 0);
+        assert!(e.rearm_after_panic(d.id, 2_000));
+        assert!(!e.rearm_after_panic(d.id, 2_000), "already has one");
+        assert_eq!(e.pending_timers(), 1);
+        assert!(
+            !e.rearm_after_panic(DialogId::new(1, 3, 9), 2_000),
+            "not ours"
+        );
+        e.take_due_timers(2_000, &mut due);
+        let mut out = Output::with_capacity(1 << 16, 16);
+        for (_, item) in due.drain(..) {
+            e.fire_timer(2_000, item, &mut out);
+        }
+        assert_eq!(d.state(), DlgState::Deleted, "it expired after all");
     }
 }

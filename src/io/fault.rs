@@ -12,7 +12,8 @@
 //!   `X-Sipedge-Fault: panic` makes its worker panic right after the engine handled it, inside
 //!   the per-message isolation (the worker drops that message's output and goes on);
 //!   `X-Sipedge-Fault: die` makes it panic at the end of that loop turn, outside every
-//!   isolation point, so the worker dies and the supervisor replaces it.
+//!   isolation point, so the worker dies and the supervisor replaces it;
+//!   `X-Sipedge-Fault: panic-dialog-timer` makes the next dialog timer of that worker panic.
 //!   `SIPEDGE_FAULT_RESTART_DELAY_MS=<ms>` makes the supervisor wait that long before a
 //!   replacement, so a test can see the worker dead.
 
@@ -25,6 +26,8 @@ pub enum Fault {
     Panic,
     /// Panic outside the isolation points (the worker dies).
     Die,
+    /// Panic in the worker's next dialog timer (isolated; the dialog is re-armed).
+    PanicDialogTimer,
 }
 
 /// Whether fault injection is on in this process.
@@ -67,7 +70,9 @@ impl Faults {
             }
             let at = memchr::memmem::find(bytes, MARK)? + MARK.len();
             let rest = bytes.get(at..)?;
-            if rest.starts_with(b"panic") {
+            if rest.starts_with(b"panic-dialog-timer") {
+                Some(Fault::PanicDialogTimer)
+            } else if rest.starts_with(b"panic") {
                 Some(Fault::Panic)
             } else if rest.starts_with(b"die") {
                 Some(Fault::Die)
@@ -115,6 +120,8 @@ mod tests {
         let on = Faults { armed: true };
         assert_eq!(on.check(msg), Some(Fault::Panic));
         assert_eq!(on.check(die), Some(Fault::Die));
+        let t = b"OPTIONS sip:x SIP/2.0\r\nX-Sipedge-Fault: panic-dialog-timer\r\n\r\n";
+        assert_eq!(on.check(t), Some(Fault::PanicDialogTimer));
         assert_eq!(on.check(b"OPTIONS sip:x SIP/2.0\r\n\r\n"), None);
         assert_eq!(on.check(b"\r\nX-Sipedge-Fault: "), None, "no value");
     }

@@ -229,8 +229,12 @@ pub fn run(
         s.health().beat(clock.now_ms());
         s.health().set_alive(true);
     }
-    let faults = super::fault::Faults::from_env();
-    let mut guard = PanicGuard::new(index);
+    let mut iso = Isolation {
+        guard: PanicGuard::new(index),
+        faults: Faults::from_env(),
+        die: false,
+        panic_dialog_timer: false,
+    };
     let mut tcp = TcpConns::new(tcp_limits);
     let mut out = Output::with_capacity(1 << 20, 1024);
     // The loop, with everything it may leave half-done, is isolated as a whole: a panic here
@@ -241,7 +245,6 @@ pub fn run(
         let mut due: Vec<(u64, TimerItem)> = Vec::with_capacity(256);
         let mut last_sweep = clock.now_ms();
         let mut tcp_seen = super::tcp::TcpEvents::default();
-        let mut die = false;
         while !stop.load(Ordering::Relaxed) {
             let now = clock.now_ms();
             if let Some(s) = &stats {
@@ -257,11 +260,6 @@ pub fn run(
             {
                 tracing::error!(worker = index, error = %e, "poll failed");
             }
-            let mut iso = Isolation {
-                guard: &mut guard,
-                faults,
-                die: &mut die,
-            };
             for ev in events.iter() {
                 let t = ev.token().0;
                 if t == WAKER.0 {
@@ -397,12 +395,21 @@ pub fn run(
             engine.take_due_timers(now, &mut due);
             for (_, item) in due.drain(..) {
                 let mark = Mark::of(&out);
+                let inject = iso.panic_dialog_timer && matches!(item, TimerItem::Dialog(_));
+                iso.panic_dialog_timer &= !inject;
                 let done = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    if inject {
+                        panic!("fault injection: panic in a dialog timer");
+                    }
                     engine.fire_timer(now, item, &mut out);
                 }));
                 if let Err(p) = done {
                     mark.rollback(&mut out);
                     iso.caught(now, stats.as_deref(), Handling::Timer(item), &*p);
+                    // The dialog's one entry was spent: give it another, or it never expires.
+                    if let TimerItem::Dialog(id) = item {
+                        engine.rearm_after_panic(id, now.saturating_add(DIALOG_TIMER_RETRY_MS));
+                    }
                 }
             }
             flush(
@@ -429,7 +436,7 @@ pub fn run(
             if let Some(reason) = iso.guard.gave_up.take() {
                 return Some(reason);
             }
-            if *iso.die {
+            if iso.die {
                 // Fault injection (`io::fault`): a panic outside every isolation point.
                 panic!("fault injection: worker {index} dies");
             }
@@ -501,7 +508,7 @@ fn deliver(
     stats: Option<&crate::stats::WorkerStats>,
     inb: Inbound<'_>,
     out: &mut Output,
-    iso: &mut Isolation<'_>,
+    iso: &mut Isolation,
 ) {
     // A bug must not take the worker down with it: the packet is dropped, counted and logged,
     // and the worker goes on (the engine never panics on input by design; this is a last
@@ -514,7 +521,7 @@ fn deliver(
             panic!("fault injection: panic while handling a packet");
         }
     }));
-    *iso.die |= fault == Some(Fault::Die);
+    iso.injected(fault);
     if let Err(p) = done {
         // Keep what earlier packets of the batch produced; forget this one's partial output.
         mark.rollback(out);
@@ -544,7 +551,7 @@ fn run_command(
     cmd: Command,
     out: &mut Output,
     stats: Option<&crate::stats::WorkerStats>,
-    iso: &mut Isolation<'_>,
+    iso: &mut Isolation,
 ) {
     let (what, fault) = match &cmd {
         Command::Packet {
@@ -569,7 +576,7 @@ fn run_command(
             panic!("fault injection: panic while handling a hand-off");
         }
     }));
-    *iso.die |= fault == Some(Fault::Die);
+    iso.injected(fault);
     if let Err(p) = done {
         // A hand-off's buffer is dropped instead of going back to its pool (it is refilled).
         mark.rollback(out);
@@ -581,6 +588,10 @@ fn run_command(
         iso.caught(now, stats, what, &*p);
     }
 }
+
+/// After a panic in a dialog's timer, the dialog's entry is armed again this much later (ms),
+/// so it still expires; a dialog whose timer keeps panicking costs one panic per interval.
+pub const DIALOG_TIMER_RETRY_MS: u64 = 1000;
 
 /// Panics per second beyond which a worker gives up and dies (to be replaced with a fresh
 /// engine): a loop of panics suggests state a panic left broken, not one bad message.
@@ -636,14 +647,27 @@ impl PanicGuard {
     }
 }
 
-/// What the isolation points of one loop turn share.
-struct Isolation<'a> {
-    guard: &'a mut PanicGuard,
+/// What the isolation points of a worker share.
+struct Isolation {
+    guard: PanicGuard,
+    /// Fault injection (`io::fault`; off in production).
     faults: Faults,
-    die: &'a mut bool,
+    /// Injected: die at the end of this loop turn.
+    die: bool,
+    /// Injected: panic in the next dialog timer.
+    panic_dialog_timer: bool,
 }
 
-impl Isolation<'_> {
+impl Isolation {
+    /// Note a fault a message asked for (`io::fault`) that acts later.
+    fn injected(&mut self, fault: Option<Fault>) {
+        match fault {
+            Some(Fault::Die) => self.die = true,
+            Some(Fault::PanicDialogTimer) => self.panic_dialog_timer = true,
+            _ => {}
+        }
+    }
+
     /// A panic was caught while handling `what`: count it, log it once, and give up after
     /// more than [`MAX_PANICS_PER_SEC`] within a second.
     fn caught(
@@ -656,7 +680,7 @@ impl Isolation<'_> {
         if let Some(s) = stats {
             s.inc(Counter::WorkerPanics);
         }
-        let g = &mut *self.guard;
+        let g = &mut self.guard;
         tracing::error!(
             worker = g.worker,
             handling = %what,
