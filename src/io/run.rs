@@ -621,10 +621,11 @@ impl Supervisor {
         if let Some(s) = self.shared.worker_stats.get(i) {
             s.health().set_alive(false);
         }
+        let lost_text = lost.map_or_else(|| "unknown".to_owned(), |n| n.to_string());
         tracing::error!(
             worker = i,
             reason = %reason,
-            lost_transactions = ?lost,
+            lost_transactions = %lost_text,
             "worker died; starting a replacement on the same sockets (its dialogs are kept)"
         );
         Some(lost.unwrap_or(0) as u64)

@@ -32,6 +32,7 @@ mod flows_txn;
 mod generated_bye;
 mod loadgen_through_proxy;
 mod mgmt_rpc;
+mod ops_safety;
 mod persist_restart;
 mod persist_store;
 mod policy_rules;
