@@ -33,6 +33,7 @@ mod generated_bye;
 mod loadgen_through_proxy;
 mod mgmt_rpc;
 mod ops_safety;
+mod persist_failure;
 mod persist_restart;
 mod persist_store;
 mod policy_rules;

@@ -113,7 +113,13 @@ impl Sipedge {
             .build()
             .into();
         let url = format!("http://127.0.0.1:{}/metrics", self.mgmt_port);
-        let text = agent.get(&url).call().ok()?.body_mut().read_to_string().ok()?;
+        let text = agent
+            .get(&url)
+            .call()
+            .ok()?
+            .body_mut()
+            .read_to_string()
+            .ok()?;
         let prefix = format!("{series} ");
         text.lines()
             .find_map(|l| l.strip_prefix(&prefix))
@@ -199,7 +205,10 @@ fn nothing_like(s: &UdpSocket, prefix: &str, t: Duration) -> bool {
 
 /// The timeout BYEs of `call_id` reach both phones; each is answered 200.
 fn timeout_byes(phones: &Phones, call_id: &str) {
-    for (s, me) in [(&phones.uas, phones.uas_addr()), (&phones.uac, phones.uac_addr())] {
+    for (s, me) in [
+        (&phones.uas, phones.uas_addr()),
+        (&phones.uac, phones.uac_addr()),
+    ] {
         let (bye, from) = recv_until(s, "BYE ");
         assert_eq!(headers(&bye, "Call-ID"), vec![call_id.to_string()], "{bye}");
         assert!(bye.contains("dialog timeout"), "{bye}");
@@ -218,12 +227,22 @@ fn a_panic_while_handling_one_packet_is_isolated() {
     send_fault(&phones, "panic", 1);
     p.wait_metric("sipedge_worker_panics_total{worker=\"0\"}", 1.0);
     // The engine ran, then the worker panicked: the OPTIONS it would have forwarded is gone.
-    assert!(nothing_like(&phones.uas, "OPTIONS ", Duration::from_millis(300)));
+    assert!(nothing_like(
+        &phones.uas,
+        "OPTIONS ",
+        Duration::from_millis(300)
+    ));
     let log = p.log();
     let want = format!("packet from udp:{}", phones.uac_addr());
-    let lines: Vec<&str> = log.lines().filter(|l| l.contains("internal error (panic)")).collect();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("internal error (panic)"))
+        .collect();
     assert_eq!(lines.len(), 1, "one line per panic:\n{log}");
-    assert!(lines[0].contains(&want) && lines[0].contains("worker=0"), "{log}");
+    assert!(
+        lines[0].contains(&want) && lines[0].contains("worker=0"),
+        "{log}"
+    );
 
     // The worker goes on: calls complete, it never died.
     for id in ["iso-2", "iso-3"] {
@@ -231,8 +250,14 @@ fn a_panic_while_handling_one_packet_is_isolated() {
         phones.bye(&ok, id);
     }
     assert_eq!(p.metric("sipedge_worker_alive{worker=\"0\"}"), Some(1.0));
-    assert_eq!(p.metric("sipedge_worker_restarts_total{worker=\"0\"}"), Some(0.0));
-    assert_eq!(p.metric("sipedge_worker_panics_total{worker=\"0\"}"), Some(1.0));
+    assert_eq!(
+        p.metric("sipedge_worker_restarts_total{worker=\"0\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        p.metric("sipedge_worker_panics_total{worker=\"0\"}"),
+        Some(1.0)
+    );
     p.stop();
 }
 
@@ -247,7 +272,10 @@ fn a_panic_in_a_dialog_timer_is_isolated_and_the_call_still_times_out() {
     send_fault(&phones, "panic-dialog-timer", 2);
     // Timeout at 2 s panics; the dialog is armed again 1 s later and then times out.
     timeout_byes(&phones, "timer-1");
-    assert_eq!(p.metric("sipedge_worker_panics_total{worker=\"0\"}"), Some(1.0));
+    assert_eq!(
+        p.metric("sipedge_worker_panics_total{worker=\"0\"}"),
+        Some(1.0)
+    );
     let log = p.log();
     assert!(
         log.lines()
@@ -279,8 +307,14 @@ fn a_dead_worker_is_replaced_and_its_dialogs_still_time_out() {
     assert_eq!(p.metric(restarts), Some(1.0));
     assert!(p.mgmt.health());
     let log = p.log();
-    assert!(log.contains("worker died") && log.contains("fault injection"), "{log}");
-    assert!(log.contains("worker restarted") && log.contains("rearmed_dialog_timers=1"), "{log}");
+    assert!(
+        log.contains("worker died") && log.contains("fault injection"),
+        "{log}"
+    );
+    assert!(
+        log.contains("worker restarted") && log.contains("rearmed_dialog_timers=1"),
+        "{log}"
+    );
     assert!(
         p.metric("sipedge_worker_transactions_lost_total{worker=\"0\"}")
             .is_some()
@@ -329,7 +363,9 @@ fn set_aside(db: &Path) -> Vec<PathBuf> {
 fn a_corrupt_store_stops_the_start_unless_db_recover() {
     let dir = TempDir::new("ops-corrupt-db");
     let db = dir.join("dialogs.redb");
-    let garbage: Vec<u8> = (0..40_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let garbage: Vec<u8> = (0..40_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     std::fs::write(&db, &garbage).unwrap();
     let cfg = store_config(&dir, &db, "");
     let cfg = cfg.to_str().unwrap();
@@ -341,16 +377,26 @@ fn a_corrupt_store_stops_the_start_unless_db_recover() {
     assert!(st.is_some_and(|s| !s.success()), "{st:?}\n{log}");
     assert!(now() - started < Duration::from_secs(5));
     assert!(
-        log.contains(&db.display().to_string()) && log.contains("corrupt") && log.contains("--db-recover"),
+        log.contains(&db.display().to_string())
+            && log.contains("corrupt")
+            && log.contains("--db-recover"),
         "{log}"
     );
-    assert_eq!(std::fs::read(&db).unwrap(), garbage, "the file is left alone");
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        garbage,
+        "the file is left alone"
+    );
     assert!(set_aside(&db).is_empty());
 
     let p = Sipedge::start(&["--config", cfg, "--db-recover"], &[]);
     let aside = set_aside(&db);
     assert_eq!(aside.len(), 1, "{aside:?}");
-    assert_eq!(std::fs::read(&aside[0]).unwrap(), garbage, "kept aside as it was");
+    assert_eq!(
+        std::fs::read(&aside[0]).unwrap(),
+        garbage,
+        "kept aside as it was"
+    );
     let log = p.log();
     assert!(
         log.contains("DIALOG DB IS CORRUPT") && log.contains(&aside[0].display().to_string()),

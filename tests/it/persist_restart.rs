@@ -143,7 +143,13 @@ pub(crate) fn response(req: &str, code: &str, uas: SocketAddr) -> String {
 }
 
 /// An in-dialog request from the UAC, built from the 200 OK of the INVITE.
-pub(crate) fn in_dialog(method: &str, ok: &str, uac: SocketAddr, cseq: u32, branch: &str) -> String {
+pub(crate) fn in_dialog(
+    method: &str,
+    ok: &str,
+    uac: SocketAddr,
+    cseq: u32,
+    branch: &str,
+) -> String {
     let target = headers(ok, "Contact").remove(0);
     let target = target.trim_start_matches('<').trim_end_matches('>');
     let mut r = format!(
