@@ -826,8 +826,128 @@ fn handoff(shared: &Shared, from: usize, w: usize, inb: &Inbound<'_>) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is a failure
 mod tests {
     use super::*;
+    use crate::dialog::id::DialogId;
+    use crate::dialog::profile::Profiles;
+    use crate::engine::{LocalAddrs, Settings};
+
+    fn engine() -> (Arc<Shared>, Engine) {
+        let bound = [(Transport::Udp, "127.0.0.1:5060".parse().unwrap())];
+        let s = Shared::new(
+            2,
+            LocalAddrs::new(&bound, None),
+            Settings::default(),
+            Profiles::new(&[], &[]).unwrap(),
+            1,
+            1,
+        );
+        let e = Engine::new(s.clone(), 1, 0);
+        (s, e)
+    }
+
+    fn isolation(worker: usize) -> Isolation {
+        Isolation {
+            guard: PanicGuard::new(worker),
+            faults: Faults::armed(),
+            die: false,
+            panic_dialog_timer: false,
+        }
+    }
+
+    #[test]
+    fn a_panic_in_a_hand_off_drops_it_counts_it_and_keeps_earlier_output() {
+        let (s, mut e) = engine();
+        let stats = s.worker_stats.get(1).cloned().unwrap();
+        let mut iso = isolation(1);
+        let mut out = Output::with_capacity(1 << 16, 16);
+        let src: SocketAddr = "127.0.0.1:5070".parse().unwrap();
+        let opt = |fault: &str| {
+            format!(
+                "OPTIONS sip:bob@127.0.0.1:5080 SIP/2.0\r\nVia: SIP/2.0/UDP {src};branch=z9hG4bK-h{fault}\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@y>\r\nCall-ID: h-{fault}\r\n\
+                 CSeq: 1 OPTIONS\r\nX-Sipedge-Fault: {fault}\r\nContent-Length: 0\r\n\r\n"
+            )
+            .into_bytes()
+        };
+        let packet = |bytes: Vec<u8>| Command::Packet {
+            src,
+            local: 0,
+            transport: Transport::Udp,
+            conn: None,
+            bytes,
+            from: 0,
+        };
+        // A healthy hand-off is forwarded.
+        run_command(
+            &mut e,
+            10,
+            10_000,
+            packet(opt("none")),
+            &mut out,
+            Some(&stats),
+            &mut iso,
+        );
+        let kept = out.tx.len();
+        assert_eq!(kept, 1, "forwarded");
+        // A hand-off whose handling panics: counted, its output dropped, the earlier kept.
+        run_command(
+            &mut e,
+            10,
+            10_000,
+            packet(opt("panic")),
+            &mut out,
+            Some(&stats),
+            &mut iso,
+        );
+        assert_eq!(out.tx.len(), kept);
+        assert_eq!(stats.get(Counter::WorkerPanics), 1);
+        assert_eq!(stats.get(Counter::Dropped), 1);
+        assert!(iso.guard.gave_up.is_none());
+        // Commands without a dialog are no-ops, not panics.
+        let end = Command::Terminate {
+            id: DialogId::new(1, 1, 1),
+            side: crate::dialog::Side::All,
+            reason: String::new(),
+            extra_hdrs: String::new(),
+        };
+        run_command(&mut e, 10, 10_000, end, &mut out, Some(&stats), &mut iso);
+        assert_eq!(stats.get(Counter::WorkerPanics), 1);
+        // A marked hand-off can also ask for the worker's death (at the end of the turn).
+        run_command(
+            &mut e,
+            10,
+            10_000,
+            packet(opt("die")),
+            &mut out,
+            Some(&stats),
+            &mut iso,
+        );
+        assert!(iso.die);
+    }
+
+    #[test]
+    fn more_than_the_limit_of_panics_in_a_second_gives_up() {
+        let mut iso = isolation(0);
+        let p: Box<dyn std::any::Any + Send> = Box::new("x");
+        let what = Handling::Command("test");
+        for i in 0..MAX_PANICS_PER_SEC {
+            iso.caught(1_000 + i, None, what, &*p);
+        }
+        assert!(iso.guard.gave_up.is_none(), "at the limit");
+        // A new second starts a new window.
+        iso.caught(2_000, None, what, &*p);
+        assert!(iso.guard.gave_up.is_none());
+        for _ in 0..MAX_PANICS_PER_SEC {
+            iso.caught(2_500, None, what, &*p);
+        }
+        assert!(
+            iso.guard.gave_up.is_some(),
+            "{} in one second",
+            MAX_PANICS_PER_SEC + 1
+        );
+    }
 
     #[test]
     fn timer_wake_up_rounds_up_to_the_grid_never_early() {

@@ -3,6 +3,7 @@
 //! - a panic while a worker handles one packet, or fires one dialog timer, is isolated: the
 //!   worker goes on, `sipedge_worker_panics_total` counts it, one log line names the worker
 //!   and the item, later calls complete, and a call whose timer panicked still times out;
+//! - more than 100 panics within a second end the worker, which is replaced;
 //! - a worker that dies is reported dead (`sipedge_worker_alive` 0, a log line), replaced
 //!   on the same sockets (alive again, `sipedge_worker_restarts_total` 1), and a dialog set
 //!   up before its death still gets its timeout BYE both ways;
@@ -328,6 +329,25 @@ fn a_dead_worker_is_replaced_and_its_dialogs_still_time_out() {
     timeout_byes(&phones, "before-death");
     wait_for("no active dialog", || p.mgmt.active_dialogs().all == 0);
     assert_eq!(p.metric(restarts), Some(1.0));
+    p.stop();
+}
+
+#[test]
+fn a_panic_loop_ends_the_worker_and_a_fresh_one_replaces_it() {
+    let p = Sipedge::start(&["--workers", "1"], &[FAULTS]);
+    let phones = Phones::new(p.sip);
+    // More than MAX_PANICS_PER_SEC (100) within a second.
+    for n in 0..150 {
+        send_fault(&phones, "panic", 1000 + n);
+    }
+    p.wait_metric("sipedge_worker_restarts_total{worker=\"0\"}", 1.0);
+    p.wait_metric("sipedge_worker_alive{worker=\"0\"}", 1.0);
+    let panics = p.metric("sipedge_worker_panics_total{worker=\"0\"}").unwrap();
+    assert!((101.0..=150.0).contains(&panics), "{panics}");
+    let log = p.log();
+    assert!(log.contains("panics within one second"), "{log}");
+    let ok = phones.call("after-loop");
+    phones.bye(&ok, "after-loop");
     p.stop();
 }
 
