@@ -8,7 +8,7 @@
 //! start fails with [`RunError::InUse`] instead of silently sharing the address's traffic
 //! through SO_REUSEPORT, unless [`RunConfig::allow_shared_port`] says sharing is wanted.
 //!
-//! A supervisor thread ([`Supervisor`]) joins each worker thread when it ends. A worker that
+//! A supervisor thread (`Supervisor`) joins each worker thread when it ends. A worker that
 //! died (`worker::WorkerExit::Died`, or a thread that panicked outright) is reported: its
 //! `WorkerHealth` goes dead, one error line names it, and a replacement starts on the same
 //! index with duplicates of the same sockets, the same command queue and the same shared

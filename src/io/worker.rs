@@ -10,7 +10,7 @@
 //! # Panic isolation
 //! Every engine entry point runs under `catch_unwind`: each received message, each hand-off
 //! and command, each timer. A panic there drops that one item (its partial output is rolled
-//! back, see [`Mark`]), counts `worker_panics`, logs one line naming the worker and the item,
+//! back, see `Mark`), counts `worker_panics`, logs one line naming the worker and the item,
 //! and the worker goes on. What is assumed: Rust memory safety holds through a panic, so the
 //! engine can only be left *logically* half-updated, and only in state of the item being
 //! handled: one transaction (its own timers B/C/linger still end it), one dialog (its wheel

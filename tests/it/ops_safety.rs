@@ -342,7 +342,9 @@ fn a_panic_loop_ends_the_worker_and_a_fresh_one_replaces_it() {
     }
     p.wait_metric("sipedge_worker_restarts_total{worker=\"0\"}", 1.0);
     p.wait_metric("sipedge_worker_alive{worker=\"0\"}", 1.0);
-    let panics = p.metric("sipedge_worker_panics_total{worker=\"0\"}").unwrap();
+    let panics = p
+        .metric("sipedge_worker_panics_total{worker=\"0\"}")
+        .unwrap();
     assert!((101.0..=150.0).contains(&panics), "{panics}");
     let log = p.log();
     assert!(log.contains("panics within one second"), "{log}");
