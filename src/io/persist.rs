@@ -54,7 +54,7 @@ const QUEUE: usize = 65_536;
 /// Longest the writer sleeps before looking at its stop flag.
 const TICK: Duration = Duration::from_millis(50);
 /// Most dialogs a kept (unwritten) batch holds; changes of further dialogs are dropped while
-/// the store fails. About 50 MB at this size.
+/// the store fails. A full batch of this size takes a few tens of MB.
 pub const MAX_PENDING: usize = 1 << 20;
 /// First wait before retrying a failed batch; it doubles up to [`RETRY_MAX`].
 pub const RETRY_MIN: Duration = Duration::from_millis(100);
