@@ -136,6 +136,72 @@ pub fn run(
     if let Some(core) = spec.core {
         core_affinity::set_for_current(core);
     }
+    let index = spec.index;
+    let stats = shared.worker_stats.get(index).cloned();
+    // Building the engine walks the table (loaded dialogs, a takeover): isolated too.
+    let built = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let mut engine = Engine::with_seed(shared.clone(), index, clock.now_ms(), os_seed(index));
+        if let Some(lost) = spec.takeover {
+            let rearmed = engine.take_over();
+            if let Some(s) = &stats {
+                s.add(Counter::TxnsLost, lost);
+            }
+            tracing::warn!(
+                worker = index,
+                rearmed_dialog_timers = rearmed,
+                lost_transactions = lost,
+                "worker restarted: its dialogs were taken over, its transactions are lost"
+            );
+        }
+        engine
+    }));
+    let mut engine = match built {
+        Ok(e) => e,
+        Err(p) => {
+            return WorkerExit::Died {
+                reason: format!("panic while starting: {}", panic_message(&*p)),
+                lost: None,
+            };
+        }
+    };
+    if let Some(s) = &stats {
+        s.health().beat(clock.now_ms());
+        s.health().set_alive(true);
+    }
+    let mut iso = Isolation {
+        guard: PanicGuard::new(index),
+        faults: Faults::from_env(),
+        die: false,
+        panic_dialog_timer: false,
+    };
+    // The loop, with everything it may leave half-done, is isolated as a whole: a panic in it
+    // (outside the per-message, per-timer and per-command isolation) ends the worker.
+    let ended = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        serve(spec, &shared, clock, &stop, &mut engine, &mut iso)
+    }));
+    let reason = match ended {
+        Ok(None) => return WorkerExit::Stopped,
+        Ok(Some(reason)) => reason,
+        Err(p) => format!("panic: {}", panic_message(&*p)),
+    };
+    // Dead: no shutdown (its calls go on; a replacement takes its dialogs over). Reading the
+    // count is safe whatever the panic left half-done.
+    WorkerExit::Died {
+        reason,
+        lost: Some(engine.in_flight()),
+    }
+}
+
+/// The loop of [`run`] on `engine` until `stop` is set (then the engine's shutdown: `None`),
+/// or until the worker must give up (`Some(why)`).
+fn serve(
+    spec: WorkerSpec,
+    shared: &Arc<Shared>,
+    clock: Clock,
+    stop: &AtomicBool,
+    engine: &mut Engine,
+    iso: &mut Isolation,
+) -> Option<String> {
     let WorkerSpec {
         index,
         udp,
@@ -144,7 +210,6 @@ pub fn run(
         mut poll,
         commands,
         tcp_limits,
-        takeover,
         ..
     } = spec;
     let nmain = udp.len();
@@ -199,273 +264,219 @@ pub fn run(
         has_private,
     };
     let stats = shared.worker_stats.get(index).cloned();
-    // Building the engine walks the table (loaded dialogs, a takeover): isolated too.
-    let built = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        let mut engine = Engine::with_seed(shared.clone(), index, clock.now_ms(), os_seed(index));
-        if let Some(lost) = takeover {
-            let rearmed = engine.take_over();
-            if let Some(s) = &stats {
-                s.add(Counter::TxnsLost, lost);
-            }
-            tracing::warn!(
-                worker = index,
-                rearmed_dialog_timers = rearmed,
-                lost_transactions = lost,
-                "worker restarted: its dialogs were taken over, its transactions are lost"
-            );
-        }
-        engine
-    }));
-    let mut engine = match built {
-        Ok(e) => e,
-        Err(p) => {
-            return WorkerExit::Died {
-                reason: format!("panic while starting: {}", panic_message(&*p)),
-                lost: None,
-            };
-        }
-    };
-    if let Some(s) = &stats {
-        s.health().beat(clock.now_ms());
-        s.health().set_alive(true);
-    }
-    let mut iso = Isolation {
-        guard: PanicGuard::new(index),
-        faults: Faults::from_env(),
-        die: false,
-        panic_dialog_timer: false,
-    };
     let mut tcp = TcpConns::new(tcp_limits);
+    let mut events = Events::with_capacity(256);
+    let mut batch = RecvBatch::default();
     let mut out = Output::with_capacity(1 << 20, 1024);
-    // The loop, with everything it may leave half-done, is isolated as a whole: a panic here
-    // (outside the per-message, per-timer and per-command isolation) ends the worker.
-    let ended = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        let mut events = Events::with_capacity(256);
-        let mut batch = RecvBatch::default();
-        let mut due: Vec<(u64, TimerItem)> = Vec::with_capacity(256);
-        let mut last_sweep = clock.now_ms();
-        let mut tcp_seen = super::tcp::TcpEvents::default();
-        while !stop.load(Ordering::Relaxed) {
-            let now = clock.now_ms();
-            if let Some(s) = &stats {
-                s.health().beat(now);
-            }
-            let timeout = engine
-                .poll_timeout()
-                .map(|d| timer_wake_at(d).saturating_sub(now))
-                .unwrap_or(100)
-                .min(100);
-            if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(timeout)))
-                && e.kind() != std::io::ErrorKind::Interrupted
-            {
-                tracing::error!(worker = index, error = %e, "poll failed");
-            }
-            for ev in events.iter() {
-                let t = ev.token().0;
-                if t == WAKER.0 {
+    let mut last_sweep = clock.now_ms();
+    let mut tcp_seen = super::tcp::TcpEvents::default();
+    let mut due: Vec<(u64, TimerItem)> = Vec::with_capacity(256);
+    while !stop.load(Ordering::Relaxed) {
+        let now = clock.now_ms();
+        if let Some(s) = &stats {
+            s.health().beat(now);
+        }
+        let timeout = engine
+            .poll_timeout()
+            .map(|d| timer_wake_at(d).saturating_sub(now))
+            .unwrap_or(100)
+            .min(100);
+        if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(timeout)))
+            && e.kind() != std::io::ErrorKind::Interrupted
+        {
+            tracing::error!(worker = index, error = %e, "poll failed");
+        }
+        for ev in events.iter() {
+            let t = ev.token().0;
+            if t == WAKER.0 {
+                continue;
+            } else if (UDP_BASE..TCPL_BASE).contains(&t) {
+                let i = t - UDP_BASE;
+                let Some((local, sock)) = socks.socks.get(i) else {
                     continue;
-                } else if (UDP_BASE..TCPL_BASE).contains(&t) {
-                    let i = t - UDP_BASE;
-                    let Some((local, sock)) = socks.socks.get(i) else {
-                        continue;
-                    };
-                    let local = *local;
-                    // Drain until WouldBlock, flushing after each batch.
-                    for _ in 0..64 {
-                        match batch.recv(sock) {
-                            Ok(n) => {
-                                if n >= super::udp::BATCH
-                                    && let Some(s) = &stats
-                                {
-                                    s.inc(Counter::FullBatches);
-                                }
+                };
+                let local = *local;
+                // Drain until WouldBlock, flushing after each batch.
+                for _ in 0..64 {
+                    match batch.recv(sock) {
+                        Ok(n) => {
+                            if n >= super::udp::BATCH
+                                && let Some(s) = &stats
+                            {
+                                s.inc(Counter::FullBatches);
                             }
-                            Err(_) => break,
                         }
-                        let t0 = Instant::now();
-                        let now_us = clock.now_us();
-                        let now = now_us / 1000;
-                        for k in 0..batch.len() {
-                            let Some((src, bytes)) = batch.get(k) else {
-                                continue;
-                            };
-                            if let Some(s) = &stats {
-                                s.inc(Counter::PacketsInUdp);
-                            }
-                            let inb = Inbound {
-                                now_ms: now,
-                                now_us,
-                                src,
-                                local,
-                                transport: Transport::Udp,
-                                conn: None,
-                                bytes,
-                            };
-                            deliver(
-                                &mut engine,
-                                &shared,
-                                stats.as_deref(),
-                                inb,
-                                &mut out,
-                                &mut iso,
-                            );
+                        Err(_) => break,
+                    }
+                    let t0 = Instant::now();
+                    let now_us = clock.now_us();
+                    let now = now_us / 1000;
+                    for k in 0..batch.len() {
+                        let Some((src, bytes)) = batch.get(k) else {
+                            continue;
+                        };
+                        if let Some(s) = &stats {
+                            s.inc(Counter::PacketsInUdp);
                         }
-                        let t1 = Instant::now();
-                        flush(
-                            &shared,
-                            &mut out,
-                            &socks,
-                            &mut tcp,
-                            poll.registry(),
-                            now,
-                            stats.as_deref(),
-                        );
-                        // Every packet of the batch waited from receive until this send.
-                        let t2 = Instant::now();
-                        engine.record_send_us(t2.duration_since(t1).as_micros() as u64);
-                        let us = t2.duration_since(t0).as_micros() as u64;
-                        for _ in 0..batch.len() {
-                            engine.record_packet_us(us);
-                        }
-                        if batch.len() < super::udp::BATCH {
-                            break;
-                        }
+                        let inb = Inbound {
+                            now_ms: now,
+                            now_us,
+                            src,
+                            local,
+                            transport: Transport::Udp,
+                            conn: None,
+                            bytes,
+                        };
+                        deliver(engine, shared, stats.as_deref(), inb, &mut out, iso);
                     }
-                } else if t >= super::tcp::CONN_BASE {
-                    let Some(slot) = tcp.slot_for_token(ev.token()) else {
-                        continue;
-                    };
-                    let now = clock.now_ms();
-                    if ev.is_writable() {
-                        tcp.flush(poll.registry(), slot);
+                    let t1 = Instant::now();
+                    flush(
+                        shared,
+                        &mut out,
+                        &socks,
+                        &mut tcp,
+                        poll.registry(),
+                        now,
+                        stats.as_deref(),
+                    );
+                    // Every packet of the batch waited from receive until this send.
+                    let t2 = Instant::now();
+                    engine.record_send_us(t2.duration_since(t1).as_micros() as u64);
+                    let us = t2.duration_since(t0).as_micros() as u64;
+                    for _ in 0..batch.len() {
+                        engine.record_packet_us(us);
                     }
-                    if ev.is_readable() || ev.is_read_closed() {
-                        tcp.on_readable(poll.registry(), slot, now, |bytes, peer, local, conn| {
-                            if let Some(s) = &stats {
-                                s.inc(Counter::PacketsInTcp);
-                            }
-                            let inb = Inbound {
-                                now_ms: now,
-                                now_us: clock.now_us(),
-                                src: peer,
-                                local,
-                                transport: Transport::Tcp,
-                                conn: Some(conn),
-                                bytes,
-                            };
-                            deliver(
-                                &mut engine,
-                                &shared,
-                                stats.as_deref(),
-                                inb,
-                                &mut out,
-                                &mut iso,
-                            );
-                        });
-                        flush(
-                            &shared,
-                            &mut out,
-                            &socks,
-                            &mut tcp,
-                            poll.registry(),
-                            now,
-                            stats.as_deref(),
-                        );
-                    }
-                } else if t >= TCPL_BASE
-                    && let Some((local, l)) = tcpl.get(t - TCPL_BASE)
-                {
-                    tcp.accept_all(poll.registry(), l, *local, clock.now_ms());
-                }
-            }
-            // Commands: hand-offs and terminations, then timers; each one isolated.
-            let now = clock.now_ms();
-            for _ in 0..4096 {
-                let Ok(cmd) = commands.try_recv() else { break };
-                run_command(
-                    &mut engine,
-                    now,
-                    clock.now_us(),
-                    cmd,
-                    &mut out,
-                    stats.as_deref(),
-                    &mut iso,
-                );
-            }
-            engine.take_due_timers(now, &mut due);
-            for (_, item) in due.drain(..) {
-                let mark = Mark::of(&out);
-                let inject = iso.panic_dialog_timer && matches!(item, TimerItem::Dialog(_));
-                iso.panic_dialog_timer &= !inject;
-                let done = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    if inject {
-                        panic!("fault injection: panic in a dialog timer");
-                    }
-                    engine.fire_timer(now, item, &mut out);
-                }));
-                if let Err(p) = done {
-                    mark.rollback(&mut out);
-                    iso.caught(now, stats.as_deref(), Handling::Timer(item), &*p);
-                    // The dialog's one entry was spent: give it another, or it never expires.
-                    if let TimerItem::Dialog(id) = item {
-                        engine.rearm_after_panic(id, now.saturating_add(DIALOG_TIMER_RETRY_MS));
+                    if batch.len() < super::udp::BATCH {
+                        break;
                     }
                 }
-            }
-            flush(
-                &shared,
-                &mut out,
-                &socks,
-                &mut tcp,
-                poll.registry(),
-                now,
-                stats.as_deref(),
-            );
-            if now.saturating_sub(last_sweep) >= 1000 {
-                last_sweep = now;
-                tcp.sweep_idle(poll.registry(), now);
-                if let Some(s) = &stats {
-                    let e = tcp.events;
-                    s.add(Counter::TcpAccepted, e.accepted - tcp_seen.accepted);
-                    s.add(Counter::TcpConnected, e.connected - tcp_seen.connected);
-                    s.add(Counter::TcpClosed, e.closed - tcp_seen.closed);
-                    tcp_seen = e;
+            } else if t >= super::tcp::CONN_BASE {
+                let Some(slot) = tcp.slot_for_token(ev.token()) else {
+                    continue;
+                };
+                let now = clock.now_ms();
+                if ev.is_writable() {
+                    tcp.flush(poll.registry(), slot);
                 }
-                engine.flush_latency(now);
-            }
-            if let Some(reason) = iso.guard.gave_up.take() {
-                return Some(reason);
-            }
-            if iso.die {
-                // Fault injection (`io::fault`): a panic outside every isolation point.
-                panic!("fault injection: worker {index} dies");
+                if ev.is_readable() || ev.is_read_closed() {
+                    tcp.on_readable(poll.registry(), slot, now, |bytes, peer, local, conn| {
+                        if let Some(s) = &stats {
+                            s.inc(Counter::PacketsInTcp);
+                        }
+                        let inb = Inbound {
+                            now_ms: now,
+                            now_us: clock.now_us(),
+                            src: peer,
+                            local,
+                            transport: Transport::Tcp,
+                            conn: Some(conn),
+                            bytes,
+                        };
+                        deliver(engine, shared, stats.as_deref(), inb, &mut out, iso);
+                    });
+                    flush(
+                        shared,
+                        &mut out,
+                        &socks,
+                        &mut tcp,
+                        poll.registry(),
+                        now,
+                        stats.as_deref(),
+                    );
+                }
+            } else if t >= TCPL_BASE
+                && let Some((local, l)) = tcpl.get(t - TCPL_BASE)
+            {
+                tcp.accept_all(poll.registry(), l, *local, clock.now_ms());
             }
         }
-        None
-    }));
-    let reason = match ended {
-        Ok(None) => {
-            let now = clock.now_ms();
-            engine.shutdown(now, &mut out);
-            flush(
-                &shared,
-                &mut out,
-                &socks,
-                &mut tcp,
-                poll.registry(),
+        // Commands: hand-offs and terminations, then timers; each one isolated.
+        let now = clock.now_ms();
+        for _ in 0..4096 {
+            let Ok(cmd) = commands.try_recv() else { break };
+            run_command(
+                engine,
                 now,
+                clock.now_us(),
+                cmd,
+                &mut out,
                 stats.as_deref(),
+                iso,
             );
-            return WorkerExit::Stopped;
         }
-        Ok(Some(reason)) => reason,
-        Err(p) => format!("panic: {}", panic_message(&*p)),
-    };
-    // Dead: no shutdown (its calls go on; a replacement takes its dialogs over). Reading the
-    // count is safe whatever the panic left half-done.
-    WorkerExit::Died {
-        reason,
-        lost: Some(engine.in_flight()),
+        fire_timers(engine, now, &mut due, &mut out, stats.as_deref(), iso);
+        flush(
+            shared,
+            &mut out,
+            &socks,
+            &mut tcp,
+            poll.registry(),
+            now,
+            stats.as_deref(),
+        );
+        if now.saturating_sub(last_sweep) >= 1000 {
+            last_sweep = now;
+            tcp.sweep_idle(poll.registry(), now);
+            if let Some(s) = &stats {
+                let e = tcp.events;
+                s.add(Counter::TcpAccepted, e.accepted - tcp_seen.accepted);
+                s.add(Counter::TcpConnected, e.connected - tcp_seen.connected);
+                s.add(Counter::TcpClosed, e.closed - tcp_seen.closed);
+                tcp_seen = e;
+            }
+            engine.flush_latency(now);
+        }
+        if let Some(reason) = iso.guard.gave_up.take() {
+            return Some(reason);
+        }
+        if iso.die {
+            // Fault injection (`io::fault`): a panic outside every isolation point.
+            panic!("fault injection: worker {index} dies");
+        }
+    }
+    let now = clock.now_ms();
+    engine.shutdown(now, &mut out);
+    flush(
+        shared,
+        &mut out,
+        &socks,
+        &mut tcp,
+        poll.registry(),
+        now,
+        stats.as_deref(),
+    );
+    None
+}
+
+/// Fire the timers due at `now`, each one isolated; a dialog whose timer panicked is armed
+/// again [`DIALOG_TIMER_RETRY_MS`] later.
+fn fire_timers(
+    engine: &mut Engine,
+    now: u64,
+    due: &mut Vec<(u64, TimerItem)>,
+    out: &mut Output,
+    stats: Option<&crate::stats::WorkerStats>,
+    iso: &mut Isolation,
+) {
+    engine.take_due_timers(now, due);
+    for (_, item) in due.drain(..) {
+        let mark = Mark::of(out);
+        let inject = iso.panic_dialog_timer && matches!(item, TimerItem::Dialog(_));
+        iso.panic_dialog_timer &= !inject;
+        let done = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            if inject {
+                panic!("fault injection: panic in a dialog timer");
+            }
+            engine.fire_timer(now, item, out);
+        }));
+        if let Err(p) = done {
+            mark.rollback(out);
+            iso.caught(now, stats, Handling::Timer(item), &*p);
+            // The dialog's one entry was spent: give it another, or it never expires.
+            if let TimerItem::Dialog(id) = item {
+                engine.rearm_after_panic(id, now.saturating_add(DIALOG_TIMER_RETRY_MS));
+            }
+        }
     }
 }
 
