@@ -53,6 +53,10 @@ struct RunArgs {
     /// through SO_REUSEPORT (e.g. a hand-over between two instances). Default: refuse.
     #[arg(long = "allow-shared-port")]
     allow_shared_port: bool,
+    /// If the dialog store file is corrupt, move it aside (`<file>.corrupt-<unix time>`) and
+    /// start with an empty store (like `dialog.db_recover = true`). Default: refuse to start.
+    #[arg(long = "db-recover")]
+    db_recover: bool,
 }
 
 fn main() -> ExitCode {
@@ -84,6 +88,7 @@ fn run(a: RunArgs) -> ExitCode {
         log: a.log,
         log_format: a.log_format,
         allow_shared_port: a.allow_shared_port,
+        db_recover: a.db_recover,
     };
     match sipedge::io::app::run(&o) {
         Ok(()) => ExitCode::SUCCESS,

@@ -119,11 +119,17 @@ pub enum Counter {
     TcpMessageTimeouts,
     /// Errors from accepting TCP connections (e.g. out of descriptors); the listener pauses.
     TcpAcceptErrors,
+    /// Panics caught in this worker while it handled one packet, hand-off, timer or command
+    /// (the worker went on without it).
+    WorkerPanics,
+    /// Transactions (INVITE and generated requests) lost when this worker died and was
+    /// replaced: counted by the replacement.
+    TxnsLost,
 }
 
 impl Counter {
     /// Number of counters.
-    pub const COUNT: usize = 43;
+    pub const COUNT: usize = 45;
     /// All counters in index order.
     pub const ALL: [Counter; Counter::COUNT] = [
         Counter::PacketsInUdp,
@@ -169,6 +175,8 @@ impl Counter {
         Counter::TcpRefusedPerPeer,
         Counter::TcpMessageTimeouts,
         Counter::TcpAcceptErrors,
+        Counter::WorkerPanics,
+        Counter::TxnsLost,
     ];
 
     /// Stable snake_case name used in `stats.*` RPCs and metrics.
@@ -217,6 +225,8 @@ impl Counter {
             Counter::TcpRefusedPerPeer => "tcp_refused_per_peer",
             Counter::TcpMessageTimeouts => "tcp_message_timeouts",
             Counter::TcpAcceptErrors => "tcp_accept_errors",
+            Counter::WorkerPanics => "worker_panics",
+            Counter::TxnsLost => "transactions_lost",
         }
     }
 }
@@ -744,6 +754,68 @@ impl LatencyHub {
         if let Ok(mut g) = self.total.lock() {
             g.reset();
         }
+    }
+}
+
+/// Counters of the dialog store's writer (`io::persist`): written by the writer thread (and,
+/// for `dropped`, by the workers' observer), read by management. All relaxed atomics.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// Whether a store is configured (metrics show these counters only then).
+    pub enabled: AtomicBool,
+    /// Records written (upserts).
+    pub written: AtomicU64,
+    /// Records deleted.
+    pub deleted: AtomicU64,
+    /// Committed batches.
+    pub flushes: AtomicU64,
+    /// Failed write attempts (a batch that failed and is retried counts once per attempt).
+    pub errors: AtomicU64,
+    /// Write attempts that retried a batch after a failure.
+    pub retries: AtomicU64,
+    /// Changes dropped because the queue or the retained batch was full.
+    pub dropped: AtomicU64,
+    /// 1 while writes are failing (from the first failure until a batch is written again).
+    pub failing: AtomicU64,
+    /// Dialogs whose change waits to be written (the retained batch).
+    pub pending: AtomicU64,
+}
+
+/// Plain values of [`StoreStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreSnapshot {
+    /// Records written.
+    pub written: u64,
+    /// Records deleted.
+    pub deleted: u64,
+    /// Committed batches.
+    pub flushes: u64,
+    /// Failed write attempts.
+    pub errors: u64,
+    /// Retried write attempts.
+    pub retries: u64,
+    /// Changes dropped.
+    pub dropped: u64,
+    /// Whether writes are failing now.
+    pub failing: bool,
+    /// Dialogs waiting to be written.
+    pub pending: u64,
+}
+
+impl StoreStats {
+    /// The values now, or `None` when no store is configured.
+    pub fn snapshot(&self) -> Option<StoreSnapshot> {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        self.enabled.load(Ordering::Relaxed).then(|| StoreSnapshot {
+            written: r(&self.written),
+            deleted: r(&self.deleted),
+            flushes: r(&self.flushes),
+            errors: r(&self.errors),
+            retries: r(&self.retries),
+            dropped: r(&self.dropped),
+            failing: r(&self.failing) != 0,
+            pending: r(&self.pending),
+        })
     }
 }
 

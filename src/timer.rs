@@ -230,6 +230,14 @@ impl<T> Wheel<T> {
         self.release(key.index)
     }
 
+    /// The item behind `key`, if it is live (a key of another wheel may name another item).
+    pub fn get(&self, key: TimerKey) -> Option<&T> {
+        if !self.is_live(key) {
+            return None;
+        }
+        self.nodes.get(key.index as usize)?.item.as_ref()
+    }
+
     /// Moves the item behind `key` to `new_deadline_ms`; `false` if the key is stale.
     pub fn reset(&mut self, key: TimerKey, new_deadline_ms: u64) -> bool {
         if !self.is_live(key) {

@@ -288,6 +288,10 @@ pub struct DialogConfig {
     pub db_mode: u8,
     /// Write-behind period in milliseconds (dialog_ng `db_update_period`, in ms here).
     pub db_update_period: u64,
+    /// At start, a corrupt store file is moved aside (`<file>.corrupt-<unix time>`) and the
+    /// proxy starts with an empty store; `false`: a corrupt file stops the start
+    /// (`sipedge run --db-recover` sets it for one start).
+    pub db_recover: bool,
 }
 
 impl Default for DialogConfig {
@@ -313,6 +317,7 @@ impl Default for DialogConfig {
             db_url: String::new(),
             db_mode: 0,
             db_update_period: 1000,
+            db_recover: false,
         }
     }
 }
@@ -393,6 +398,8 @@ pub struct Overrides {
     /// `--allow-shared-port`: start even when another process already serves a listen
     /// address (not a file setting; read by `io::app`, not applied by `apply_overrides`).
     pub allow_shared_port: bool,
+    /// `--db-recover`: sets `dialog.db_recover` (a corrupt dialog store is moved aside).
+    pub db_recover: bool,
 }
 
 /// An invalid command-line override.
@@ -492,6 +499,9 @@ impl Config {
         if let Some(f) = &o.log_format {
             next.core.log_format =
                 parse_enum(f).ok_or_else(|| OverrideError::LogFormat(f.clone()))?;
+        }
+        if o.db_recover {
+            next.dialog.db_recover = true;
         }
         *self = next;
         Ok(())

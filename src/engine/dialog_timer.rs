@@ -17,6 +17,10 @@
 //!   `default_timeout` (12 h) after the call ended, and memory grew with the call rate.
 //! - Another worker never touches the wheel: it emits [`Command::Retime`] for the timer
 //!   worker, which re-reads the dialog and moves or cancels the entry.
+//! - When a worker dies and is replaced (`io::run`), the replacement's wheel is new: it arms a
+//!   fresh entry for each of its dialogs in the table ([`Engine::take_over`]); a dialog that
+//!   left the table meanwhile may still hold a key of the old wheel, so a key is used only
+//!   when its entry names the dialog.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
@@ -54,15 +58,20 @@ impl Engine {
             .get(d.id)
             .is_some_and(|t| Arc::ptr_eq(&t, d));
         let bits = d.timer_key.load(Relaxed);
+        // Only a key whose entry is this dialog's is used: after a worker restart
+        // (`engine::restart`) a dialog that left the table may still hold a key of the dead
+        // worker's wheel, which can name another entry of this one.
+        let key = Some(TimerKey::from_bits(bits))
+            .filter(|k| bits != NO_TIMER && self.wheel.get(*k) == Some(&TimerItem::Dialog(d.id)));
         if !in_table {
-            if bits != NO_TIMER {
-                self.wheel.cancel(TimerKey::from_bits(bits));
-                d.timer_key.store(NO_TIMER, Relaxed);
+            if let Some(k) = key {
+                self.wheel.cancel(k);
             }
+            d.timer_key.store(NO_TIMER, Relaxed);
             return;
         }
         let at = d.deadline_ms.load(Acquire);
-        if bits != NO_TIMER && self.wheel.reset(TimerKey::from_bits(bits), at) {
+        if key.is_some_and(|k| self.wheel.reset(k, at)) {
             return;
         }
         self.arm_dialog_timer(d, at);

@@ -34,6 +34,7 @@ mod proxy;
 mod refer;
 mod request;
 mod response;
+mod restart;
 mod settings;
 mod shared;
 mod timers;

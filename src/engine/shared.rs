@@ -19,7 +19,7 @@ use crate::dialog::id::DialogId;
 use crate::dialog::profile::Profiles;
 use crate::dialog::table::DialogTable;
 use crate::dialog::{Callbacks, Dialog, DialogStats, Side};
-use crate::stats::{LatencyHub, WorkerStats};
+use crate::stats::{LatencyHub, StoreStats, WorkerStats};
 use crate::wire::Transport;
 
 /// A request for the owning worker of a dialog.
@@ -127,6 +127,8 @@ pub struct Shared {
     pub flood: crate::flood::FloodState,
     /// INVITE server transactions of every worker by upstream key, and those freed recently.
     pub invites: crate::txn::recent::InviteIndex,
+    /// Counters of the dialog store's writer (`io::persist`; all zero and hidden when off).
+    pub store: Arc<StoreStats>,
     queues: OnceLock<Vec<(Sender<Command>, Notifier)>>,
     /// Spare hand-off buffers, one pool per worker: a worker copies a packet it hands off into
     /// a buffer from its own pool, and the worker that handled it gives the buffer back, so
@@ -181,6 +183,7 @@ impl Shared {
             latency: LatencyHub::default(),
             flood: crate::flood::FloodState::default(),
             invites: Default::default(),
+            store: Arc::default(),
             queues: OnceLock::new(),
             spares: (0..workers)
                 .map(|_| crossbeam_channel::bounded(SPARE_BUFFERS))

@@ -80,6 +80,7 @@ pub fn run_config_from(c: &Config) -> RunConfig {
             super::persist::PersistConfig {
                 path: c.dialog.db_url.clone().into(),
                 update_period_ms: c.dialog.db_update_period,
+                recover: c.dialog.db_recover,
             }
         }),
     }

@@ -10,8 +10,10 @@
 //! - [`app`]: the process: logging, config, signals.
 //! - [`mgmt_http`]: the management HTTP listener.
 //! - [`persist`]: dialogs stored in a redb file (write-behind) and loaded at start.
+//! - [`fault`]: fault injection for the worker-restart tests (debug builds only).
 
 pub mod app;
+pub mod fault;
 pub mod mgmt_http;
 #[allow(clippy::disallowed_methods)] // io owns the clock
 pub mod persist;

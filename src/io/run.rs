@@ -10,20 +10,30 @@
 //! First of all the open-file limit is set ([`RunConfig::max_open_files`], logged; a failure
 //! is logged, not fatal), and one [`super::tcp::TcpGate`] is shared by every worker so the TCP
 //! connection caps hold for the process.
+//!
+//! A supervisor thread (`Supervisor`) joins each worker thread when it ends. A worker that
+//! died (`worker::WorkerExit::Died`, or a thread that panicked outright) is reported: its
+//! `WorkerHealth` goes dead, one error line names it, and a replacement starts on the same
+//! index with duplicates of the same sockets, the same command queue and the same shared
+//! state; it takes the dead worker's dialogs over (`Engine::take_over`) and counts the
+//! transactions lost. The replacement's `WorkerHealth` counts the restart and goes alive.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use mio::{Poll, Token, Waker};
 
 use super::socket;
 pub use super::spread::SpreadMode;
 use super::tcp::TcpLimits;
-use super::worker::{self, Clock, WorkerSpec};
+use super::worker::{self, Clock, WorkerExit, WorkerSpec};
 use crate::dialog::profile::Profiles;
-use crate::engine::{LocalAddrs, Settings, Shared};
+use crate::engine::{Command, LocalAddrs, Settings, Shared};
 use crate::wire::Transport;
 
 /// What the supervisor needs to start the proxy.
@@ -128,8 +138,8 @@ pub struct Running {
     /// The clock workers use.
     pub clock: Clock,
     stop: Arc<AtomicBool>,
-    wakers: Vec<Arc<Waker>>,
-    threads: Vec<JoinHandle<()>>,
+    wakers: Vec<WakerSlot>,
+    supervisor: Option<JoinHandle<()>>,
     spreader: Option<JoinHandle<()>>,
     /// The dialog store writer, when persistence is on.
     pub persist: Option<super::persist::PersistWriter>,
@@ -146,12 +156,12 @@ impl Running {
         }
         self.stop.store(true, Ordering::Relaxed);
         for w in &self.wakers {
-            let _ = w.wake();
+            let _ = w.load().wake();
         }
     }
-    /// Wait for every worker to exit.
+    /// Wait for every worker (and the supervisor) to exit.
     pub fn join(mut self) {
-        for t in self.threads.drain(..) {
+        if let Some(t) = self.supervisor.take() {
             let _ = t.join();
         }
         if let Some(t) = self.spreader.take() {
@@ -285,7 +295,7 @@ pub fn start(cfg: &RunConfig) -> Result<Running, RunError> {
         let w = Waker::new(p.registry(), Token(0))
             .map_err(|e| RunError::Other(format!("cannot create waker: {e}")))?;
         polls.push(p);
-        wakers.push(Arc::new(w));
+        wakers.push(Arc::new(ArcSwap::from_pointee(w)));
     }
     let wk = wakers.clone();
     let receivers = shared
@@ -293,7 +303,7 @@ pub fn start(cfg: &RunConfig) -> Result<Running, RunError> {
             let waker = wk.get(w).cloned();
             Box::new(move || {
                 if let Some(x) = &waker {
-                    let _ = x.wake();
+                    let _ = x.load().wake();
                 }
             })
         })
@@ -316,15 +326,18 @@ pub fn start(cfg: &RunConfig) -> Result<Running, RunError> {
     };
     let stop = Arc::new(AtomicBool::new(false));
     let tcp_gate = cfg.tcp.gate();
+    let (exit_tx, exits) = crossbeam_channel::unbounded();
+    let mut kits = Vec::with_capacity(workers);
     let mut threads = Vec::with_capacity(workers);
-    for (i, (((poll, commands), (u, t)), up)) in polls
+    for (i, ((((poll, commands), (u, t)), up), waker)) in polls
         .into_iter()
         .zip(receivers)
         .zip(udp.into_iter().zip(tcp))
         .zip(udp_private)
+        .zip(wakers.iter().cloned())
         .enumerate()
     {
-        let spec = WorkerSpec {
+        let kit = Kit {
             index: i,
             core: if cfg.pin {
                 cores.get(i % cores.len().max(1)).copied()
@@ -334,24 +347,25 @@ pub fn start(cfg: &RunConfig) -> Result<Running, RunError> {
             udp: u,
             udp_private: up,
             tcp: t,
-            poll,
             commands,
+            waker,
             tcp_limits: cfg.tcp,
             tcp_gate: tcp_gate.clone(),
         };
-        let sh = shared.clone();
-        let st = stop.clone();
-        let h = std::thread::Builder::new()
-            .name(format!("sipedge-w{i}"))
-            .spawn(move || worker::run(spec, sh, clock, st))
+        let spec = kit
+            .spec(poll, None)
             .map_err(|e| RunError::Other(format!("cannot start worker: {e}")))?;
-        threads.push(h);
+        let h = spawn_worker(spec, &shared, clock, &stop, &exit_tx)
+            .map_err(|e| RunError::Other(format!("cannot start worker: {e}")))?;
+        threads.push(Some(h));
+        kits.push(kit);
     }
     let spreader = if group_socks.is_empty() {
         None
     } else {
         use std::os::unix::thread::JoinHandleExt;
-        let ids: Vec<libc::pthread_t> = threads.iter().map(|t| t.as_pthread_t()).collect();
+        let ids: Vec<libc::pthread_t> =
+            threads.iter().flatten().map(|t| t.as_pthread_t()).collect();
         super::spread::start(
             group_socks,
             &ids,
@@ -360,13 +374,27 @@ pub fn start(cfg: &RunConfig) -> Result<Running, RunError> {
             stop.clone(),
         )
     };
+    let sup = Supervisor {
+        kits,
+        threads,
+        exits,
+        exit_tx,
+        shared: shared.clone(),
+        clock,
+        stop: stop.clone(),
+        delay_extra: super::fault::Faults::from_env().restart_delay(),
+    };
+    let supervisor = std::thread::Builder::new()
+        .name("sipedge-supervisor".into())
+        .spawn(move || sup.run())
+        .map_err(|e| RunError::Other(format!("cannot start the worker supervisor: {e}")))?;
     Ok(Running {
         shared,
         bound,
         clock,
         stop,
         wakers,
-        threads,
+        supervisor: Some(supervisor),
         spreader,
         persist,
         _claims: claims,
@@ -441,4 +469,231 @@ fn claim_all(cfg: &RunConfig) -> Result<Vec<socket::AddrLock>, RunError> {
         }
     }
     Ok(claims)
+}
+
+/// A worker's waker, replaced when the worker is (a new thread gets a new poll).
+type WakerSlot = Arc<ArcSwap<Waker>>;
+
+/// Shortest and longest wait before replacing a worker that died again soon after its last
+/// replacement (doubling in between); the first death is replaced at once.
+const RESTART_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+/// A replacement that lived this long resets the back-off.
+const RESTART_STABLE: Duration = Duration::from_secs(10);
+
+/// What the supervisor keeps of one worker to start it again: its sockets (each worker thread
+/// gets duplicates, so the kernel sockets, their place in the reuseport group and what is
+/// queued in them outlive a dying thread), its command queue and its waker slot.
+struct Kit {
+    index: usize,
+    core: Option<core_affinity::CoreId>,
+    udp: Vec<(usize, std::net::UdpSocket)>,
+    udp_private: Vec<(usize, std::net::UdpSocket)>,
+    tcp: Vec<(usize, std::net::TcpListener)>,
+    commands: Receiver<Command>,
+    waker: WakerSlot,
+    tcp_limits: TcpLimits,
+    tcp_gate: std::sync::Arc<super::tcp_gate::TcpGate>,
+}
+
+impl Kit {
+    /// A spec for a new worker thread on `poll` (whose waker is in the slot).
+    fn spec(&self, poll: Poll, takeover: Option<u64>) -> std::io::Result<WorkerSpec> {
+        let dup_udp = |v: &[(usize, std::net::UdpSocket)]| {
+            v.iter()
+                .map(|(l, s)| Ok((*l, s.try_clone()?)))
+                .collect::<std::io::Result<Vec<_>>>()
+        };
+        Ok(WorkerSpec {
+            index: self.index,
+            core: self.core,
+            udp: dup_udp(&self.udp)?,
+            udp_private: dup_udp(&self.udp_private)?,
+            tcp: self
+                .tcp
+                .iter()
+                .map(|(l, s)| Ok((*l, s.try_clone()?)))
+                .collect::<std::io::Result<Vec<_>>>()?,
+            poll,
+            commands: self.commands.clone(),
+            tcp_limits: self.tcp_limits,
+            tcp_gate: self.tcp_gate.clone(),
+            takeover,
+        })
+    }
+
+    /// A spec for a replacement: a new poll and waker (the slot is updated, so commands queued
+    /// from now on wake the new thread).
+    fn respawn_spec(&self, lost: u64) -> std::io::Result<WorkerSpec> {
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), Token(0))?;
+        self.waker.store(Arc::new(waker));
+        self.spec(poll, Some(lost))
+    }
+}
+
+/// Tells the supervisor a worker thread ended, however it ended (sent on drop, so also while
+/// a panic unwinds the thread).
+struct ExitNotice(Sender<usize>, usize);
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        let _ = self.0.send(self.1);
+    }
+}
+
+fn spawn_worker(
+    spec: WorkerSpec,
+    shared: &Arc<Shared>,
+    clock: Clock,
+    stop: &Arc<AtomicBool>,
+    exit_tx: &Sender<usize>,
+) -> std::io::Result<JoinHandle<WorkerExit>> {
+    let i = spec.index;
+    let (sh, st, notice) = (shared.clone(), stop.clone(), ExitNotice(exit_tx.clone(), i));
+    std::thread::Builder::new()
+        .name(format!("sipedge-w{i}"))
+        .spawn(move || {
+            let _notice = notice;
+            worker::run(spec, sh, clock, st)
+        })
+}
+
+/// The thread that joins worker threads as they end and, unless the proxy is stopping,
+/// reports a dead one (health, metrics, log) and starts a replacement on the same index.
+///
+/// Invariants: at most one thread runs per worker index; a death is always reported
+/// (`WorkerHealth::set_alive(false)`) before its replacement starts, and the replacement marks
+/// itself alive once its engine took the dialogs over; replacements of a worker that keeps
+/// dying are spaced by [`RESTART_BACKOFF`]; on stop, every worker thread is joined.
+struct Supervisor {
+    kits: Vec<Kit>,
+    threads: Vec<Option<JoinHandle<WorkerExit>>>,
+    exits: Receiver<usize>,
+    exit_tx: Sender<usize>,
+    shared: Arc<Shared>,
+    clock: Clock,
+    stop: Arc<AtomicBool>,
+    /// Extra wait before a replacement (fault-injection tests only, `io::fault`).
+    delay_extra: Option<Duration>,
+}
+
+/// A replacement waiting for its time.
+struct Pending {
+    index: usize,
+    at: Instant,
+    lost: u64,
+}
+
+impl Supervisor {
+    fn run(mut self) {
+        let n = self.kits.len();
+        let mut backoff: Vec<(Option<Instant>, Duration)> = vec![(None, Duration::ZERO); n];
+        let mut pending: Vec<Pending> = Vec::new();
+        while !self.stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            let wait = pending
+                .iter()
+                .map(|p| p.at.saturating_duration_since(now))
+                .min()
+                .unwrap_or(Duration::from_millis(100))
+                .min(Duration::from_millis(100));
+            match self.exits.recv_timeout(wait) {
+                Ok(i) => {
+                    if self.stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let Some(lost) = self.reap(i) else { continue };
+                    let Some((last, delay)) = backoff.get_mut(i) else {
+                        continue;
+                    };
+                    *delay = match *last {
+                        Some(t) if t.elapsed() < RESTART_STABLE => {
+                            (*delay * 2).clamp(RESTART_BACKOFF.0, RESTART_BACKOFF.1)
+                        }
+                        _ => Duration::ZERO,
+                    };
+                    let wait = self.delay_extra.map_or(*delay, |d| d.max(*delay));
+                    pending.push(Pending {
+                        index: i,
+                        at: Instant::now() + wait,
+                        lost,
+                    });
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            let now = Instant::now();
+            let mut k = 0;
+            while let Some(p) = pending.get(k) {
+                if p.at > now {
+                    k += 1;
+                    continue;
+                }
+                let p = pending.swap_remove(k);
+                match self.replace(p.index, p.lost) {
+                    Ok(()) => {
+                        if let Some(b) = backoff.get_mut(p.index) {
+                            b.0 = Some(Instant::now());
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(worker = p.index, error = %e, "cannot start a replacement worker; retrying in 1 s");
+                        pending.push(Pending {
+                            at: now + Duration::from_secs(1),
+                            ..p
+                        });
+                    }
+                }
+            }
+        }
+        for t in self.threads.drain(..).flatten() {
+            let _ = t.join();
+        }
+    }
+
+    /// Join worker `i`'s thread after its exit notice. A death is reported; returns the
+    /// transactions it lost (`Some`) when it needs a replacement.
+    fn reap(&mut self, i: usize) -> Option<u64> {
+        let handle = self.threads.get_mut(i)?.take()?;
+        let (reason, lost) = match handle.join() {
+            Ok(WorkerExit::Stopped) => return None,
+            Ok(WorkerExit::Died { reason, lost }) => (reason, lost),
+            Err(p) => {
+                let msg = p
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                (format!("thread panicked: {msg}"), None)
+            }
+        };
+        if let Some(s) = self.shared.worker_stats.get(i) {
+            s.health().set_alive(false);
+        }
+        let lost_text = lost.map_or_else(|| "unknown".to_owned(), |n| n.to_string());
+        tracing::error!(
+            worker = i,
+            reason = %reason,
+            lost_transactions = %lost_text,
+            "worker died; starting a replacement on the same sockets (its dialogs are kept)"
+        );
+        Some(lost.unwrap_or(0) as u64)
+    }
+
+    /// Start a replacement for worker `i`.
+    fn replace(&mut self, i: usize, lost: u64) -> std::io::Result<()> {
+        let kit = self
+            .kits
+            .get(i)
+            .ok_or_else(|| std::io::Error::other("no such worker"))?;
+        let spec = kit.respawn_spec(lost)?;
+        let h = spawn_worker(spec, &self.shared, self.clock, &self.stop, &self.exit_tx)?;
+        if let Some(s) = self.shared.worker_stats.get(i) {
+            s.health().add_restart();
+        }
+        if let Some(t) = self.threads.get_mut(i) {
+            *t = Some(h);
+        }
+        Ok(())
+    }
 }

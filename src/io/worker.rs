@@ -6,8 +6,29 @@
 //! next timer deadline rounded up to a [`TIMER_GRID_MS`] grid (capped at 100 ms so a stop
 //! request is seen quickly), so a timer fires at most one grid step late and never early;
 //! buffers are reused across iterations.
+//!
+//! # Panic isolation
+//! Every engine entry point runs under `catch_unwind`: each received message, each hand-off
+//! and command, each timer. A panic there drops that one item (its partial output is rolled
+//! back, see `Mark`), counts `worker_panics`, logs one line naming the worker and the item,
+//! and the worker goes on. What is assumed: Rust memory safety holds through a panic, so the
+//! engine can only be left *logically* half-updated, and only in state of the item being
+//! handled: one transaction (its own timers B/C/linger still end it), one dialog (its wheel
+//! entry still expires it; a dialog whose end was cut short is removed when that entry
+//! fires), the Output (rolled back), the header spill or the timer list (taken out while in
+//! use; a new empty one replaces a lost one). The wheel, the transaction table and the dialog
+//! table never panic mid-update by construction. Shared state is atomics and lock-free maps,
+//! so nothing is poisoned.
+//!
+//! A worker *dies* when a panic escapes those points (the rest of the loop: I/O, flushing) or
+//! when more than [`MAX_PANICS_PER_SEC`] are caught within a second (a loop suggests broken
+//! state). It then returns [`WorkerExit::Died`] with the number of transactions in flight,
+//! without `Engine::shutdown` (its calls go on); its sockets stay open (the supervisor,
+//! `io::run`, holds duplicates) and a replacement on the same index takes its dialogs over.
+//! The loop records a heartbeat every turn (`WorkerHealth::beat`).
 
-use std::net::{TcpListener, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -15,9 +36,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use mio::{Events, Interest, Poll, Token};
 
+use super::fault::{Fault, Faults};
 use super::tcp::{TcpConns, TcpGate, TcpLimits};
 use super::udp::{RecvBatch, send_output};
-use crate::engine::{Command, Engine, Inbound, Output, Shared};
+use crate::engine::{Command, Engine, Inbound, Output, Shared, TimerItem};
 use crate::stats::Counter;
 use crate::wire::Transport;
 
@@ -86,13 +108,102 @@ pub struct WorkerSpec {
     pub tcp_limits: TcpLimits,
     /// The process-wide TCP connection caps, shared by every worker.
     pub tcp_gate: Arc<TcpGate>,
+    /// `Some(lost)` when this worker replaces a dead one: take its dialogs over
+    /// ([`Engine::take_over`]) and count the `lost` transactions that died with it.
+    pub takeover: Option<u64>,
 }
 
-/// Run the worker loop until `stop` is set.
-pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<AtomicBool>) {
+/// How a worker thread ended.
+#[derive(Debug)]
+pub enum WorkerExit {
+    /// `stop` was set: it shut down (its dialogs ended with reason `shutdown`).
+    Stopped,
+    /// It died: a panic outside the isolation points, or a panic loop. Its dialogs stay in
+    /// the table for a replacement to take over.
+    Died {
+        /// What happened.
+        reason: String,
+        /// Transactions in flight that died with its engine, when it could tell.
+        lost: Option<usize>,
+    },
+}
+
+/// Run the worker loop until `stop` is set, or until it dies (see the module docs).
+pub fn run(
+    spec: WorkerSpec,
+    shared: Arc<Shared>,
+    clock: Clock,
+    stop: Arc<AtomicBool>,
+) -> WorkerExit {
     if let Some(core) = spec.core {
         core_affinity::set_for_current(core);
     }
+    let index = spec.index;
+    let stats = shared.worker_stats.get(index).cloned();
+    // Building the engine walks the table (loaded dialogs, a takeover): isolated too.
+    let built = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let mut engine = Engine::with_seed(shared.clone(), index, clock.now_ms(), os_seed(index));
+        if let Some(lost) = spec.takeover {
+            let rearmed = engine.take_over();
+            if let Some(s) = &stats {
+                s.add(Counter::TxnsLost, lost);
+            }
+            tracing::warn!(
+                worker = index,
+                rearmed_dialog_timers = rearmed,
+                lost_transactions = lost,
+                "worker restarted: its dialogs were taken over, its transactions are lost"
+            );
+        }
+        engine
+    }));
+    let mut engine = match built {
+        Ok(e) => e,
+        Err(p) => {
+            return WorkerExit::Died {
+                reason: format!("panic while starting: {}", panic_message(&*p)),
+                lost: None,
+            };
+        }
+    };
+    if let Some(s) = &stats {
+        s.health().beat(clock.now_ms());
+        s.health().set_alive(true);
+    }
+    let mut iso = Isolation {
+        guard: PanicGuard::new(index),
+        faults: Faults::from_env(),
+        die: false,
+        panic_dialog_timer: false,
+    };
+    // The loop, with everything it may leave half-done, is isolated as a whole: a panic in it
+    // (outside the per-message, per-timer and per-command isolation) ends the worker.
+    let ended = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        serve(spec, &shared, clock, &stop, &mut engine, &mut iso)
+    }));
+    let reason = match ended {
+        Ok(None) => return WorkerExit::Stopped,
+        Ok(Some(reason)) => reason,
+        Err(p) => format!("panic: {}", panic_message(&*p)),
+    };
+    // Dead: no shutdown (its calls go on; a replacement takes its dialogs over). Reading the
+    // count is safe whatever the panic left half-done.
+    WorkerExit::Died {
+        reason,
+        lost: Some(engine.in_flight()),
+    }
+}
+
+/// The loop of [`run`] on `engine` until `stop` is set (then the engine's shutdown: `None`),
+/// or until the worker must give up (`Some(why)`).
+fn serve(
+    spec: WorkerSpec,
+    shared: &Arc<Shared>,
+    clock: Clock,
+    stop: &AtomicBool,
+    engine: &mut Engine,
+    iso: &mut Isolation,
+) -> Option<String> {
     let WorkerSpec {
         index,
         udp,
@@ -155,7 +266,6 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
         nmain,
         has_private,
     };
-    let mut engine = Engine::with_seed(shared.clone(), index, clock.now_ms(), os_seed(index));
     let stats = shared.worker_stats.get(index).cloned();
     let mut tcp = TcpConns::new(tcp_limits, tcp_gate);
     let mut events = Events::with_capacity(256);
@@ -163,8 +273,12 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
     let mut out = Output::with_capacity(1 << 20, 1024);
     let mut last_sweep = clock.now_ms();
     let mut tcp_seen = super::tcp::TcpEvents::default();
+    let mut due: Vec<(u64, TimerItem)> = Vec::with_capacity(256);
     while !stop.load(Ordering::Relaxed) {
         let now = clock.now_ms();
+        if let Some(s) = &stats {
+            s.health().beat(now);
+        }
         let timeout = engine
             .poll_timeout()
             .map(|d| timer_wake_at(d).saturating_sub(now))
@@ -224,11 +338,11 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
                             conn: None,
                             bytes,
                         };
-                        deliver(&mut engine, &shared, stats.as_deref(), inb, &mut out);
+                        deliver(engine, shared, stats.as_deref(), inb, &mut out, iso);
                     }
                     let t1 = Instant::now();
                     flush(
-                        &shared,
+                        shared,
                         &mut out,
                         &socks,
                         &mut tcp,
@@ -269,10 +383,10 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
                             conn: Some(conn),
                             bytes,
                         };
-                        deliver(&mut engine, &shared, stats.as_deref(), inb, &mut out);
+                        deliver(engine, shared, stats.as_deref(), inb, &mut out, iso);
                     });
                     flush(
-                        &shared,
+                        shared,
                         &mut out,
                         &socks,
                         &mut tcp,
@@ -289,15 +403,23 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
         }
         // Listeners paused after an accept error, or left with a full batch, accept again.
         tcp.retry_accepts(poll.registry(), &tcpl, clock.now_ms());
-        // Commands: hand-offs and terminations.
+        // Commands: hand-offs and terminations, then timers; each one isolated.
         let now = clock.now_ms();
         for _ in 0..4096 {
             let Ok(cmd) = commands.try_recv() else { break };
-            engine.handle_command(now, clock.now_us(), cmd, &mut out);
+            run_command(
+                engine,
+                now,
+                clock.now_us(),
+                cmd,
+                &mut out,
+                stats.as_deref(),
+                iso,
+            );
         }
-        engine.handle_timeout(now, &mut out);
+        fire_timers(engine, now, &mut due, &mut out, stats.as_deref(), iso);
         flush(
-            &shared,
+            shared,
             &mut out,
             &socks,
             &mut tcp,
@@ -333,11 +455,18 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
             }
             engine.flush_latency(now);
         }
+        if let Some(reason) = iso.guard.gave_up.take() {
+            return Some(reason);
+        }
+        if iso.die {
+            // Fault injection (`io::fault`): a panic outside every isolation point.
+            panic!("fault injection: worker {index} dies");
+        }
     }
     let now = clock.now_ms();
     engine.shutdown(now, &mut out);
     flush(
-        &shared,
+        shared,
         &mut out,
         &socks,
         &mut tcp,
@@ -345,6 +474,39 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>, clock: Clock, stop: Arc<Atomic
         now,
         stats.as_deref(),
     );
+    None
+}
+
+/// Fire the timers due at `now`, each one isolated; a dialog whose timer panicked is armed
+/// again [`DIALOG_TIMER_RETRY_MS`] later.
+fn fire_timers(
+    engine: &mut Engine,
+    now: u64,
+    due: &mut Vec<(u64, TimerItem)>,
+    out: &mut Output,
+    stats: Option<&crate::stats::WorkerStats>,
+    iso: &mut Isolation,
+) {
+    engine.take_due_timers(now, due);
+    for (_, item) in due.drain(..) {
+        let mark = Mark::of(out);
+        let inject = iso.panic_dialog_timer && matches!(item, TimerItem::Dialog(_));
+        iso.panic_dialog_timer &= !inject;
+        let done = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            if inject {
+                panic!("fault injection: panic in a dialog timer");
+            }
+            engine.fire_timer(now, item, out);
+        }));
+        if let Err(p) = done {
+            mark.rollback(out);
+            iso.caught(now, stats, Handling::Timer(item), &*p);
+            // The dialog's one entry was spent: give it another, or it never expires.
+            if let TimerItem::Dialog(id) = item {
+                engine.rearm_after_panic(id, now.saturating_add(DIALOG_TIMER_RETRY_MS));
+            }
+        }
+    }
 }
 
 /// Send everything in `out` and clear it.
@@ -386,24 +548,31 @@ fn deliver(
     stats: Option<&crate::stats::WorkerStats>,
     inb: Inbound<'_>,
     out: &mut Output,
+    iso: &mut Isolation,
 ) {
     // A bug must not take the worker down with it: the packet is dropped, counted and logged,
     // and the worker goes on (the engine never panics on input by design; this is a last
     // line of defence, free on the normal path).
-    let (nbuf, ntx, ncmd) = (out.buf.len(), out.tx.len(), out.commands.len());
-    let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    let fault = iso.faults.check(inb.bytes);
+    let mark = Mark::of(out);
+    let done = std::panic::catch_unwind(AssertUnwindSafe(|| {
         engine.handle_datagram(inb, out);
+        if fault == Some(Fault::Panic) {
+            panic!("fault injection: panic while handling a packet");
+        }
     }));
-    if done.is_err() {
+    iso.injected(fault);
+    if let Err(p) = done {
         // Keep what earlier packets of the batch produced; forget this one's partial output.
-        out.buf.truncate(nbuf);
-        out.tx.truncate(ntx);
-        out.commands.truncate(ncmd);
-        out.handoff = None;
+        mark.rollback(out);
         if let Some(s) = stats {
             s.inc(Counter::Dropped);
         }
-        tracing::error!(src = %inb.src, "internal error while handling a packet; dropped");
+        let what = Handling::Packet {
+            src: inb.src,
+            transport: inb.transport,
+        };
+        iso.caught(inb.now_ms, stats, what, &*p);
         return;
     }
     if let Some(w) = out.handoff.take()
@@ -411,6 +580,197 @@ fn deliver(
         && let Some(s) = stats
     {
         s.inc(Counter::Dropped);
+    }
+}
+
+/// Run one command (a hand-off, a termination, a re-time ...) in isolation, like [`deliver`].
+fn run_command(
+    engine: &mut Engine,
+    now: u64,
+    now_us: u64,
+    cmd: Command,
+    out: &mut Output,
+    stats: Option<&crate::stats::WorkerStats>,
+    iso: &mut Isolation,
+) {
+    let (what, fault) = match &cmd {
+        Command::Packet {
+            src, from, bytes, ..
+        } => (
+            Handling::Handoff {
+                src: *src,
+                from: *from,
+            },
+            iso.faults.check(bytes),
+        ),
+        Command::Terminate { .. } => (Handling::Command("terminate"), None),
+        Command::Refer { .. } => (Handling::Command("refer"), None),
+        Command::Bridge { .. } => (Handling::Command("bridge"), None),
+        Command::Rearm(_) => (Handling::Command("rearm"), None),
+        Command::Retime(_) => (Handling::Command("retime"), None),
+    };
+    let mark = Mark::of(out);
+    let done = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        engine.handle_command(now, now_us, cmd, out);
+        if fault == Some(Fault::Panic) {
+            panic!("fault injection: panic while handling a hand-off");
+        }
+    }));
+    iso.injected(fault);
+    if let Err(p) = done {
+        // A hand-off's buffer is dropped instead of going back to its pool (it is refilled).
+        mark.rollback(out);
+        if let Some(s) = stats
+            && matches!(what, Handling::Handoff { .. })
+        {
+            s.inc(Counter::Dropped);
+        }
+        iso.caught(now, stats, what, &*p);
+    }
+}
+
+/// After a panic in a dialog's timer, the dialog's entry is armed again this much later (ms),
+/// so it still expires; a dialog whose timer keeps panicking costs one panic per interval.
+pub const DIALOG_TIMER_RETRY_MS: u64 = 1000;
+
+/// Panics per second beyond which a worker gives up and dies (to be replaced with a fresh
+/// engine): a loop of panics suggests state a panic left broken, not one bad message.
+pub const MAX_PANICS_PER_SEC: u64 = 100;
+
+/// What a worker was doing when a panic was caught (for the log line).
+#[derive(Clone, Copy, Debug)]
+enum Handling {
+    /// A message received from `src`.
+    Packet {
+        src: SocketAddr,
+        transport: Transport,
+    },
+    /// A message from `src` handed off by worker `from`.
+    Handoff { src: SocketAddr, from: usize },
+    /// A timer.
+    Timer(TimerItem),
+    /// A command from another worker or management.
+    Command(&'static str),
+}
+
+impl std::fmt::Display for Handling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Handling::Packet { src, transport } => {
+                write!(f, "packet from {}:{src}", transport.as_str())
+            }
+            Handling::Handoff { src, from } => {
+                write!(f, "packet from {src} handed off by worker {from}")
+            }
+            Handling::Timer(item) => write!(f, "timer {item:?}"),
+            Handling::Command(c) => write!(f, "command {c}"),
+        }
+    }
+}
+
+/// Counts the panics caught in one worker and decides when it must give up.
+struct PanicGuard {
+    worker: usize,
+    /// Start of the current one-second window (ms) and panics in it.
+    window: (u64, u64),
+    /// Set once the worker has to die: why.
+    gave_up: Option<String>,
+}
+
+impl PanicGuard {
+    fn new(worker: usize) -> PanicGuard {
+        PanicGuard {
+            worker,
+            window: (0, 0),
+            gave_up: None,
+        }
+    }
+}
+
+/// What the isolation points of a worker share.
+struct Isolation {
+    guard: PanicGuard,
+    /// Fault injection (`io::fault`; off in production).
+    faults: Faults,
+    /// Injected: die at the end of this loop turn.
+    die: bool,
+    /// Injected: panic in the next dialog timer.
+    panic_dialog_timer: bool,
+}
+
+impl Isolation {
+    /// Note a fault a message asked for (`io::fault`) that acts later.
+    fn injected(&mut self, fault: Option<Fault>) {
+        match fault {
+            Some(Fault::Die) => self.die = true,
+            Some(Fault::PanicDialogTimer) => self.panic_dialog_timer = true,
+            _ => {}
+        }
+    }
+
+    /// A panic was caught while handling `what`: count it, log it once, and give up after
+    /// more than [`MAX_PANICS_PER_SEC`] within a second.
+    fn caught(
+        &mut self,
+        now: u64,
+        stats: Option<&crate::stats::WorkerStats>,
+        what: Handling,
+        payload: &(dyn std::any::Any + Send),
+    ) {
+        if let Some(s) = stats {
+            s.inc(Counter::WorkerPanics);
+        }
+        let g = &mut self.guard;
+        tracing::error!(
+            worker = g.worker,
+            handling = %what,
+            panic = panic_message(payload),
+            "internal error (panic) while handling one item; it was dropped and the worker goes on"
+        );
+        if now >= g.window.0.saturating_add(1000) || g.window.1 == 0 {
+            g.window = (now, 0);
+        }
+        g.window.1 += 1;
+        if g.window.1 > MAX_PANICS_PER_SEC && g.gave_up.is_none() {
+            g.gave_up = Some(format!(
+                "{} panics within one second (more than {MAX_PANICS_PER_SEC})",
+                g.window.1
+            ));
+        }
+    }
+}
+
+/// The text of a panic payload.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s
+    } else {
+        "(no message)"
+    }
+}
+
+/// Lengths of an [`Output`] before one isolated call, to drop what a panicking call added.
+struct Mark {
+    buf: usize,
+    tx: usize,
+    commands: usize,
+}
+
+impl Mark {
+    fn of(out: &Output) -> Mark {
+        Mark {
+            buf: out.buf.len(),
+            tx: out.tx.len(),
+            commands: out.commands.len(),
+        }
+    }
+    fn rollback(self, out: &mut Output) {
+        out.buf.truncate(self.buf);
+        out.tx.truncate(self.tx);
+        out.commands.truncate(self.commands);
+        out.handoff = None;
     }
 }
 
@@ -506,8 +866,128 @@ fn handoff(shared: &Shared, from: usize, w: usize, inb: &Inbound<'_>) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is a failure
 mod tests {
     use super::*;
+    use crate::dialog::id::DialogId;
+    use crate::dialog::profile::Profiles;
+    use crate::engine::{LocalAddrs, Settings};
+
+    fn engine() -> (Arc<Shared>, Engine) {
+        let bound = [(Transport::Udp, "127.0.0.1:5060".parse().unwrap())];
+        let s = Shared::new(
+            2,
+            LocalAddrs::new(&bound, None),
+            Settings::default(),
+            Profiles::new(&[], &[]).unwrap(),
+            1,
+            1,
+        );
+        let e = Engine::new(s.clone(), 1, 0);
+        (s, e)
+    }
+
+    fn isolation(worker: usize) -> Isolation {
+        Isolation {
+            guard: PanicGuard::new(worker),
+            faults: Faults::armed(),
+            die: false,
+            panic_dialog_timer: false,
+        }
+    }
+
+    #[test]
+    fn a_panic_in_a_hand_off_drops_it_counts_it_and_keeps_earlier_output() {
+        let (s, mut e) = engine();
+        let stats = s.worker_stats.get(1).cloned().unwrap();
+        let mut iso = isolation(1);
+        let mut out = Output::with_capacity(1 << 16, 16);
+        let src: SocketAddr = "127.0.0.1:5070".parse().unwrap();
+        let opt = |fault: &str| {
+            format!(
+                "OPTIONS sip:bob@127.0.0.1:5080 SIP/2.0\r\nVia: SIP/2.0/UDP {src};branch=z9hG4bK-h{fault}\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@y>\r\nCall-ID: h-{fault}\r\n\
+                 CSeq: 1 OPTIONS\r\nX-Sipedge-Fault: {fault}\r\nContent-Length: 0\r\n\r\n"
+            )
+            .into_bytes()
+        };
+        let packet = |bytes: Vec<u8>| Command::Packet {
+            src,
+            local: 0,
+            transport: Transport::Udp,
+            conn: None,
+            bytes,
+            from: 0,
+        };
+        // A healthy hand-off is forwarded.
+        run_command(
+            &mut e,
+            10,
+            10_000,
+            packet(opt("none")),
+            &mut out,
+            Some(&stats),
+            &mut iso,
+        );
+        let kept = out.tx.len();
+        assert_eq!(kept, 1, "forwarded");
+        // A hand-off whose handling panics: counted, its output dropped, the earlier kept.
+        run_command(
+            &mut e,
+            10,
+            10_000,
+            packet(opt("panic")),
+            &mut out,
+            Some(&stats),
+            &mut iso,
+        );
+        assert_eq!(out.tx.len(), kept);
+        assert_eq!(stats.get(Counter::WorkerPanics), 1);
+        assert_eq!(stats.get(Counter::Dropped), 1);
+        assert!(iso.guard.gave_up.is_none());
+        // Commands without a dialog are no-ops, not panics.
+        let end = Command::Terminate {
+            id: DialogId::new(1, 1, 1),
+            side: crate::dialog::Side::All,
+            reason: String::new(),
+            extra_hdrs: String::new(),
+        };
+        run_command(&mut e, 10, 10_000, end, &mut out, Some(&stats), &mut iso);
+        assert_eq!(stats.get(Counter::WorkerPanics), 1);
+        // A marked hand-off can also ask for the worker's death (at the end of the turn).
+        run_command(
+            &mut e,
+            10,
+            10_000,
+            packet(opt("die")),
+            &mut out,
+            Some(&stats),
+            &mut iso,
+        );
+        assert!(iso.die);
+    }
+
+    #[test]
+    fn more_than_the_limit_of_panics_in_a_second_gives_up() {
+        let mut iso = isolation(0);
+        let p: Box<dyn std::any::Any + Send> = Box::new("x");
+        let what = Handling::Command("test");
+        for i in 0..MAX_PANICS_PER_SEC {
+            iso.caught(1_000 + i, None, what, &*p);
+        }
+        assert!(iso.guard.gave_up.is_none(), "at the limit");
+        // A new second starts a new window.
+        iso.caught(2_000, None, what, &*p);
+        assert!(iso.guard.gave_up.is_none());
+        for _ in 0..MAX_PANICS_PER_SEC {
+            iso.caught(2_500, None, what, &*p);
+        }
+        assert!(
+            iso.guard.gave_up.is_some(),
+            "{} in one second",
+            MAX_PANICS_PER_SEC + 1
+        );
+    }
 
     #[test]
     fn timer_wake_up_rounds_up_to_the_grid_never_early() {

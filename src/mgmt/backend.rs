@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use crate::mgmt::model::{ActiveStats, BackendError, DialogInfo, DialogSelector, DialogStats};
-use crate::stats::{LatencySnapshot, WorkerStats};
+use crate::stats::{LatencySnapshot, StoreSnapshot, WorkerStats};
 
 /// Everything management needs from the running proxy.
 pub trait MgmtBackend: Send + Sync {
@@ -93,5 +93,9 @@ pub trait MgmtBackend: Send + Sync {
         Err(BackendError::InvalidState(
             "bridging is not available".into(),
         ))
+    }
+    /// Counters of the dialog store's writer; `None` when no store is configured.
+    fn store_stats(&self) -> Option<StoreSnapshot> {
+        None
     }
 }

@@ -442,6 +442,9 @@ impl MgmtBackend for EngineBackend {
                 .load(std::sync::atomic::Ordering::Relaxed),
         )
     }
+    fn store_stats(&self) -> Option<crate::stats::StoreSnapshot> {
+        self.shared.store.snapshot()
+    }
 }
 
 #[cfg(test)]

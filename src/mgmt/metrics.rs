@@ -28,7 +28,8 @@ use prometheus_client::registry::Registry;
 use crate::mgmt::backend::MgmtBackend;
 use crate::mgmt::model::DialogStats;
 use crate::stats::{
-    Counter, LatencyMetric, LatencySnapshot, REPLY_LABELS, WorkerSnapshot, sum_snapshots,
+    Counter, LatencyMetric, LatencySnapshot, REPLY_LABELS, StoreSnapshot, WorkerSnapshot,
+    sum_snapshots,
 };
 
 /// Content type of the rendered text.
@@ -49,18 +50,27 @@ pub struct MetricsSnapshot {
     active_workers: Option<usize>,
     latency: LatencySnapshot,
     listener: [u64; 6],
+    /// Per worker: (index, alive, restarts).
+    health: Vec<(usize, bool, u64)>,
+    store: Option<StoreSnapshot>,
 }
 
 impl MetricsSnapshot {
     /// Take a snapshot of every source.
     pub fn collect(b: &dyn MgmtBackend) -> Self {
+        let workers = b.workers();
         MetricsSnapshot {
             dialogs: b.dialog_stats(),
             profiles: b.profile_top_values(b.metrics_top_n()),
-            workers: b.workers().iter().map(|w| w.snapshot()).collect(),
+            health: workers
+                .iter()
+                .map(|w| (w.worker(), w.health().is_alive(), w.health().restarts()))
+                .collect(),
+            workers: workers.iter().map(|w| w.snapshot()).collect(),
             active_workers: b.active_workers(),
             latency: b.latency(),
             listener: LISTENER.snapshot(),
+            store: b.store_stats(),
         }
     }
 }
@@ -235,7 +245,8 @@ impl MetricsSnapshot {
             m.encode_family(&vec![("code", *code)])?
                 .encode_counter::<NoLabelSet, u64, u64>(v, None)?;
         }
-        self.encode_defences(enc)
+        self.encode_defences(enc)?;
+        self.encode_worker_safety(enc)
     }
 
     /// Flood control, admission caps and overload: refusals by reason, bans, and the
@@ -300,6 +311,92 @@ impl MetricsSnapshot {
             }
         }
         Ok(())
+    }
+
+    /// Panics caught, liveness, restarts and transactions lost, per worker.
+    fn encode_worker_safety(&self, enc: Enc<'_, '_>) -> std::fmt::Result {
+        worker_counter(
+            enc,
+            "sipedge_worker_panics",
+            "Panics caught while a worker handled one packet, hand-off, timer or command",
+            &self.per_worker(Counter::WorkerPanics),
+        )?;
+        worker_counter(
+            enc,
+            "sipedge_worker_transactions_lost",
+            "Transactions lost when a worker died and was replaced",
+            &self.per_worker(Counter::TxnsLost),
+        )?;
+        let mut m = enc.encode_descriptor(
+            "sipedge_worker_alive",
+            "1 while the worker thread runs, 0 from its death until its replacement runs",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (w, alive, _) in &self.health {
+            m.encode_family(&vec![("worker", w.to_string())])?
+                .encode_gauge(&u64::from(*alive))?;
+        }
+        let restarts: Vec<_> = self
+            .health
+            .iter()
+            .map(|(w, _, r)| (vec![("worker", w.to_string())], *r))
+            .collect();
+        worker_counter(
+            enc,
+            "sipedge_worker_restarts",
+            "Times the worker died and was restarted",
+            &restarts,
+        )
+    }
+
+    /// The dialog store's writer, when a store is configured.
+    fn encode_store(&self, enc: Enc<'_, '_>) -> std::fmt::Result {
+        let Some(s) = &self.store else {
+            return Ok(());
+        };
+        let counters = [
+            (
+                "sipedge_dialog_db_written",
+                "Dialog records written",
+                s.written,
+            ),
+            (
+                "sipedge_dialog_db_deleted",
+                "Dialog records deleted",
+                s.deleted,
+            ),
+            (
+                "sipedge_dialog_db_write_failures",
+                "Failed dialog store write attempts (disk full, I/O error)",
+                s.errors,
+            ),
+            (
+                "sipedge_dialog_db_write_retries",
+                "Dialog store writes retried after a failure",
+                s.retries,
+            ),
+            (
+                "sipedge_dialog_db_dropped",
+                "Dialog changes not stored because the queue or the retained batch was full",
+                s.dropped,
+            ),
+        ];
+        for (name, help, v) in counters {
+            counter(enc, name, help, v)?;
+        }
+        gauge(
+            enc,
+            "sipedge_dialog_db_failing",
+            "1 while dialog store writes are failing",
+            u64::from(s.failing),
+        )?;
+        gauge(
+            enc,
+            "sipedge_dialog_db_pending",
+            "Dialogs whose change waits to be written to the store",
+            s.pending,
+        )
     }
 
     fn encode_latency(&self, enc: Enc<'_, '_>) -> std::fmt::Result {
@@ -385,6 +482,7 @@ impl Collector for MetricsSnapshot {
             m.encode_family(&labels)?.encode_gauge(n)?;
         }
         self.encode_workers(e)?;
+        self.encode_store(e)?;
         self.encode_latency(e)?;
         self.encode_listener(e)
     }

@@ -36,6 +36,8 @@ mod generated_bye;
 mod loadgen_through_proxy;
 mod mgmt_hardening;
 mod mgmt_rpc;
+mod ops_safety;
+mod persist_failure;
 mod persist_restart;
 mod persist_store;
 mod policy_rules;

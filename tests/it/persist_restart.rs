@@ -3,6 +3,9 @@
 //! by the second run with the same id and state, and its BYE — carrying the Route set (and so
 //! the did cookie) of the first run — is relayed and ends it. A call that ended before the
 //! restart is not loaded.
+//!
+//! The UAC/UAS helpers ([`Phones`]) are shared with the other tests that need a real call
+//! through the binary (`persist_failure`, `ops_safety`).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
 use crate::common;
@@ -80,7 +83,7 @@ impl Run {
     }
 }
 
-fn collect(v: &Value, out: &mut Vec<Value>) {
+pub(crate) fn collect(v: &Value, out: &mut Vec<Value>) {
     match v {
         Value::Object(m) if m.contains_key("h_entry") => out.push(v.clone()),
         Value::Object(m) => m.values().for_each(|x| collect(x, out)),
@@ -90,7 +93,7 @@ fn collect(v: &Value, out: &mut Vec<Value>) {
 }
 
 /// Receive until a message whose first line starts with `prefix` (skips 100/180 etc.).
-fn recv_until(s: &UdpSocket, prefix: &str) -> (String, SocketAddr) {
+pub(crate) fn recv_until(s: &UdpSocket, prefix: &str) -> (String, SocketAddr) {
     let deadline = now() + Duration::from_secs(5);
     let mut buf = vec![0u8; 65_536];
     loop {
@@ -105,7 +108,7 @@ fn recv_until(s: &UdpSocket, prefix: &str) -> (String, SocketAddr) {
 }
 
 /// Every value of header `name` (full name only), in order.
-fn headers(msg: &str, name: &str) -> Vec<String> {
+pub(crate) fn headers(msg: &str, name: &str) -> Vec<String> {
     msg.split("\r\n")
         .skip(1)
         .take_while(|l| !l.is_empty())
@@ -116,7 +119,7 @@ fn headers(msg: &str, name: &str) -> Vec<String> {
 }
 
 /// A response from the UAS to request `req`: Via, Record-Route, From, Call-ID, CSeq copied.
-fn response(req: &str, code: &str, uas: SocketAddr) -> String {
+pub(crate) fn response(req: &str, code: &str, uas: SocketAddr) -> String {
     let mut r = format!("SIP/2.0 {code}\r\n");
     for v in headers(req, "Via") {
         r += &format!("Via: {v}\r\n");
@@ -140,7 +143,13 @@ fn response(req: &str, code: &str, uas: SocketAddr) -> String {
 }
 
 /// An in-dialog request from the UAC, built from the 200 OK of the INVITE.
-fn in_dialog(method: &str, ok: &str, uac: SocketAddr, cseq: u32, branch: &str) -> String {
+pub(crate) fn in_dialog(
+    method: &str,
+    ok: &str,
+    uac: SocketAddr,
+    cseq: u32,
+    branch: &str,
+) -> String {
     let target = headers(ok, "Contact").remove(0);
     let target = target.trim_start_matches('<').trim_end_matches('>');
     let mut r = format!(
@@ -158,14 +167,14 @@ fn in_dialog(method: &str, ok: &str, uac: SocketAddr, cseq: u32, branch: &str) -
     r
 }
 
-struct Phones {
-    uac: UdpSocket,
-    uas: UdpSocket,
-    proxy: SocketAddr,
+pub(crate) struct Phones {
+    pub(crate) uac: UdpSocket,
+    pub(crate) uas: UdpSocket,
+    pub(crate) proxy: SocketAddr,
 }
 
 impl Phones {
-    fn new(sip: u16) -> Phones {
+    pub(crate) fn new(sip: u16) -> Phones {
         let uac = UdpSocket::bind("127.0.0.1:0").unwrap();
         let uas = UdpSocket::bind("127.0.0.1:0").unwrap();
         for s in [&uac, &uas] {
@@ -178,15 +187,15 @@ impl Phones {
             proxy: local(sip),
         }
     }
-    fn uac_addr(&self) -> SocketAddr {
+    pub(crate) fn uac_addr(&self) -> SocketAddr {
         self.uac.local_addr().unwrap()
     }
-    fn uas_addr(&self) -> SocketAddr {
+    pub(crate) fn uas_addr(&self) -> SocketAddr {
         self.uas.local_addr().unwrap()
     }
 
     /// INVITE / 180 / 200 / ACK through the proxy; returns the 200 OK the UAC saw.
-    fn call(&self, call_id: &str) -> String {
+    pub(crate) fn call(&self, call_id: &str) -> String {
         let (uac, uas) = (self.uac_addr(), self.uas_addr());
         let invite = format!(
             "INVITE sip:bob@{uas} SIP/2.0\r\nVia: SIP/2.0/UDP {uac};branch=z9hG4bK-{call_id}-1\r\n\
@@ -211,7 +220,7 @@ impl Phones {
     }
 
     /// BYE from the UAC; the UAS must receive it and answers 200.
-    fn bye(&self, ok: &str, call_id: &str) {
+    pub(crate) fn bye(&self, ok: &str, call_id: &str) {
         let bye = in_dialog("BYE", ok, self.uac_addr(), 2, &format!("-{call_id}-bye"));
         self.uac.send_to(bye.as_bytes(), self.proxy).unwrap();
         let (b, from_proxy) = recv_until(&self.uas, "BYE ");
@@ -236,7 +245,7 @@ fn write_config(dir: &TempDir) -> std::path::PathBuf {
     cfg
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = now() + Duration::from_secs(5);
     while !f() {
         assert!(now() < deadline, "timed out waiting for {what}");

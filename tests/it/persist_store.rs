@@ -105,6 +105,7 @@ fn store_load_adopt_expire() {
     let cfg = PersistConfig {
         path: dir.join("d.redb"),
         update_period_ms: 20,
+        recover: false,
     };
 
     // Run 1: unix time 1_000_000 at engine time 0.
