@@ -20,8 +20,15 @@
 #   PROXIES ["direct relay sipedge sipedge_all kamailio"]  which rows to run; add `sipedge_base`
 #                       (with BASE_SIPEDGE=path) to run a previous sipedge binary beside this one
 #   BASE_SIPEDGE [""]   the previous binary for the `sipedge_base` row (same flags as `sipedge`)
+#                       Rows for the edge's defences (this binary, 2 workers): `sipedge_counted`
+#                       (flood control counts loopback: `flood-counted.toml`) and `sipedge_nodef`
+#                       (flood and overload control off: `defences-off.toml`).
 #   SOAK_S [600]        soak length, s; SOAK_RATE [70% of sipedge's median ladder maximum, or
 #                       12600 without a ladder]: see soak.sh
+#   OVL_MAX [sipedge's median ladder maximum, or 12000]  the maximum clean rate the overload
+#                       phase scales from; OVL_S [30] seconds at 1.3x; OVL_TAIL_S [20] seconds at
+#                       0.6x after the 5 s recovery window. Phase `overload` (not in the default
+#                       PHASES): every proxy in OVL_PROXIES ["sipedge kamailio"], one after another.
 #   SKIP_BUILD [0]      1 = use the existing target/release binaries
 #   OUT [benches/compare/out-<date>]  raw logs; the table goes to benches/compare/results-<date>.md
 set -u
@@ -36,6 +43,7 @@ SCALE_RATE=${SCALE_RATE:-6000} SCALE_S=${SCALE_S:-10}
 LAT_RATE=${LAT_RATE:-2000} LAT_S=${LAT_S:-10} LAT_ROUNDS=${LAT_ROUNDS:-5}
 SIPP_RATES=${SIPP_RATES:-"4000 6000 8000 10000 12000 12600 14000 16000"} SIPP_STEP_S=${SIPP_STEP_S:-5}
 PHASES=${PHASES:-"ladder fixed latency memory sipp sippcap scaling soak"}
+OVL_S=${OVL_S:-30} OVL_TAIL_S=${OVL_TAIL_S:-20} OVL_PROXIES=${OVL_PROXIES:-"sipedge kamailio"}
 BASE_SIPEDGE=${BASE_SIPEDGE:-}
 PROXIES=${PROXIES:-"direct relay sipedge sipedge_all kamailio"}
 STAMP=$(date +%Y%m%d-%H%M)
@@ -112,13 +120,15 @@ start_proxy() { # $1 = direct | relay | sipedge | sipedge1 | sipedge_all | kamai
   case $name in
     direct) PPID_=""; return 0 ;;
     relay) "$RELAY" 127.0.0.1:5060 127.0.0.1:5090 2>>"$n" & PPID_=$! ;;
-    sipedge|sipedge1|sipedge_all|sipedge_base)
-      local w=2 sp=adaptive bin=$SIPEDGE; [ "$name" = sipedge1 ] && w=1; [ "$name" = sipedge_all ] && sp=all
+    sipedge|sipedge1|sipedge_all|sipedge_base|sipedge_counted|sipedge_nodef)
+      local w=2 sp=adaptive bin=$SIPEDGE cfg=(); [ "$name" = sipedge1 ] && w=1; [ "$name" = sipedge_all ] && sp=all
+      [ "$name" = sipedge_counted ] && cfg=(--config "$D/flood-counted.toml")
+      [ "$name" = sipedge_nodef ] && cfg=(--config "$D/defences-off.toml")
       if [ "$name" = sipedge_base ]; then
         [ -x "$BASE_SIPEDGE" ] || { log "sipedge_base needs BASE_SIPEDGE=<previous binary>"; exit 2; }
         bin=$BASE_SIPEDGE
       fi
-      "$bin" run --listen udp:127.0.0.1:5060 --workers $w --spread $sp --mgmt 127.0.0.1:7060 \
+      "$bin" run "${cfg[@]}" --listen udp:127.0.0.1:5060 --workers $w --spread $sp --mgmt 127.0.0.1:7060 \
         --log warn >>"$n" 2>&1 & PPID_=$!
       for _ in $(seq 50); do curl -s -m 1 http://127.0.0.1:7060/metrics >/dev/null && break; sleep 0.1; done ;;
     kamailio)
@@ -151,7 +161,7 @@ LADDER_LIMIT=$(( STEP_S + HOLD_S + 1 ))
 clean() { # $1 ladder json
   jq -e --argjson lim "$LADDER_LIMIT" '(.failed_total == 0) and (.ok > 0) and (.retrans * 1000 < .started) and (.elapsed_s <= $lim)' "$1" >/dev/null 2>&1; }
 
-declare -A MAXCPS MAXR MAXALL LP99 CPU LAT MEM SCALE RDG RDGC SCAP MEDP99 STEALR SOAKR
+declare -A MAXCPS MAXR MAXALL LP99 CPU LAT MEM SCALE RDG RDGC SCAP MEDP99 STEALR SOAKR OVL
 # ---- 1. ladder: max sustained cps --------------------------------------------------------------
 # LADDER_ROUNDS interleaved rounds (every proxy climbs once per round), so one noisy minute of
 # the VM does not decide a row: the table gives each row's median max and median p99 per rate.
@@ -382,6 +392,41 @@ if on soak; then
     SOAKR[$p]=$(cat "$OUT/soak-$p.md")
   done
 fi
+# ---- overload: 1.3x the maximum clean rate for OVL_S, then 0.6x (RFC 6357 goodput) -----------
+# Three loadgen runs on their own UAS ports: the overload (1.3x for OVL_S s), then, started when
+# it stops starting calls, 0.6x for a 5 s recovery window, then 0.6x for OVL_TAIL_S s that must
+# be clean. Goodput = calls of the overload run that completed, per second of it; "lost after a
+# 200" = BYE timeouts, missing ACKs and 481s (a call that was answered and then broke).
+ovl_lost() { j "$1" '[.failed.non_invite_timeout // 0, .failed.no_ack // 0, .failed.unknown_dialog // 0] | add'; }
+overload() { local name=$1 max=$2 hi lo js=$OUT/$1.ovl
+  hi=$(( max * 13 / 10 )); lo=$(( max * 6 / 10 ))
+  start_proxy "$name"
+  local t; t=$(target_of "$name")
+  log "overload $name: $hi cps for $OVL_S s, then $lo cps (5 s recovery + $OVL_TAIL_S s)"
+  lg "$t" "$hi" $((hi * OVL_S)) "$js.hi.json" --hold 1s --threads "$LG_THREADS" --invite-timeout 8s --uas 127.0.0.1:5090 &
+  local a=$!
+  sleep "$OVL_S"
+  lg "$t" "$lo" $((lo * 5)) "$js.rec.json" --hold 1s --threads "$LG_THREADS" --invite-timeout 8s --uas 127.0.0.1:5100 &
+  local b=$!
+  sleep 5
+  lg "$t" "$lo" $((lo * OVL_TAIL_S)) "$js.after.json" --hold 1s --threads "$LG_THREADS" --invite-timeout 8s --uas 127.0.0.1:5110
+  wait "$a" "$b"
+  sleep 10
+  local left=NA
+  case $name in sipedge*) left=$(curl -s -m 5 -d '{"jsonrpc":"2.0","id":1,"method":"dlg.stats_active"}' \
+    http://127.0.0.1:7060/jsonrpc | jq -r '.result.all // "NA"') ;; esac
+  local refused=NA
+  case $name in sipedge*) refused=$(curl -s -m 5 http://127.0.0.1:7060/metrics | awk '/^sipedge_refused_total\{reason="overload"\}/{print $2}') ;; esac
+  finish_proxy "$name"
+  local ok; ok=$(j "$js.hi.json" .ok)
+  OVL[$name]="$(awk -v o="$ok" -v s="$OVL_S" -v m="$max" 'BEGIN{printf "%.0f cps (%.0f%% of %d)", o/s, 100*o/s/m, m}') | $(j "$js.hi.json" .failed_total) ($(j "$js.hi.json" '.failed | to_entries | map("\(.key) \(.value)") | join(", ")')) | $(ovl_lost "$js.hi.json") | $(j "$js.rec.json" .ok)/$(j "$js.rec.json" .failed_total) | $(j "$js.after.json" .ok)/$(j "$js.after.json" .failed_total) | $left | ${refused:-NA}"
+  log "overload $name: ${OVL[$name]}"
+}
+if on overload; then
+  OVL_MAX=${OVL_MAX:-$(echo "${MAXCPS[sipedge]:-}" | grep -o '^[0-9]\+' | head -1)}
+  OVL_MAX=${OVL_MAX:-12000}
+  for p in $OVL_PROXIES; do overload "$p" "$OVL_MAX"; sleep 5; done
+fi
 T1=$(date +%s); STEAL_PCT=$(awk -v a="$STEAL0" -v b="$(steal)" -v h="$HZ" -v t=$((T1 - T0)) 'BEGIN{printf "%.1f", 100*(b-a)/h/t}')
 
 {
@@ -398,6 +443,8 @@ T1=$(date +%s); STEAL_PCT=$(awk -v a="$STEAL0" -v b="$(steal)" -v h="$HZ" -v t=$
       relay) label="no-op UDP relay (floor)";;
       sipedge) label="**sipedge** (2 workers, adaptive spreading: default)";;
       sipedge_base) label="sipedge, previous binary (\`$(basename "$BASE_SIPEDGE")\`, same flags)";;
+      sipedge_counted) label="sipedge, flood control counting loopback (\`flood-counted.toml\`)";;
+      sipedge_nodef) label="sipedge, flood and overload control off (\`defences-off.toml\`)";;
       sipedge1) label="sipedge (1 worker)";;
       sipedge_all) label="sipedge (2 workers, \`--spread all\`)";;
       kamailio) label="Kamailio 5.6 (2 children, tlsf)";;
@@ -474,6 +521,14 @@ T1=$(date +%s); STEAL_PCT=$(awk -v a="$STEAL0" -v b="$(steal)" -v h="$HZ" -v t=$
   echo
   if on soak; then
     for p in $PROXIES; do [ -n "${SOAKR[$p]:-}" ] && { echo "Soak, $p:"; echo; echo "${SOAKR[$p]}"; echo; }; done
+  fi
+  if on overload; then
+    echo "Overload: ${OVL_MAX} cps taken as the maximum clean rate; $((OVL_MAX * 13 / 10)) cps for ${OVL_S} s, then $((OVL_MAX * 6 / 10)) cps (5 s recovery window, then ${OVL_TAIL_S} s that should be clean); hold 1 s, INVITE timeout 8 s."
+    echo
+    echo "| proxy | goodput during overload | failed in overload (by reason) | lost after a 200 | recovery window ok/failed | after ok/failed | dialogs left | refused for overload |"
+    echo "|---|---|---|---:|---|---|---:|---:|"
+    for p in $OVL_PROXIES; do [ -n "${OVL[$p]:-}" ] && echo "| $p | ${OVL[$p]} |"; done
+    echo
   fi
   echo "Ladder: a step is clean with 0 failed calls, < 0.1% retransmissions and the last call done within ${LADDER_LIMIT} s (${STEP_S} s of sending + hold ${LADDER_HOLD} + 1 s); rates: $RATES."
   echo "Ladder load: loadgen --threads ${LG_THREADS} (each thread its own UAS port; the relay row: 1 thread). Latency run: ${LAT_RATE} cps for ${LAT_S} s, hold 0, loadgen 1 thread; the table shows the median round. CPU: utime+stime of the proxy (all threads; Kamailio: main + children) over the whole loadgen run, / ok calls."
