@@ -29,6 +29,8 @@
 #                       phase scales from; OVL_S [30] seconds at 1.3x; OVL_TAIL_S [20] seconds at
 #                       0.6x after the 5 s recovery window. Phase `overload` (not in the default
 #                       PHASES): every proxy in OVL_PROXIES ["sipedge kamailio"], one after another.
+#                       OVL_MAXES ["" ] per-proxy maxima, e.g. "sipedge:12000 kamailio:6000", so each
+#                       proxy is offered 1.3x its own maximum (default: OVL_MAX for all).
 #   SKIP_BUILD [0]      1 = use the existing target/release binaries
 #   OUT [benches/compare/out-<date>]  raw logs; the table goes to benches/compare/results-<date>.md
 set -u
@@ -425,7 +427,11 @@ overload() { local name=$1 max=$2 hi lo js=$OUT/$1.ovl
 if on overload; then
   OVL_MAX=${OVL_MAX:-$(echo "${MAXCPS[sipedge]:-}" | grep -o '^[0-9]\+' | head -1)}
   OVL_MAX=${OVL_MAX:-12000}
-  for p in $OVL_PROXIES; do overload "$p" "$OVL_MAX"; sleep 5; done
+  for p in $OVL_PROXIES; do
+    m=$OVL_MAX
+    for pm in ${OVL_MAXES:-}; do [ "${pm%%:*}" = "$p" ] && m=${pm#*:}; done
+    overload "$p" "$m"; sleep 5
+  done
 fi
 T1=$(date +%s); STEAL_PCT=$(awk -v a="$STEAL0" -v b="$(steal)" -v h="$HZ" -v t=$((T1 - T0)) 'BEGIN{printf "%.1f", 100*(b-a)/h/t}')
 
@@ -523,9 +529,9 @@ T1=$(date +%s); STEAL_PCT=$(awk -v a="$STEAL0" -v b="$(steal)" -v h="$HZ" -v t=$
     for p in $PROXIES; do [ -n "${SOAKR[$p]:-}" ] && { echo "Soak, $p:"; echo; echo "${SOAKR[$p]}"; echo; }; done
   fi
   if on overload; then
-    echo "Overload: ${OVL_MAX} cps taken as the maximum clean rate; $((OVL_MAX * 13 / 10)) cps for ${OVL_S} s, then $((OVL_MAX * 6 / 10)) cps (5 s recovery window, then ${OVL_TAIL_S} s that should be clean); hold 1 s, INVITE timeout 8 s."
+    echo "Overload: each proxy offered 1.3x its maximum clean rate (${OVL_MAXES:-$OVL_MAX for all}) for ${OVL_S} s, then 0.6x (5 s recovery window, then ${OVL_TAIL_S} s that should be clean); hold 1 s, INVITE timeout 8 s."
     echo
-    echo "| proxy | goodput during overload | failed in overload (by reason) | lost after a 200 | recovery window ok/failed | after ok/failed | dialogs left | refused for overload |"
+    echo "| proxy | goodput during overload (of its maximum) | failed in overload (by reason) | lost after a 200 | recovery window ok/failed | after ok/failed | dialogs left | refused for overload |"
     echo "|---|---|---|---:|---|---|---:|---:|"
     for p in $OVL_PROXIES; do [ -n "${OVL[$p]:-}" ] && echo "| $p | ${OVL[$p]} |"; done
     echo

@@ -10,8 +10,9 @@
 //! - Every refusal is counted by reason (`refused_*`) and either dropped or answered 503 with
 //!   Retry-After; none allocates (the reply goes into the output buffer) and none panics.
 //! - A new ban is logged once, with the source; nothing else here logs per packet.
-//! - Overload is per worker, with hysteresis: on when the queueing delay of a receive batch
-//!   passes `max_delay_ms`, off again once it falls under half of it.
+//! - Overload is per worker, with hysteresis: on when the queueing delay of the receive
+//!   batches has stayed above `max_delay_ms` for `max_delay_ms` (a backlog that persists, not
+//!   one stall of a busy core that drains at once), off again once it falls under half of it.
 
 use super::settings::Overload;
 use super::{Engine, Inbound, Output};
@@ -141,15 +142,26 @@ impl Engine {
         false
     }
 
-    /// `io`: the queueing delay of the receive batch about to be handled (kernel receive
-    /// time to now), µs. Drives overload control.
-    pub fn note_queue_delay(&mut self, delay_us: u64) {
+    /// `io`: the queueing delay of the receive batch about to be handled at `now_ms` (kernel
+    /// receive time to now), µs. Drives overload control.
+    pub fn note_queue_delay(&mut self, now_ms: u64, delay_us: u64) {
         let settings = self.shared.settings.load();
-        self.overloaded = match settings.overload {
-            Some(Overload { max_delay_us, .. }) if self.overloaded => delay_us > max_delay_us / 2,
-            Some(Overload { max_delay_us, .. }) => delay_us > max_delay_us,
-            None => false,
+        let Some(Overload { max_delay_us, .. }) = settings.overload else {
+            self.overloaded = false;
+            self.over_since_ms = None;
+            return;
         };
+        if self.overloaded {
+            if delay_us < max_delay_us / 2 {
+                self.overloaded = false;
+                self.over_since_ms = None;
+            }
+        } else if delay_us > max_delay_us {
+            let since = *self.over_since_ms.get_or_insert(now_ms);
+            self.overloaded = now_ms.saturating_sub(since) * 1000 >= max_delay_us;
+        } else {
+            self.over_since_ms = None;
+        }
     }
 
     /// Whether this worker refuses new INVITEs for overload now.

@@ -54,6 +54,8 @@ pub struct Engine {
     pub(crate) header_spill: crate::wire::HeaderSpill,
     /// Overload control: this worker refuses new INVITEs (see `gate.rs`).
     pub(crate) overloaded: bool,
+    /// Overload control: since when the queueing delay has been above the bound, ms.
+    pub(crate) over_since_ms: Option<u64>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -105,6 +107,7 @@ impl Engine {
             generated: Default::default(),
             header_spill: crate::wire::HeaderSpill::new(),
             overloaded: false,
+            over_since_ms: None,
         };
         engine.adopt_loaded();
         engine

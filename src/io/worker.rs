@@ -320,7 +320,7 @@ fn serve(
                         let wall = std::time::SystemTime::now()
                             .duration_since(std::time::UNIX_EPOCH)
                             .map_or(0, |d| d.as_nanos() as u64);
-                        engine.note_queue_delay(wall.saturating_sub(rx) / 1000);
+                        engine.note_queue_delay(now, wall.saturating_sub(rx) / 1000);
                     }
                     for k in 0..batch.len() {
                         let Some((src, bytes)) = batch.get(k) else {

@@ -245,7 +245,18 @@ fn overload_refuses_new_invites_but_not_calls_in_progress() {
     let fwd = one(&out, "INVITE", |s| s.is("INVITE")).clone();
     let out = net.send(UAS1, &reply(&fwd, 200, "OK", Some("tt1"), UAS1));
     let ok = one(&out, "200", |s| s.code() == 200).clone();
-    net.engines[0].note_queue_delay(150_000);
+    // One late batch is a stall, not overload; a delay that persists for the bound is.
+    let now = net.now;
+    net.engines[0].note_queue_delay(now, 150_000);
+    assert!(!net.engines[0].is_overloaded());
+    net.engines[0].note_queue_delay(now + 50, 40_000);
+    net.engines[0].note_queue_delay(now + 60, 150_000);
+    net.engines[0].note_queue_delay(now + 150, 150_000);
+    assert!(
+        !net.engines[0].is_overloaded(),
+        "above the bound for 90 ms only"
+    );
+    net.engines[0].note_queue_delay(now + 160, 150_000);
     assert!(net.engines[0].is_overloaded());
     let out = net.send(UAC, &invite("o2", "ft", "bo2", DIRECT));
     let r = one(&out, "503", |s| s.code() == 503);
@@ -257,9 +268,9 @@ fn overload_refuses_new_invites_but_not_calls_in_progress() {
     let out = net.send(UAC, &caller_req(&ok, "BYE", 2, "bye-o1"));
     assert!(out.iter().any(|s| s.is("BYE")), "{out:?}");
     // Hysteresis: still overloaded above half the bound, clear below it.
-    net.engines[0].note_queue_delay(60_000);
+    net.engines[0].note_queue_delay(now + 200, 60_000);
     assert!(net.engines[0].is_overloaded());
-    net.engines[0].note_queue_delay(40_000);
+    net.engines[0].note_queue_delay(now + 210, 40_000);
     assert!(!net.engines[0].is_overloaded());
     let out = net.send(UAC, &invite("o3", "ft", "bo3", DIRECT));
     assert!(out.iter().any(|s| s.is("INVITE")));
@@ -268,11 +279,13 @@ fn overload_refuses_new_invites_but_not_calls_in_progress() {
 #[test]
 fn overload_can_drop_and_can_be_disabled() {
     let mut net = net_with("[overload]\naction = \"drop\"\n");
-    net.engines[0].note_queue_delay(1_000_000);
+    net.engines[0].note_queue_delay(0, 1_000_000);
+    net.engines[0].note_queue_delay(100, 1_000_000);
     assert!(net.send(UAC, &invite("d1", "ft", "bd1", DIRECT)).is_empty());
     assert_eq!(counter(&net, Counter::RefusedOverload), 1);
     let mut net = net_with("[overload]\nenabled = false\n");
-    net.engines[0].note_queue_delay(10_000_000);
+    net.engines[0].note_queue_delay(0, 10_000_000);
+    net.engines[0].note_queue_delay(10_000, 10_000_000);
     assert!(!net.engines[0].is_overloaded());
     let out = net.send(UAC, &invite("d2", "ft", "bd2", DIRECT));
     assert!(out.iter().any(|s| s.is("INVITE")));
