@@ -7,20 +7,15 @@
 use crate::common;
 
 use std::net::UdpSocket;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::proxy::Proxy;
-use common::{TempDir, free_udp_port, now};
+use common::{TempDir, free_udp_port, loadgen_bin, now};
 use serde_json::{Value, json};
 
 const FLOOD_RATE: u64 = 20_000;
 const FLOOD_SECS: u64 = 5;
-
-fn loadgen_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_sipedge")).with_file_name("loadgen")
-}
 
 fn rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

@@ -6,22 +6,11 @@
 
 use crate::common;
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use common::proxy::Proxy;
-use common::{TempDir, free_udp_port, now};
+use common::{TempDir, free_udp_port, loadgen_bin, now};
 use serde_json::Value;
-
-fn loadgen_bin() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_BIN_EXE_sipedge")).with_file_name("loadgen");
-    assert!(
-        p.exists(),
-        "{} not built: run `cargo test --workspace` (or `cargo build -p loadgen`)",
-        p.display()
-    );
-    p
-}
 
 /// Run loadgen `both` through the proxy; returns its JSON summary.
 fn run_loadgen(proxy: &Proxy, name: &str, extra: &[&str]) -> Value {

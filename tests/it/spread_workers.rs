@@ -12,18 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::proxy::Proxy;
-use common::{TempDir, free_udp_port, now};
+use common::{TempDir, free_udp_port, loadgen_bin, now};
 use serde_json::Value;
-
-fn loadgen_bin() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_BIN_EXE_sipedge")).with_file_name("loadgen");
-    assert!(
-        p.exists(),
-        "{} not built: run `cargo test --workspace`",
-        p.display()
-    );
-    p
-}
 
 /// Starts loadgen `both` from ONE UAC socket through the proxy; returns the child and the
 /// path of its JSON summary.

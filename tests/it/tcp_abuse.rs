@@ -1,7 +1,8 @@
 //! TCP abuse against the real `sipedge` binary, over loopback sockets: the connection caps are
 //! process-wide (not per worker) and give their places back on close; 2,000 half-open
-//! connections from one address are refused by the per-peer cap or reset at the message
-//! deadline while calls from another address complete; a slowloris peer is reset at the
+//! connections and 300 slowloris management connections from one address are refused by the
+//! per-peer caps or reset at the deadlines while calls from another address complete and
+//! `/health` and RPC answer within 2 s; a slowloris peer is reset at the
 //! message deadline while a peer that only sends keep-alives between messages is not; a
 //! listener that runs out of file descriptors counts the accept errors, pauses and recovers
 //! by itself.
@@ -15,13 +16,12 @@ use crate::common;
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::mgmt::lookup;
 use common::proxy::Proxy;
-use common::{TempDir, free_udp_port, now};
+use common::{TempDir, free_udp_port, loadgen_bin, local, now};
 use serde_json::{Value, json};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -139,16 +139,6 @@ fn ensure_open_files(need: libc::rlim_t) -> Result<(), String> {
         return Err(format!("setrlimit: {}", io::Error::last_os_error()));
     }
     Ok(())
-}
-
-fn loadgen_bin() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_BIN_EXE_sipedge")).with_file_name("loadgen");
-    assert!(
-        p.exists(),
-        "{} not built: run `cargo test --workspace` (or `cargo build -p loadgen`)",
-        p.display()
-    );
-    p
 }
 
 /// Basic calls over TCP from 127.0.0.3 through the proxy to a loadgen UAS; the JSON summary.
@@ -294,6 +284,32 @@ fn half_open_flood_from_one_address_does_not_stop_calls() {
         ));
         flood.push(c);
     }
+    // The same address also holds 300 management connections that send half a request head
+    // (slowloris): /health and RPC from another address still answer within 2 s.
+    let mgmt = local(proxy.mgmt_port);
+    let slow: Vec<_> = (0..300)
+        .map(|_| {
+            let mut s = connect_from(src, mgmt).ok()??;
+            let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ");
+            Some(s)
+        })
+        .collect();
+    for what in ["/health", "rpc"] {
+        let t0 = now();
+        let ok = if what == "/health" {
+            proxy.mgmt().health()
+        } else {
+            proxy
+                .mgmt()
+                .try_rpc("core.version", serde_json::json!([]))
+                .is_ok()
+        };
+        let took = now().duration_since(t0);
+        assert!(ok, "{what} failed during the flood");
+        assert!(took < Duration::from_secs(2), "{what} took {took:?}");
+        println!("{what} answered in {took:?} during the flood");
+    }
+    drop(slow);
     // Every one is closed: at once (cap) or at the deadline (2 s, swept once a second).
     let deadline = now() + Duration::from_secs(20);
     let mut open = FLOOD;

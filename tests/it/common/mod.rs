@@ -64,6 +64,17 @@ fn claim(port: u16) -> bool {
     }
 }
 
+/// The `loadgen` binary that `cargo test --workspace` builds next to `sipedge`.
+pub fn loadgen_bin() -> std::path::PathBuf {
+    let p = std::path::PathBuf::from(env!("CARGO_BIN_EXE_sipedge")).with_file_name("loadgen");
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo test --workspace` (or `cargo build -p loadgen`)",
+        p.display()
+    );
+    p
+}
+
 /// A port on 127.0.0.1 that is free for both UDP and TCP and that no other test in this
 /// binary got. Panics if none is found after many tries (the machine is out of ports).
 pub fn free_udp_port() -> u16 {
