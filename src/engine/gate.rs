@@ -10,10 +10,9 @@
 //! - Every refusal is counted by reason (`refused_*`) and either dropped or answered 503 with
 //!   Retry-After; none allocates (the reply goes into the output buffer) and none panics.
 //! - A new ban is logged once, with the source; nothing else here logs per packet.
-//! - Overload is per worker: once the queueing delay of the receive batches has stayed above
-//!   `max_delay_ms` for `max_delay_ms` (a backlog that persists, not one stall of a busy core
-//!   that drains at once), the share of new INVITEs admitted falls by a fifth every 10 ms; it
-//!   rises by 5 % every 10 ms while the delay is under half the bound (AIMD).
+//! - Overload is per worker, with hysteresis: on when the queueing delay of the receive
+//!   batches has stayed above `max_delay_ms` for `max_delay_ms` (a backlog that persists, not
+//!   one stall of a busy core that drains at once), off again once it falls under half of it.
 
 use super::settings::Overload;
 use super::{Engine, Inbound, Output};
@@ -23,12 +22,6 @@ use crate::wire::{Message, Method};
 
 /// Retry-After of a 503 for a pipe or the per-source rate without a ban, s.
 const RETRY_AFTER_RATE: u32 = 1;
-/// Overload control admits all new INVITEs (per mille).
-pub(crate) const ADMIT_ALL: u32 = 1000;
-/// How often overload control adjusts the admitted share, ms.
-pub const OVERLOAD_STEP_MS: u64 = 10;
-/// How much the admitted share grows per step while the delay is low, per mille.
-pub const ADMIT_INCREASE: u32 = 50;
 
 impl Engine {
     /// Before parsing: whether to drop a request from a banned source at once (flood control
@@ -124,10 +117,7 @@ impl Engine {
                 (Counter::RefusedTxnCap, true, RETRY_AFTER_RATE)
             } else if self.txns.held_bytes() >= settings.max_request_memory.div_ceil(workers) {
                 (Counter::RefusedMemoryCap, true, RETRY_AFTER_RATE)
-            } else if let Some(o) = settings.overload.filter(|_| {
-                self.admit_permille < ADMIT_ALL
-                    && (self.next_rand() % u64::from(ADMIT_ALL)) >= u64::from(self.admit_permille)
-            }) {
+            } else if let Some(o) = settings.overload.filter(|_| self.overloaded) {
                 (Counter::RefusedOverload, o.reply, o.retry_after)
             } else {
                 return true;
@@ -153,45 +143,30 @@ impl Engine {
     }
 
     /// `io`: the queueing delay of the receive batch about to be handled at `now_ms` (kernel
-    /// receive time to now), µs. Drives overload control: the share of new INVITEs this worker
-    /// admits goes down by a fifth every [`OVERLOAD_STEP_MS`] while the delay has stayed above
-    /// the bound for `max_delay_ms`, and up by [`ADMIT_INCREASE`]‰ every step while it is under
-    /// half of it (AIMD, so the admitted rate settles near what the worker can carry instead
-    /// of swinging between all and nothing).
+    /// receive time to now), µs. Drives overload control.
     pub fn note_queue_delay(&mut self, now_ms: u64, delay_us: u64) {
         let settings = self.shared.settings.load();
         let Some(Overload { max_delay_us, .. }) = settings.overload else {
-            self.admit_permille = ADMIT_ALL;
+            self.overloaded = false;
             self.over_since_ms = None;
             return;
         };
-        let step_due = now_ms >= self.overload_step_ms.saturating_add(OVERLOAD_STEP_MS);
-        if delay_us > max_delay_us {
-            let since = *self.over_since_ms.get_or_insert(now_ms);
-            if step_due && now_ms.saturating_sub(since).saturating_mul(1000) >= max_delay_us {
-                self.admit_permille = match self.admit_permille * 4 / 5 {
-                    n if n < 10 => 0,
-                    n => n,
-                };
-                self.overload_step_ms = now_ms;
+        if self.overloaded {
+            if delay_us < max_delay_us / 2 {
+                self.overloaded = false;
+                self.over_since_ms = None;
             }
+        } else if delay_us > max_delay_us {
+            let since = *self.over_since_ms.get_or_insert(now_ms);
+            self.overloaded = now_ms.saturating_sub(since) * 1000 >= max_delay_us;
         } else {
             self.over_since_ms = None;
-            if step_due && delay_us < max_delay_us / 2 && self.admit_permille < ADMIT_ALL {
-                self.admit_permille = (self.admit_permille + ADMIT_INCREASE).min(ADMIT_ALL);
-                self.overload_step_ms = now_ms;
-            }
         }
     }
 
-    /// Whether this worker refuses some new INVITEs for overload now.
+    /// Whether this worker refuses new INVITEs for overload now.
     pub fn is_overloaded(&self) -> bool {
-        self.admit_permille < ADMIT_ALL
-    }
-
-    /// The share of new INVITEs this worker admits, per mille (1000 = all).
-    pub fn admit_permille(&self) -> u32 {
-        self.admit_permille
+        self.overloaded
     }
 
     /// Answer 503 Service Unavailable with `Retry-After: secs`.

@@ -52,12 +52,10 @@ pub struct Engine {
     /// Header spans of received messages with more than `wire::INLINE_HEADERS` header lines:
     /// grown once, then reused (no allocation per packet).
     pub(crate) header_spill: crate::wire::HeaderSpill,
-    /// Overload control: the share of new INVITEs admitted, per mille (see `gate.rs`).
-    pub(crate) admit_permille: u32,
+    /// Overload control: this worker refuses new INVITEs (see `gate.rs`).
+    pub(crate) overloaded: bool,
     /// Overload control: since when the queueing delay has been above the bound, ms.
     pub(crate) over_since_ms: Option<u64>,
-    /// Overload control: when the admitted share last changed, ms.
-    pub(crate) overload_step_ms: u64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -108,9 +106,8 @@ impl Engine {
             didgen: crate::dialog::id::DidGen::new(worker, boot),
             generated: Default::default(),
             header_spill: crate::wire::HeaderSpill::new(),
-            admit_permille: super::gate::ADMIT_ALL,
+            overloaded: false,
             over_since_ms: None,
-            overload_step_ms: 0,
         };
         engine.adopt_loaded();
         engine
