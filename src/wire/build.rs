@@ -104,6 +104,15 @@ fn finish(method: &[u8], num: u32, out: &mut Vec<u8>) {
 /// CANCEL. `forwarded_invite` must be the INVITE *as sent* (parse the bytes you forwarded).
 /// On error nothing is appended.
 pub fn cancel(forwarded_invite: &Message, out: &mut Vec<u8>) -> Result<(), ParseError> {
+    cancel_with(forwarded_invite, &[], out)
+}
+
+/// [`cancel`] with `extra` header lines (e.g. a `Reason`, RFC 3326).
+pub fn cancel_with(
+    forwarded_invite: &Message,
+    extra: &[(&[u8], &[u8])],
+    out: &mut Vec<u8>,
+) -> Result<(), ParseError> {
     let inv = forwarded_invite;
     let (num, mark) = request_head(b"CANCEL", inv, out)?;
     let r = line(inv, HeaderName::From, out)
@@ -112,6 +121,9 @@ pub fn cancel(forwarded_invite: &Message, out: &mut Vec<u8>) -> Result<(), Parse
     if let Err(e) = r {
         out.truncate(mark);
         return Err(e);
+    }
+    for (n, v) in extra {
+        header(out, n, v);
     }
     finish(b"CANCEL", num, out);
     Ok(())
