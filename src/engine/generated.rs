@@ -21,7 +21,7 @@ use crate::dialog::{Dialog, Socket};
 use crate::stats::Counter;
 use crate::timer::TimerKey;
 use crate::txn::branch::{Branch, Kind};
-use crate::txn::nict::{Action, Actions, Nict, Outcome, Timer, Timers};
+use crate::txn::nict::{Action, Actions, Nict, Outcome, Timer};
 use crate::wire::Transport;
 use crate::wire::{Message, Method};
 
@@ -157,7 +157,8 @@ impl Engine {
             method,
         } = req;
         let reliable = dst.transport != Transport::Udp;
-        let (nict, actions) = Nict::start(now, reliable, Timers::default());
+        let timers = self.shared.settings.load().txn_timers();
+        let (nict, actions) = Nict::start(now, reliable, timers);
         if let Some(s) = self.generated.slots.get_mut(slot as usize) {
             *s = Some(Generated {
                 generation,

@@ -18,9 +18,7 @@ use crate::dialog::record::{CalleeLeg, Dialog};
 use crate::dialog::{DlgEvent, DlgState, EndReason, Side, Socket};
 use crate::stats::{Counter, LatencyMetric};
 use crate::txn::branch::{self, Branch, Kind};
-use crate::txn::{
-    BranchState, BranchTxn, InviteTxn, LINGER, T1, T2, TIMER_B, Upstream, better_final,
-};
+use crate::txn::{BranchState, BranchTxn, InviteTxn, LINGER, Upstream, better_final};
 use crate::wire::{self, Edits, Message, Method, Transport};
 
 /// Cookie used in branches of INVITEs whose dialog is not tracked.
@@ -134,6 +132,7 @@ impl Engine {
             None => UNTRACKED.to_vec(),
         };
         let top_branch = msg.top_via().and_then(|v| v.branch()).unwrap_or(&[]);
+        let timers = settings.txn_timers();
         let serial_rest = if mode == ForkMode::Serial && targets.len() > 1 {
             targets.split_off(1)
         } else {
@@ -156,7 +155,7 @@ impl Engine {
                 last_provisional: Vec::new(),
                 final_response: Vec::new(),
                 final_code: 0,
-                g_interval: T1,
+                g_interval: timers.t1,
                 timer_g: None,
                 acked: false,
                 trying_sent: false,
@@ -178,6 +177,7 @@ impl Engine {
             held_bytes: msg.bytes().len() * (1 + targets.len() + serial_len)
                 + std::mem::size_of::<InviteTxn>()
                 + (targets.len() + serial_len) * std::mem::size_of::<crate::txn::BranchTxn>(),
+            timers,
         };
         let held = txn.held_bytes;
         let key = txn.recent_key;
@@ -257,6 +257,7 @@ impl Engine {
         };
         let leg = t.branches.len() as u8;
         let generation = t.generation;
+        let timers = t.timers;
         let cookie = std::mem::take(&mut t.cookie);
         let lh = t.loop_hash;
         let tracked = cookie != UNTRACKED;
@@ -295,7 +296,7 @@ impl Engine {
         let forwarded = out.buf.get(s..e).unwrap_or(&[]).to_vec();
         let timer_a = (target.transport == Transport::Udp).then(|| {
             self.wheel.insert(
-                now + T1,
+                now + timers.t1,
                 TimerItem::A {
                     slot,
                     generation,
@@ -304,7 +305,7 @@ impl Engine {
             )
         });
         let timer_bc = Some(self.wheel.insert(
-            now + TIMER_B,
+            now + timers.timer_b,
             TimerItem::Bc {
                 slot,
                 generation,
@@ -318,7 +319,7 @@ impl Engine {
                 forwarded,
                 state: BranchState::Calling,
                 final_code: 0,
-                a_interval: T1,
+                a_interval: timers.t1,
                 timer_a,
                 timer_bc,
                 cancel_wanted: t.cancelled,
@@ -624,7 +625,7 @@ impl Engine {
                 b.state = BranchState::Proceeding;
                 cancel_keys = [b.timer_a.take(), b.timer_bc.take()];
                 b.timer_bc = Some(self.wheel.insert(
-                    now + self.shared.settings.load().fr_inv_timer_ms,
+                    now + t.timers.timer_c,
                     TimerItem::Bc {
                         slot,
                         generation,
@@ -1075,17 +1076,17 @@ impl Engine {
             up.conn,
         );
         if up.transport == Transport::Udp {
-            t.up.g_interval = T1;
+            t.up.g_interval = t.timers.t1;
             t.up.timer_g = Some(
                 self.wheel
-                    .insert(now + T1, TimerItem::G { slot, generation }),
+                    .insert(now + t.timers.t1, TimerItem::G { slot, generation }),
             );
         }
         if t.linger.is_none() {
-            t.linger = Some(
-                self.wheel
-                    .insert(now + TIMER_B, TimerItem::Linger { slot, generation }),
-            );
+            t.linger = Some(self.wheel.insert(
+                now + t.timers.t1_x64(),
+                TimerItem::Linger { slot, generation },
+            ));
         }
         self.latency.record(
             LatencyMetric::InviteToFinal,
@@ -1118,7 +1119,7 @@ impl Engine {
             up.local,
             up.conn,
         );
-        t.up.g_interval = (t.up.g_interval * 2).min(T2);
+        t.up.g_interval = t.up.g_interval.saturating_mul(2).min(t.timers.t2);
         let next = t.up.g_interval;
         t.up.timer_g = Some(
             self.wheel

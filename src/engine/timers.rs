@@ -6,7 +6,7 @@
 use super::{Engine, Output};
 use crate::dialog::id::DialogId;
 use crate::stats::Counter;
-use crate::txn::{BranchState, T2};
+use crate::txn::BranchState;
 
 /// What a timer on the wheel is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +84,7 @@ impl Engine {
                 let Some(t) = self.txns.get_current(slot, generation) else {
                     return;
                 };
+                let t2 = t.timers.t2;
                 let Some(b) = t.branches.get_mut(usize::from(leg)) else {
                     return;
                 };
@@ -93,7 +94,7 @@ impl Engine {
                 }
                 let sock = b.socket;
                 out.push_bytes(&b.forwarded, sock.addr, sock.transport, sock.local, None);
-                b.a_interval = (b.a_interval * 2).min(T2);
+                b.a_interval = b.a_interval.saturating_mul(2).min(t2);
                 let next = now + b.a_interval;
                 let key = self.wheel.insert(
                     next,

@@ -23,14 +23,51 @@ use std::sync::Arc;
 use crate::dialog::{Dialog, Socket};
 use crate::timer::TimerKey;
 
-/// RFC 3261 T1 in ms.
+/// RFC 3261 T1 in ms (the default of `[transaction] t1`).
 pub const T1: u64 = 500;
-/// RFC 3261 T2 in ms.
+/// RFC 3261 T2 in ms (the default of `[transaction] t2`).
 pub const T2: u64 = 4000;
-/// Timer B (= 64*T1).
+/// RFC 3261 T4 in ms: how long a message may stay in the network (Timers I and K).
+pub const T4: u64 = 5000;
+/// Timer B (= 64*T1; the default of `[transaction] timer_b`).
 pub const TIMER_B: u64 = 64 * T1;
-/// Timer C (> 3 minutes).
+/// Timer C (> 3 minutes; the default of `[dialog] fr_inv_timer`).
 pub const TIMER_C: u64 = 181_000;
+
+/// The timer values a worker's transactions run with, in ms (`[transaction]` and `[dialog]
+/// fr_inv_timer`, through `engine::Settings::txn_timers`). `Default` is RFC 3261's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timers {
+    /// T1: round-trip estimate, the first retransmission interval (Timers A, E, G).
+    pub t1: u64,
+    /// T2: the longest retransmission interval.
+    pub t2: u64,
+    /// T4: how long a message may stay in the network (Timers I and K).
+    pub t4: u64,
+    /// Timer B: an INVITE branch with no response at all gives up.
+    pub timer_b: u64,
+    /// Timer C: an INVITE branch with a provisional but no final gives up.
+    pub timer_c: u64,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers {
+            t1: T1,
+            t2: T2,
+            t4: T4,
+            timer_b: TIMER_B,
+            timer_c: TIMER_C,
+        }
+    }
+}
+
+impl Timers {
+    /// 64·T1: Timer F of a non-INVITE client, Timer H of the INVITE server.
+    pub fn t1_x64(&self) -> u64 {
+        self.t1.saturating_mul(64)
+    }
+}
 /// How long a transaction lingers after a 2xx or after the ACK of a non-2xx final, to absorb
 /// late responses and retransmissions.
 pub const LINGER: u64 = 5_000;
@@ -137,6 +174,8 @@ pub struct InviteTxn {
     pub held_bytes: usize,
     /// Its key in [`recent::RecentInvites`], remembered there when it is freed.
     pub recent_key: u64,
+    /// The timer values it started with (a reload does not change a running transaction).
+    pub timers: Timers,
 }
 
 /// One worker's INVITE transactions, in a slab.

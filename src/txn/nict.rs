@@ -14,26 +14,7 @@
 //!   finals, then reports [`Action::Free`]; over a reliable transport it frees at once.
 //! - Nothing here allocates; [`Actions`] is a fixed array.
 
-/// RFC 3261 timer values, in ms.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Timers {
-    /// T1: round-trip estimate.
-    pub t1: u64,
-    /// T2: the longest retransmission interval for non-INVITE requests.
-    pub t2: u64,
-    /// T4: how long a message may stay in the network (Timer K).
-    pub t4: u64,
-}
-
-impl Default for Timers {
-    fn default() -> Self {
-        Timers {
-            t1: super::T1,
-            t2: super::T2,
-            t4: 5_000,
-        }
-    }
-}
+pub use super::Timers;
 
 /// The timers of this transaction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,7 +94,7 @@ impl Nict {
     pub fn start(now: u64, reliable: bool, timers: Timers) -> (Nict, Actions) {
         let mut a = Actions::default();
         a.push(Action::Send);
-        a.push(Action::Arm(Timer::F, now.saturating_add(64 * timers.t1)));
+        a.push(Action::Arm(Timer::F, now.saturating_add(timers.t1_x64())));
         if !reliable {
             a.push(Action::Arm(Timer::E, now.saturating_add(timers.t1)));
         }
@@ -165,7 +146,7 @@ impl Nict {
                 self.interval = if self.state == State::Proceeding {
                     self.timers.t2
                 } else {
-                    (self.interval * 2).min(self.timers.t2)
+                    self.interval.saturating_mul(2).min(self.timers.t2)
                 };
                 a.push(Action::Arm(Timer::E, now.saturating_add(self.interval)));
             }

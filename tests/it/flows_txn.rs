@@ -299,3 +299,40 @@ fn an_untracked_invite_absorbs_retransmissions_and_matches_its_cancel_across_wor
     let out = net.send_to(1, UAC, &inv);
     assert!(out.iter().any(|s| s.is("INVITE")), "{out:?}");
 }
+
+/// `[transaction]` sets the pace: with T1 = 100 ms and T2 = 400 ms the INVITE goes again at
+/// 100, 300, 700 ms and then every 400 ms; with Timer B = 2 s the branch gives up at 2 s
+/// (not 32 s) and the 408 upstream is retransmitted from T1 too (Timer G).
+#[test]
+fn configured_t1_and_timer_b_pace_an_unanswered_invite() {
+    let c = sipedge::config::Config::from_toml_str(
+        "[transaction]\nt1 = 100\nt2 = 400\ntimer_b = 2000\n",
+    )
+    .unwrap();
+    let mut net = Net::with(Settings::from_config(&c), 1);
+    let out = net.send(UAC, &invite("fast", "ft-fast", "b-fast", DIRECT));
+    let fwd = one(&out, "INVITE", |s| s.is("INVITE")).clone();
+    let (mut invites, mut finals) = (Vec::new(), Vec::new());
+    while net.now < 2_500 {
+        for s in net.advance(10) {
+            if s.is("INVITE") {
+                assert_eq!(s.text, fwd.text, "a retransmission is the same INVITE");
+                invites.push(net.now);
+            } else if s.dst == sa(UAC) && s.code() >= 300 {
+                finals.push((net.now, s.code()));
+            }
+        }
+    }
+    assert_eq!(invites, [100, 300, 700, 1100, 1500, 1900], "Timer A");
+    assert_eq!(
+        finals,
+        [(2000, 408), (2100, 408), (2300, 408)],
+        "Timer B, then Timer G"
+    );
+    assert_eq!(counter(&net, Counter::TxnTimeout), 1);
+    // With the defaults the same INVITE waits 500 ms for its first retransmission.
+    let mut net = Net::new();
+    net.send(UAC, &invite("slow", "ft-slow", "b-slow", DIRECT));
+    assert!(net.advance(490).is_empty());
+    assert_eq!(net.advance(10).iter().filter(|s| s.is("INVITE")).count(), 1);
+}
