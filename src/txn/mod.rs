@@ -15,6 +15,8 @@
 //! - Buffers are allocated once per transaction and branch, never per packet.
 
 pub mod branch;
+pub mod ict;
+pub mod ist;
 pub mod nict;
 pub mod recent;
 
