@@ -342,7 +342,7 @@ impl Engine {
                 let mut rs = Vec::with_capacity(reason.len() + 16);
                 rs.extend_from_slice(reason);
                 self.cancel_txn(now, slot, &rs, out);
-                let has_final = self.txns.get_mut(slot).is_none_or(|t| t.up.final_code != 0);
+                let has_final = self.txns.get(slot).is_none_or(|t| t.up.ist.has_final());
                 if !has_final {
                     self.end_dialog(now, d, why, None, Removal::WithTxn, out);
                     let code = settings.bye_early_code;

@@ -239,27 +239,18 @@ impl Engine {
                     out.push_bytes(&g.bytes, d.addr, d.transport, d.local, d.conn);
                 }
                 Action::Arm(t, at) => {
-                    let i = timer_index(t);
-                    if let Some(old) = g.keys.get_mut(i).and_then(Option::take) {
-                        self.wheel.cancel(old);
-                    }
-                    let key = self.wheel.insert(
-                        at,
-                        super::TimerItem::Client {
+                    if let Some(k) = g.keys.get_mut(timer_index(t)) {
+                        let item = super::TimerItem::Client {
                             slot,
                             generation,
                             timer: t,
-                        },
-                    );
-                    if let Some(g) = self.generated.get_mut(slot, generation)
-                        && let Some(k) = g.keys.get_mut(i)
-                    {
-                        *k = Some(key);
+                        };
+                        super::timers::arm(&mut self.wheel, k, at, item);
                     }
                 }
                 Action::Cancel(t) => {
-                    if let Some(old) = g.keys.get_mut(timer_index(t)).and_then(Option::take) {
-                        self.wheel.cancel(old);
+                    if let Some(k) = g.keys.get_mut(timer_index(t)) {
+                        super::timers::disarm(&mut self.wheel, k);
                     }
                 }
                 Action::Report(outcome) => {

@@ -67,26 +67,8 @@ pub enum Action {
     SendAck,
 }
 
-/// Up to four actions, in order, without allocation.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Actions {
-    buf: [Option<Action>; 4],
-    len: usize,
-}
-
-impl Actions {
-    fn push(&mut self, a: Action) {
-        if let Some(s) = self.buf.get_mut(self.len) {
-            *s = Some(a);
-            self.len += 1;
-        }
-    }
-
-    /// The actions in order.
-    pub fn iter(&self) -> impl Iterator<Item = Action> + '_ {
-        self.buf.iter().take(self.len).flatten().copied()
-    }
-}
+/// What one input asks for, in order (a fixed array: no allocation).
+pub type Actions = super::Actions<Action>;
 
 /// What a response or a timer means to the INVITE transaction above the branch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -285,18 +267,11 @@ fn provisional(code: u16) -> Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn v(a: Actions) -> Vec<Action> {
-        a.iter().collect()
-    }
-
-    fn t() -> Timers {
-        Timers::default()
-    }
+    use crate::txn::v;
 
     #[test]
     fn udp_retransmits_until_a_provisional_then_waits_timer_c() {
-        let (mut b, a) = Ict::start(0, false, &t());
+        let (mut b, a) = Ict::start(0, false, &Timers::RFC);
         assert_eq!(
             v(a),
             [Action::Arm(Timer::A, 500), Action::Arm(Timer::B, 32_000)]
@@ -304,7 +279,7 @@ mod tests {
         let mut at = 500;
         let mut times = Vec::new();
         while at < 10_000 {
-            let (r, a) = b.on_timer(at, Timer::A, &t());
+            let (r, a) = b.on_timer(at, Timer::A, &Timers::RFC);
             assert_eq!(r, Report::Nothing);
             let a = v(a);
             assert_eq!(a.first(), Some(&Action::Send));
@@ -315,51 +290,51 @@ mod tests {
             at = next;
         }
         assert_eq!(times, [500, 1_500, 3_500, 7_500], "T1, doubling");
-        let (r, a) = b.on_response(10_000, 100, &t());
+        let (r, a) = b.on_response(10_000, 100, &Timers::RFC);
         assert_eq!(r, Report::Nothing, "100 is hop by hop");
         assert_eq!(
             v(a),
             [Action::Cancel(Timer::A), Action::Arm(Timer::C, 191_000)]
         );
         assert!(b.is_pending() && b.is_proceeding());
-        let (r, a) = b.on_timer(11_500, Timer::A, &t());
+        let (r, a) = b.on_timer(11_500, Timer::A, &Timers::RFC);
         assert_eq!((r, v(a)), (Report::Nothing, vec![]), "stale Timer A");
-        let (r, a) = b.on_timer(32_000, Timer::B, &t());
+        let (r, a) = b.on_timer(32_000, Timer::B, &Timers::RFC);
         assert_eq!((r, v(a)), (Report::Nothing, vec![]), "stale Timer B");
-        let (r, a) = b.on_response(10_100, 180, &t());
+        let (r, a) = b.on_response(10_100, 180, &Timers::RFC);
         assert_eq!((r, v(a)), (Report::Provisional, vec![]));
         // Timer C: CANCEL, and the branch counts as 408.
-        let (r, a) = b.on_timer(191_000, Timer::C, &t());
+        let (r, a) = b.on_timer(191_000, Timer::C, &Timers::RFC);
         assert_eq!(r, Report::TimedOut);
         assert_eq!(v(a), [Action::SendCancel, Action::Cancel(Timer::A)]);
         assert!(!b.is_pending());
         // The 487 to that CANCEL is ACKed and absorbed, not reported again.
-        let (r, a) = b.on_response(191_010, 487, &t());
+        let (r, a) = b.on_response(191_010, 487, &Timers::RFC);
         assert_eq!((r, v(a)), (Report::Absorbed, vec![Action::SendAck]));
     }
 
     #[test]
     fn timer_b_gives_up_without_a_cancel() {
-        let (mut b, _) = Ict::start(0, false, &t());
+        let (mut b, _) = Ict::start(0, false, &Timers::RFC);
         assert!(
-            v(b.cancel(10, &t())).is_empty(),
+            v(b.cancel(10, &Timers::RFC)).is_empty(),
             "no CANCEL before a provisional"
         );
-        let (r, a) = b.on_timer(32_000, Timer::B, &t());
+        let (r, a) = b.on_timer(32_000, Timer::B, &Timers::RFC);
         assert_eq!(
             (r, v(a)),
             (Report::TimedOut, vec![Action::Cancel(Timer::A)])
         );
-        let (r, _) = b.on_timer(32_000, Timer::B, &t());
+        let (r, _) = b.on_timer(32_000, Timer::B, &Timers::RFC);
         assert_eq!(r, Report::Nothing, "reported once");
     }
 
     #[test]
     fn cancel_waits_for_the_first_provisional_and_goes_once() {
-        let (mut b, _) = Ict::start(0, false, &t());
-        assert!(v(b.cancel(10, &t())).is_empty());
+        let (mut b, _) = Ict::start(0, false, &Timers::RFC);
+        assert!(v(b.cancel(10, &Timers::RFC)).is_empty());
         assert!(b.is_cancelled());
-        let (r, a) = b.on_response(100, 180, &t());
+        let (r, a) = b.on_response(100, 180, &Timers::RFC);
         assert_eq!(r, Report::Provisional);
         assert_eq!(
             v(a),
@@ -370,21 +345,21 @@ mod tests {
             ],
             "CANCEL with the first provisional; 64·T1 for the final"
         );
-        assert!(v(b.cancel(200, &t())).is_empty(), "sent once");
-        let (r, a) = b.on_response(300, 487, &t());
+        assert!(v(b.cancel(200, &Timers::RFC)).is_empty(), "sent once");
+        let (r, a) = b.on_response(300, 487, &Timers::RFC);
         assert_eq!(r, Report::Failure(487));
         assert!(v(a).contains(&Action::SendAck));
     }
 
     #[test]
     fn cancel_while_proceeding_goes_at_once() {
-        let (mut b, _) = Ict::start(0, true, &t());
-        b.on_response(5, 183, &t());
+        let (mut b, _) = Ict::start(0, true, &Timers::RFC);
+        b.on_response(5, 183, &Timers::RFC);
         assert_eq!(
-            v(b.cancel(10, &t())),
+            v(b.cancel(10, &Timers::RFC)),
             [Action::SendCancel, Action::Arm(Timer::C, 32_010)]
         );
-        let (r, a) = b.on_timer(32_010, Timer::C, &t());
+        let (r, a) = b.on_timer(32_010, Timer::C, &Timers::RFC);
         assert_eq!(r, Report::TimedOut);
         assert_eq!(
             v(a),
@@ -395,8 +370,8 @@ mod tests {
 
     #[test]
     fn non_2xx_is_acked_every_time_until_timer_d() {
-        let (mut b, _) = Ict::start(0, false, &t());
-        let (r, a) = b.on_response(50, 486, &t());
+        let (mut b, _) = Ict::start(0, false, &Timers::RFC);
+        let (r, a) = b.on_response(50, 486, &Timers::RFC);
         assert_eq!(r, Report::Failure(486));
         assert_eq!(
             v(a),
@@ -407,12 +382,12 @@ mod tests {
                 Action::Arm(Timer::D, 32_050)
             ]
         );
-        let (r, a) = b.on_response(60, 486, &t());
+        let (r, a) = b.on_response(60, 486, &Timers::RFC);
         assert_eq!((r, v(a)), (Report::Absorbed, vec![Action::SendAck]));
-        let (r, _) = b.on_response(70, 180, &t());
+        let (r, _) = b.on_response(70, 180, &Timers::RFC);
         assert_eq!(r, Report::Absorbed, "a late provisional");
-        b.on_timer(32_050, Timer::D, &t());
-        let (r, a) = b.on_response(40_000, 486, &t());
+        b.on_timer(32_050, Timer::D, &Timers::RFC);
+        let (r, a) = b.on_response(40_000, 486, &Timers::RFC);
         assert_eq!(
             (r, v(a)),
             (Report::Absorbed, vec![]),
@@ -422,40 +397,40 @@ mod tests {
 
     #[test]
     fn reliable_sends_once_and_skips_timer_d() {
-        let (mut b, a) = Ict::start(0, true, &t());
+        let (mut b, a) = Ict::start(0, true, &Timers::RFC);
         assert_eq!(v(a), [Action::Arm(Timer::B, 32_000)]);
-        let (r, _) = b.on_timer(500, Timer::A, &t());
+        let (r, _) = b.on_timer(500, Timer::A, &Timers::RFC);
         assert_eq!(r, Report::Nothing);
-        let (r, a) = b.on_response(50, 603, &t());
+        let (r, a) = b.on_response(50, 603, &Timers::RFC);
         assert_eq!(r, Report::Failure(603));
         assert!(!v(a).iter().any(|x| matches!(x, Action::Arm(..))));
     }
 
     #[test]
     fn every_2xx_is_reported() {
-        let (mut b, _) = Ict::start(0, false, &t());
-        b.on_response(10, 180, &t());
-        let (r, a) = b.on_response(20, 200, &t());
+        let (mut b, _) = Ict::start(0, false, &Timers::RFC);
+        b.on_response(10, 180, &Timers::RFC);
+        let (r, a) = b.on_response(20, 200, &Timers::RFC);
         assert_eq!(r, Report::Success { first: true });
         assert_eq!(v(a), [Action::Cancel(Timer::A), Action::Cancel(Timer::B)]);
         assert!(!b.is_pending() && b.is_accepted());
         assert_eq!(
-            b.on_response(30, 200, &t()).0,
+            b.on_response(30, 200, &Timers::RFC).0,
             Report::Success { first: false },
             "retransmission"
         );
-        assert_eq!(b.on_response(40, 180, &t()).0, Report::Absorbed);
-        let (r, a) = b.on_response(50, 500, &t());
+        assert_eq!(b.on_response(40, 180, &Timers::RFC).0, Report::Absorbed);
+        let (r, a) = b.on_response(50, 500, &Timers::RFC);
         assert_eq!((r, v(a)), (Report::Absorbed, vec![Action::SendAck]));
         // A 2xx after the branch timed out still goes upstream, once as the first.
-        let (mut b, _) = Ict::start(0, false, &t());
-        b.on_timer(32_000, Timer::B, &t());
+        let (mut b, _) = Ict::start(0, false, &Timers::RFC);
+        b.on_timer(32_000, Timer::B, &Timers::RFC);
         assert_eq!(
-            b.on_response(32_100, 200, &t()).0,
+            b.on_response(32_100, 200, &Timers::RFC).0,
             Report::Success { first: true }
         );
         assert_eq!(
-            b.on_response(32_200, 200, &t()).0,
+            b.on_response(32_200, 200, &Timers::RFC).0,
             Report::Success { first: false }
         );
     }

@@ -69,26 +69,8 @@ pub enum Action {
     Free,
 }
 
-/// Up to four actions, in order, without allocation.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Actions {
-    buf: [Option<Action>; 4],
-    len: usize,
-}
-
-impl Actions {
-    fn push(&mut self, a: Action) {
-        if let Some(s) = self.buf.get_mut(self.len) {
-            *s = Some(a);
-            self.len += 1;
-        }
-    }
-
-    /// The actions in order.
-    pub fn iter(&self) -> impl Iterator<Item = Action> + '_ {
-        self.buf.iter().take(self.len).flatten().copied()
-    }
-}
+/// What one input asks for, in order (a fixed array: no allocation).
+pub type Actions = super::Actions<Action>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -278,25 +260,18 @@ impl Ist {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn v(a: Actions) -> Vec<Action> {
-        a.iter().collect()
-    }
-
-    fn t() -> Timers {
-        Timers::default()
-    }
+    use crate::txn::v;
 
     #[test]
     fn trying_at_once_then_retransmissions_get_the_latest_answer() {
-        let (mut s, a) = Ist::start(0, false, 0, &t());
+        let (mut s, a) = Ist::start(0, false, 0, &Timers::RFC);
         assert_eq!(v(a), [Action::SendTrying]);
         assert_eq!(v(s.on_retransmission()), [Action::SendTrying]);
         assert!(s.may_send_provisional());
         assert!(v(s.on_provisional()).is_empty());
         assert!(s.provisional_sent());
         assert_eq!(v(s.on_retransmission()), [Action::SendProvisional]);
-        let a = v(s.on_final(100, 486, &t()));
+        let a = v(s.on_final(100, 486, &Timers::RFC));
         assert_eq!(
             a,
             [
@@ -307,47 +282,53 @@ mod tests {
         );
         assert!(s.has_final() && !s.is_accepted() && !s.may_send_provisional());
         assert_eq!(v(s.on_retransmission()), [Action::SendFinal]);
-        assert!(v(s.on_final(150, 200, &t())).is_empty(), "one final");
+        assert!(
+            v(s.on_final(150, 200, &Timers::RFC)).is_empty(),
+            "one final"
+        );
     }
 
     #[test]
     fn held_back_trying_goes_only_if_nothing_went_first() {
-        let (mut s, a) = Ist::start(0, false, 100, &t());
+        let (mut s, a) = Ist::start(0, false, 100, &Timers::RFC);
         assert_eq!(v(a), [Action::Arm(Timer::Trying, 100)]);
         assert_eq!(
-            v(s.on_timer(100, Timer::Trying, &t())),
+            v(s.on_timer(100, Timer::Trying, &Timers::RFC)),
             [Action::SendTrying]
         );
-        assert!(v(s.on_timer(100, Timer::Trying, &t())).is_empty(), "once");
+        assert!(
+            v(s.on_timer(100, Timer::Trying, &Timers::RFC)).is_empty(),
+            "once"
+        );
         // A provisional first: the timer is cancelled and would do nothing anyway.
-        let (mut s, _) = Ist::start(0, false, 100, &t());
+        let (mut s, _) = Ist::start(0, false, 100, &Timers::RFC);
         assert_eq!(v(s.on_provisional()), [Action::Cancel(Timer::Trying)]);
-        assert!(v(s.on_timer(100, Timer::Trying, &t())).is_empty());
+        assert!(v(s.on_timer(100, Timer::Trying, &Timers::RFC)).is_empty());
         // A retransmission first: 100 at once, not again later.
-        let (mut s, _) = Ist::start(0, false, 100, &t());
+        let (mut s, _) = Ist::start(0, false, 100, &Timers::RFC);
         assert_eq!(
             v(s.on_retransmission()),
             [Action::Cancel(Timer::Trying), Action::SendTrying]
         );
-        assert!(v(s.on_timer(100, Timer::Trying, &t())).is_empty());
+        assert!(v(s.on_timer(100, Timer::Trying, &Timers::RFC)).is_empty());
         // A final first.
-        let (mut s, _) = Ist::start(0, true, 100, &t());
-        let a = v(s.on_final(50, 200, &t()));
+        let (mut s, _) = Ist::start(0, true, 100, &Timers::RFC);
+        let a = v(s.on_final(50, 200, &Timers::RFC));
         assert_eq!(
             a,
             [Action::Cancel(Timer::Trying), Action::Arm(Timer::L, 5_050)]
         );
-        assert!(v(s.on_timer(100, Timer::Trying, &t())).is_empty());
+        assert!(v(s.on_timer(100, Timer::Trying, &Timers::RFC)).is_empty());
     }
 
     #[test]
     fn timer_g_until_the_ack_then_timer_i() {
-        let (mut s, _) = Ist::start(0, false, 0, &t());
-        s.on_final(0, 480, &t());
+        let (mut s, _) = Ist::start(0, false, 0, &Timers::RFC);
+        s.on_final(0, 480, &Timers::RFC);
         let mut at = 500;
         let mut times = Vec::new();
         for _ in 0..5 {
-            let a = v(s.on_timer(at, Timer::G, &t()));
+            let a = v(s.on_timer(at, Timer::G, &Timers::RFC));
             assert_eq!(a[0], Action::SendFinal);
             times.push(at);
             let Action::Arm(Timer::G, next) = a[1] else {
@@ -356,44 +337,50 @@ mod tests {
             at = next;
         }
         assert_eq!(times, [500, 1_500, 3_500, 7_500, 11_500], "capped at T2");
-        let (ours, a) = s.on_ack(12_000, &t());
+        let (ours, a) = s.on_ack(12_000, &Timers::RFC);
         assert!(ours);
         assert_eq!(
             v(a),
             [Action::Cancel(Timer::G), Action::Arm(Timer::I, 17_000)]
         );
-        assert!(v(s.on_timer(15_500, Timer::G, &t())).is_empty(), "stale G");
+        assert!(
+            v(s.on_timer(15_500, Timer::G, &Timers::RFC)).is_empty(),
+            "stale G"
+        );
         assert!(v(s.on_retransmission()).is_empty(), "absorbed silently");
-        let (ours, a) = s.on_ack(12_100, &t());
+        let (ours, a) = s.on_ack(12_100, &Timers::RFC);
         assert!(ours && v(a).is_empty(), "an ACK copy is absorbed");
-        assert_eq!(v(s.on_timer(17_000, Timer::I, &t())), [Action::Free]);
+        assert_eq!(
+            v(s.on_timer(17_000, Timer::I, &Timers::RFC)),
+            [Action::Free]
+        );
         assert!(s.is_terminated());
         assert!(
-            v(s.on_timer(32_000, Timer::H, &t())).is_empty(),
+            v(s.on_timer(32_000, Timer::H, &Timers::RFC)).is_empty(),
             "freed once"
         );
-        assert!(s.on_ack(20_000, &t()).0, "still its ACK");
+        assert!(s.on_ack(20_000, &Timers::RFC).0, "still its ACK");
     }
 
     #[test]
     fn timer_h_gives_up_on_the_ack() {
-        let (mut s, _) = Ist::start(0, false, 0, &t());
-        s.on_final(0, 503, &t());
+        let (mut s, _) = Ist::start(0, false, 0, &Timers::RFC);
+        s.on_final(0, 503, &Timers::RFC);
         assert_eq!(
-            v(s.on_timer(32_000, Timer::H, &t())),
+            v(s.on_timer(32_000, Timer::H, &Timers::RFC)),
             [Action::Cancel(Timer::G), Action::Free]
         );
-        assert!(v(s.on_timer(32_000, Timer::G, &t())).is_empty());
+        assert!(v(s.on_timer(32_000, Timer::G, &Timers::RFC)).is_empty());
     }
 
     #[test]
     fn reliable_skips_timer_g_and_frees_on_the_ack() {
-        let (mut s, _) = Ist::start(0, true, 0, &t());
+        let (mut s, _) = Ist::start(0, true, 0, &Timers::RFC);
         assert_eq!(
-            v(s.on_final(10, 404, &t())),
+            v(s.on_final(10, 404, &Timers::RFC)),
             [Action::SendFinal, Action::Arm(Timer::H, 32_010)]
         );
-        let (ours, a) = s.on_ack(20, &t());
+        let (ours, a) = s.on_ack(20, &Timers::RFC);
         assert!(ours);
         assert_eq!(
             v(a),
@@ -407,16 +394,19 @@ mod tests {
 
     #[test]
     fn after_a_2xx_retransmissions_and_acks_are_not_ours_and_timer_l_frees() {
-        let (mut s, _) = Ist::start(0, false, 0, &t());
+        let (mut s, _) = Ist::start(0, false, 0, &Timers::RFC);
         s.on_provisional();
         assert_eq!(
-            v(s.on_final(1_000, 200, &t())),
+            v(s.on_final(1_000, 200, &Timers::RFC)),
             [Action::Arm(Timer::L, 6_000)]
         );
         assert!(s.is_accepted());
         assert!(v(s.on_retransmission()).is_empty());
-        assert!(!s.on_ack(1_100, &t()).0, "the ACK of a 2xx is end to end");
-        assert_eq!(v(s.on_timer(6_000, Timer::L, &t())), [Action::Free]);
+        assert!(
+            !s.on_ack(1_100, &Timers::RFC).0,
+            "the ACK of a 2xx is end to end"
+        );
+        assert_eq!(v(s.on_timer(6_000, Timer::L, &Timers::RFC)), [Action::Free]);
         assert!(s.is_accepted() && s.is_terminated());
     }
 

@@ -51,26 +51,8 @@ pub enum Action {
     Free,
 }
 
-/// Up to four actions, in order, without allocation.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Actions {
-    buf: [Option<Action>; 4],
-    len: usize,
-}
-
-impl Actions {
-    fn push(&mut self, a: Action) {
-        if let Some(s) = self.buf.get_mut(self.len) {
-            *s = Some(a);
-            self.len += 1;
-        }
-    }
-
-    /// The actions in order.
-    pub fn iter(&self) -> impl Iterator<Item = Action> + '_ {
-        self.buf.iter().take(self.len).flatten().copied()
-    }
-}
+/// What one input asks for, in order (a fixed array: no allocation).
+pub type Actions = super::Actions<Action>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {

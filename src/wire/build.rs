@@ -99,6 +99,20 @@ fn finish(method: &[u8], num: u32, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
 }
 
+/// The header lines [`cancel`] and [`ack_for_non2xx`] read from the forwarded INVITE (Via,
+/// Route, From, To, Call-ID, CSeq): what a kept copy needs for them.
+pub fn cancel_ack_header(name: HeaderName) -> bool {
+    matches!(
+        name,
+        HeaderName::Via
+            | HeaderName::Route
+            | HeaderName::From
+            | HeaderName::To
+            | HeaderName::CallId
+            | HeaderName::CSeq
+    )
+}
+
 /// Builds the CANCEL for a forwarded INVITE (RFC 3261 §9.1): same Request-URI, only the top
 /// Via, the Route lines, `Max-Forwards: 70`, From, To, Call-ID, and the CSeq number with method
 /// CANCEL. `forwarded_invite` must be the INVITE *as sent* (parse the bytes you forwarded).
