@@ -7,7 +7,8 @@
 //!   ([`crate::txn::recent`]) before anything is sent for it; an untracked INVITE that another
 //!   worker claimed at the same instant leaves no state here.
 //! - The INVITE is kept once, as received, with its spans ([`wire::Kept`]): our own replies and
-//!   later serial branches are built from that copy without parsing it again. Each branch
+//!   later serial branches are built from that copy without parsing it again (without serial
+//!   targets only its head and the lines a reply copies are kept). Each branch
 //!   keeps its forwarded copy with the spans its CANCEL and ACK need, mapped from the edit
 //!   list ([`wire::Edits::kept`]).
 //! - What a state machine asks for is applied at once ([`Engine::apply_ist`],
@@ -146,11 +147,20 @@ impl Engine {
         let n_targets = targets.len() + serial_rest.len();
         let up_reliable = inb.transport != Transport::Udp;
         let (ist, ist_actions) = Ist::start(now, up_reliable, settings.inv_100_delay_ms, &timers);
-        let request = wire::Kept::new(msg);
-        // The INVITE as received and one forwarded copy per target, and the records.
-        let held_bytes = request.heap_bytes() * (1 + n_targets)
-            + std::mem::size_of::<InviteTxn>()
-            + n_targets * std::mem::size_of::<BranchTxn>();
+        // Our replies need only the INVITE's head and the lines they copy; serial forking
+        // needs all of it for the next branch.
+        let request = if serial_rest.is_empty() {
+            wire::Kept::head(msg, wire::build::response_header)
+        } else {
+            wire::Kept::new(msg)
+        };
+        // The INVITE as kept, one forwarded copy per target (with the spans of the lines its
+        // CANCEL and ACK copy), and the records.
+        let per_branch = msg.bytes().len()
+            + 8 * std::mem::size_of::<wire::Header>()
+            + std::mem::size_of::<BranchTxn>();
+        let held_bytes =
+            request.heap_bytes() + n_targets * per_branch + std::mem::size_of::<InviteTxn>();
         let txn = InviteTxn {
             generation: 0,
             dialog: dialog.clone(),

@@ -99,6 +99,15 @@ fn finish(method: &[u8], num: u32, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
 }
 
+/// The header lines [`response`] copies from the request (Via, From, To, Call-ID, CSeq):
+/// what a kept request needs to be answered.
+pub fn response_header(name: HeaderName) -> bool {
+    matches!(
+        name,
+        HeaderName::Via | HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::CSeq
+    )
+}
+
 /// The header lines [`cancel`] and [`ack_for_non2xx`] read from the forwarded INVITE (Via,
 /// Route, From, To, Call-ID, CSeq): what a kept copy needs for them.
 pub fn cancel_ack_header(name: HeaderName) -> bool {

@@ -5,14 +5,15 @@
 //! CANCEL and the ACK of a non-2xx final).
 //!
 //! Invariants: the bytes are private and never change after they are kept, so the stored
-//! spans always describe them (a kept copy made by [`super::Edits::kept`] may hold only some
-//! header lines: those it was asked to keep); [`Kept::view`] copies spans and scans nothing (a memoised view
+//! spans always describe them (a copy made by [`Kept::head`] or [`super::Edits::kept`] may
+//! hold only some header lines, those it was asked to keep, and [`Kept::head`] no body); [`Kept::view`] copies spans and scans nothing (a memoised view
 //! is recomputed lazily on the new [`Message`], from the same bytes, so it is equal to what a
 //! fresh parse gives). One allocation for the bytes and one for the header spans, per kept
 //! message.
 
 use super::Span;
 use super::message::{Header, Message, StartLine};
+use super::names::HeaderName;
 
 /// The spans of a kept message other than its header lines.
 #[derive(Clone, Copy, Debug)]
@@ -46,6 +47,28 @@ impl Kept {
             start_line: msg.start_line_span(),
             headers_end: msg.headers_end(),
             body: msg.body_span(),
+            content_length: msg.content_length(),
+        }
+    }
+
+    /// Keep only the head of `msg` (start line and header lines, no body) and the header
+    /// lines `keep` accepts: enough to build replies, at a fraction of the bytes. A view of it
+    /// has an empty body (its Content-Length line, if kept, still says the original length).
+    pub fn head(msg: &Message<'_>, keep: impl Fn(HeaderName) -> bool) -> Kept {
+        let body_start = msg.body_span().start_usize();
+        let headers: Vec<Header> = msg
+            .headers()
+            .iter()
+            .filter(|h| keep(h.name))
+            .copied()
+            .collect();
+        Kept {
+            bytes: msg.bytes().get(..body_start).unwrap_or(&[]).into(),
+            headers: headers.into_boxed_slice(),
+            start: msg.start_line(),
+            start_line: msg.start_line_span(),
+            headers_end: msg.headers_end(),
+            body: Span::new(body_start, body_start),
             content_length: msg.content_length(),
         }
     }
@@ -92,7 +115,7 @@ impl Kept {
 #[allow(clippy::unwrap_used)] // tests: a panic is a failure
 mod tests {
     use super::*;
-    use crate::wire::{HeaderName, Method, parse};
+    use crate::wire::{Method, parse};
 
     const INVITE: &[u8] = b"\r\nINVITE sip:bob@example.com SIP/2.0\r\n\
 Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1;rport\r\n\
@@ -140,6 +163,28 @@ Content-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n";
         crate::wire::build::response(&view, 486, b"Busy", Some(b"t"), &[], &mut b);
         assert_eq!(a, b);
         assert!(kept.heap_bytes() > INVITE.len());
+    }
+
+    #[test]
+    fn a_head_builds_the_same_replies_with_fewer_bytes() {
+        let msg = parse(INVITE).unwrap();
+        let head = Kept::head(&msg, crate::wire::build::response_header);
+        let view = head.view();
+        assert!(view.body().is_empty());
+        assert!(head.bytes().ends_with(b"Content-Length: 4\r\n\r\n"));
+        assert_eq!(view.headers().len(), 6, "2 Via, To, From, Call-ID, CSeq");
+        for (code, tag) in [(100, None), (487, Some(&b"x"[..]))] {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            crate::wire::build::response(&msg, code, b"R", tag, &[], &mut a);
+            crate::wire::build::response(&view, code, b"R", tag, &[], &mut b);
+            assert_eq!(a, b);
+        }
+        let full = Kept::new(&msg).heap_bytes();
+        assert_eq!(
+            head.heap_bytes(),
+            full - 4 - 5 * size_of::<Header>(),
+            "no body, 5 lines fewer"
+        );
     }
 
     #[test]
