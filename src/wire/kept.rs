@@ -4,12 +4,13 @@
 //! forwarded copy with the spans [`super::Edits::kept`] maps from the edit list (to build its
 //! CANCEL and the ACK of a non-2xx final).
 //!
-//! Invariants: the bytes are private and never change after they are kept, so the stored
-//! spans always describe them (a copy made by [`Kept::head`] or [`super::Edits::kept`] may
-//! hold only some header lines, those it was asked to keep, and [`Kept::head`] no body); [`Kept::view`] copies spans and scans nothing (a memoised view
-//! is recomputed lazily on the new [`Message`], from the same bytes, so it is equal to what a
-//! fresh parse gives). One allocation for the bytes and one for the header spans, per kept
-//! message.
+//! Invariants:
+//! - The bytes are private and never change after they are kept, so the stored spans always
+//!   describe them. A copy made by [`Kept::head`] or [`super::Edits::kept`] may hold only some
+//!   header lines (those it was asked to keep), and one made by [`Kept::head`] no body.
+//! - [`Kept::view`] copies spans and scans nothing; a memoised view is recomputed lazily on
+//!   the new [`Message`], from the same bytes, so it equals what a fresh parse gives.
+//! - One allocation for the bytes and one for the header spans, per kept message.
 
 use super::Span;
 use super::message::{Header, Message, StartLine};
