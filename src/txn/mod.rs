@@ -225,7 +225,7 @@ pub struct InviteTxn {
     /// Bytes of requests this transaction holds, as charged against `[limits]
     /// max_request_memory` when it was created ([`TxnTable::held_bytes`]).
     pub held_bytes: usize,
-    /// Its key in [`recent::RecentInvites`], remembered there when it is freed.
+    /// Its key in [`recent::InviteIndex`], remembered there when it is freed.
     pub recent_key: u64,
     /// The timer values it started with (a reload does not change a running transaction).
     pub timers: Timers,
