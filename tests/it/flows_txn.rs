@@ -443,3 +443,69 @@ fn a_silent_branch_is_cancelled_when_its_first_provisional_comes_late() {
     assert_eq!(net.engines[0].txn_count(), 0, "freed with its last branch");
     assert_eq!(net.engines[0].generated_in_flight(), 0);
 }
+
+/// Over TCP the INVITE is sent once (no Timer A), our non-2xx final once (no Timer G), and
+/// the ACK ends the server transaction at once (no Timer I).
+#[test]
+fn reliable_transports_skip_the_retransmission_timers() {
+    use sipedge::dialog::Socket;
+    use sipedge::engine::{ForkMode, Inbound, TargetGroup};
+    use sipedge::wire::Transport;
+    let mut net = Net::new();
+    net.settings(|s| {
+        s.groups = vec![TargetGroup {
+            name: "tcp".into(),
+            mode: ForkMode::Parallel,
+            targets: vec![Socket {
+                addr: sa(UAS1),
+                transport: Transport::Tcp,
+                local: 0,
+                conn: None,
+            }],
+        }];
+        s.default_group = Some(0);
+    });
+    // Deliver `text` from the UAC over its TCP connection; what went out.
+    let over_tcp = |net: &mut Net, text: &str| -> Vec<(Transport, String)> {
+        let inb = Inbound {
+            transport: Transport::Tcp,
+            conn: Some(7),
+            ..net.inbound(sa(UAC), text.as_bytes())
+        };
+        net.out.clear();
+        net.engines[0].handle_datagram(inb, &mut net.out);
+        let o = &net.out;
+        o.tx.iter()
+            .map(|t| {
+                (
+                    t.transport,
+                    String::from_utf8_lossy(o.bytes(t)).into_owned(),
+                )
+            })
+            .collect()
+    };
+    let inv = invite("tcp", "ft-tcp", "b-tcp", "sip:bob@127.0.0.1:5060");
+    let out = over_tcp(&mut net, &inv);
+    assert_eq!(out.len(), 2, "100 and the INVITE: {out:#?}");
+    assert!(out[0].1.starts_with("SIP/2.0 100") && out[0].0 == Transport::Tcp);
+    assert!(out[1].1.starts_with("INVITE") && out[1].0 == Transport::Tcp);
+    let fwd = Sent {
+        dst: sa(UAS1),
+        text: out[1].1.clone(),
+    };
+    assert!(net.advance(10_000).is_empty(), "no Timer A over TCP");
+    let out = net.send(UAS1, &reply(&fwd, 486, "Busy Here", Some("t"), ""));
+    one(&out, "ACK", |s| s.is("ACK") && s.dst == sa(UAS1));
+    let busy = one(&out, "486", |s| s.code() == 486 && s.dst == sa(UAC)).clone();
+    assert!(net.advance(10_000).is_empty(), "no Timer G over TCP");
+    let ack = inv
+        .replace("INVITE sip", "ACK sip")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 ACK")
+        .replace(
+            "To: <sip:bob@example.com>",
+            &format!("To: <sip:bob@example.com>;tag={}", busy.to_tag().unwrap()),
+        );
+    assert!(over_tcp(&mut net, &ack).is_empty(), "the ACK is absorbed");
+    assert_eq!(net.engines[0].txn_count(), 0, "no Timer I over TCP");
+    assert_eq!(net.pending_timers(), 0);
+}
