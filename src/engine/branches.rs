@@ -169,6 +169,12 @@ impl Engine {
             return;
         };
         let (report, actions) = b.ict.on_response(now, code, &timers);
+        if !b.ict.resends()
+            && let Some(f) = &mut b.forwarded
+        {
+            // Timer A is over: CANCEL and ACK need only the head.
+            f.drop_body();
+        }
         self.apply_ict(now, slot, leg, actions, Some(msg), out);
         match report {
             Report::Nothing | Report::TimedOut => {}

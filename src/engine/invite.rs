@@ -172,7 +172,7 @@ impl Engine {
                     local: inb.local,
                     conn: inb.conn,
                 },
-                request: Some(Arc::new(request)),
+                request: Some(request),
                 branch: top_branch.to_vec(),
                 last_provisional: Vec::new(),
                 final_response: Vec::new(),
@@ -290,7 +290,7 @@ impl Engine {
         };
         let written = out.buf.get(s..e).unwrap_or(&[]);
         // The spans of the copy as sent, from the edit list; parsed only if that fails.
-        let forwarded = match edits.kept(written, wire::build::cancel_ack_header) {
+        let mut forwarded = match edits.kept(written, wire::build::cancel_ack_header) {
             Some(k) => k,
             None => match wire::parse(written) {
                 Ok(m) => wire::Kept::new(&m),
@@ -298,6 +298,10 @@ impl Engine {
             },
         };
         let (mut ict, actions) = Ict::start(now, target.transport != Transport::Udp, &timers);
+        if !ict.resends() {
+            // Sent once over a reliable transport: CANCEL and ACK need only the head.
+            forwarded.drop_body();
+        }
         let cancel = cancelled.then(|| ict.cancel(now, &timers));
         let Some(t) = self.txns.get_mut(slot) else {
             return false;
@@ -329,7 +333,8 @@ impl Engine {
             return false;
         };
         let up = t.up.socket;
-        // A handle on the kept INVITE, so the transaction table is free while it is read.
+        // A copy of the kept INVITE for as long as the branch is forwarded from it (the
+        // table must be free meanwhile); serial forking only.
         let Some(req) = t.up.request.clone() else {
             return false;
         };

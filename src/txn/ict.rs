@@ -148,6 +148,12 @@ impl Ict {
         self.state == State::Proceeding
     }
 
+    /// The INVITE may still be sent again (Timer A: UDP, no response yet); once false, only
+    /// its head is needed (CANCEL, ACK).
+    pub fn resends(&self) -> bool {
+        self.state == State::Calling && !self.reliable
+    }
+
     /// A 2xx arrived on this branch.
     pub fn is_accepted(&self) -> bool {
         self.state == State::Accepted
@@ -276,6 +282,7 @@ mod tests {
             v(a),
             [Action::Arm(Timer::A, 500), Action::Arm(Timer::B, 32_000)]
         );
+        assert!(b.resends());
         let mut at = 500;
         let mut times = Vec::new();
         while at < 10_000 {
@@ -296,7 +303,7 @@ mod tests {
             v(a),
             [Action::Cancel(Timer::A), Action::Arm(Timer::C, 191_000)]
         );
-        assert!(b.is_pending() && b.is_proceeding());
+        assert!(b.is_pending() && b.is_proceeding() && !b.resends());
         let (r, a) = b.on_timer(11_500, Timer::A, &Timers::RFC);
         assert_eq!((r, v(a)), (Report::Nothing, vec![]), "stale Timer A");
         let (r, a) = b.on_timer(32_000, Timer::B, &Timers::RFC);
@@ -399,6 +406,7 @@ mod tests {
     fn reliable_sends_once_and_skips_timer_d() {
         let (mut b, a) = Ict::start(0, true, &Timers::RFC);
         assert_eq!(v(a), [Action::Arm(Timer::B, 32_000)]);
+        assert!(!b.resends());
         let (r, _) = b.on_timer(500, Timer::A, &Timers::RFC);
         assert_eq!(r, Report::Nothing);
         let (r, a) = b.on_response(50, 603, &Timers::RFC);

@@ -169,10 +169,9 @@ pub struct BranchTxn {
 pub struct Upstream {
     /// Where the INVITE came from.
     pub socket: Socket,
-    /// The INVITE as received, with its spans (to build our own responses and further serial
-    /// branches without parsing it again; shared so it can be read while the table is
-    /// borrowed); dropped once a 2xx went upstream.
-    pub request: Option<Arc<Kept>>,
+    /// The INVITE as received, with its spans (to build our own responses, and further
+    /// serial branches, without parsing it again); dropped once a 2xx went upstream.
+    pub request: Option<Kept>,
     /// Top Via branch of the received INVITE.
     pub branch: Vec<u8>,
     /// The last provisional relayed upstream (replayed on INVITE retransmissions).

@@ -476,7 +476,18 @@ impl<'m, 'a> Edits<'m, 'a> {
             return None;
         }
         let ops = self.ops.get(..self.n).unwrap_or(&[]);
-        let mut headers: Vec<Header> = Vec::with_capacity(self.msg.headers().len() + 4);
+        let removed = |h: &Header| {
+            ops.iter()
+                .any(|o| o.start < o.end && o.start <= h.line.start && o.end >= h.line.end)
+        };
+        // Exactly as many as kept: the box is the vector's one allocation.
+        let old = self.msg.headers().iter();
+        let n_old = old.filter(|h| keep(h.name) && !removed(h)).count();
+        let n_new = ops
+            .iter()
+            .filter(|o| o.line.is_some_and(|(n, _)| keep(n)))
+            .count();
+        let mut headers: Vec<Header> = Vec::with_capacity(n_old + n_new);
         for h in self.msg.headers().iter().filter(|h| keep(h.name)) {
             let (ls, le) = (h.line.start, h.line.end);
             let covering = ops

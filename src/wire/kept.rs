@@ -57,12 +57,10 @@ impl Kept {
     /// has an empty body (its Content-Length line, if kept, still says the original length).
     pub fn head(msg: &Message<'_>, keep: impl Fn(HeaderName) -> bool) -> Kept {
         let body_start = msg.body_span().start_usize();
-        let headers: Vec<Header> = msg
-            .headers()
-            .iter()
-            .filter(|h| keep(h.name))
-            .copied()
-            .collect();
+        let kept = || msg.headers().iter().filter(|h| keep(h.name)).copied();
+        // Exactly as many as kept: the box is the vector's one allocation.
+        let mut headers = Vec::with_capacity(kept().count());
+        headers.extend(kept());
         Kept {
             bytes: msg.bytes().get(..body_start).unwrap_or(&[]).into(),
             headers: headers.into_boxed_slice(),
@@ -85,6 +83,19 @@ impl Kept {
             body: s.body,
             content_length: s.content_length,
         }
+    }
+
+    /// Forget the body (the message is only needed for its head from now on, e.g. a forwarded
+    /// INVITE that will not be sent again). No-op without a body.
+    pub fn drop_body(&mut self) {
+        let at = self.body.start_usize();
+        if self.body.is_empty() || at > self.bytes.len() {
+            return;
+        }
+        let mut v = std::mem::take(&mut self.bytes).into_vec();
+        v.truncate(at);
+        self.bytes = v.into_boxed_slice();
+        self.body = Span::new(at, at);
     }
 
     /// The message again, without parsing.
@@ -180,7 +191,15 @@ Content-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n";
             crate::wire::build::response(&view, code, b"R", tag, &[], &mut b);
             assert_eq!(a, b);
         }
-        let full = Kept::new(&msg).heap_bytes();
+        let full = Kept::new(&msg);
+        let mut bodiless = full.clone();
+        bodiless.drop_body();
+        assert_eq!(bodiless.bytes(), head.bytes());
+        assert_eq!(bodiless.view().headers().len(), 11);
+        assert!(bodiless.view().body().is_empty());
+        bodiless.drop_body();
+        assert_eq!(bodiless.bytes(), head.bytes(), "twice is once");
+        let full = full.heap_bytes();
         assert_eq!(
             head.heap_bytes(),
             full - 4 - 5 * size_of::<Header>(),
