@@ -22,9 +22,14 @@
 //! - [`io`]: sockets, threads, the clock, the management HTTP listener, the process.
 //!
 //! ## Transactions
-//! INVITE transaction state (the upstream request, one branch per fork, Timers A/B/C and G/H,
-//! CANCEL, the best final) lives in a per-worker transaction table ([`txn::TxnTable`]), owned
-//! by the worker that created the dialog. Our Via branch names that worker and the slot, so a
+//! An INVITE transaction is RFC 3261 §17's state machines, sans-IO: the server transaction
+//! upstream ([`txn::ist`]: 100 Trying, retransmissions absorbed, Timers G/H/I/L) and a client
+//! transaction per fork ([`txn::ict`]: Timers A/B/C/D, CANCEL, the ACK of a non-2xx final),
+//! with the best final (§16.7) between them; requests the proxy sends on its own run
+//! [`txn::nict`]. Their timer values are `[transaction]` (T1, T2, Timer B) and `[dialog]
+//! fr_inv_timer` (Timer C). The INVITE and each forwarded copy are kept once with their spans
+//! ([`wire::Kept`]) and never parsed again. Transactions live in a per-worker table
+//! ([`txn::TxnTable`]), owned by the worker that created the dialog. Our Via branch names that worker and the slot, so a
 //! response finds its transaction in O(1) (the dialog cookie in the branch must match the
 //! slot's; timer entries carry the slot's generation, so a reused slot never takes a stale
 //! one). The dialog keeps only the slot (`txn_slot`), through which a CANCEL, an ACK or a

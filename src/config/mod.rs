@@ -33,6 +33,8 @@
 //! - `[[target_group]]`: `name`, `mode` (`parallel|serial|round_robin`), `targets`
 //!   (IP literals only: DNS is not supported), `timeout_ms` (serial per-branch, 5000).
 //! - `[[rule]]`: see [`crate::policy::spec::RuleSpec`].
+//! - `[transaction]`: `t1` (500), `t2` (4000) and `timer_b` (32000), in ms: RFC 3261's timers
+//!   of the proxy's own transactions ([`TransactionConfig`]).
 //!
 //! Invariants: a `Config` returned by [`Config::from_toml_str`] has passed semantic validation
 //! (all cross-references resolve); nothing here runs on the packet path.
@@ -41,6 +43,7 @@ mod addr;
 mod error;
 mod flood;
 mod live;
+mod transaction;
 mod validate;
 
 use std::net::SocketAddr;
@@ -52,6 +55,7 @@ pub use addr::{Listen, Target};
 pub use error::{ConfigError, ConfigErrors, line_col};
 pub use flood::{FloodConfig, LimitsConfig, OverloadConfig, PipeConfig, RefuseAction};
 pub use live::{LiveConfig, ReloadReport, Snapshot};
+pub use transaction::TransactionConfig;
 
 use crate::policy::RuleSpec;
 use crate::wire::Transport;
@@ -78,6 +82,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[overload]`: refusing new calls when a worker falls behind.
     pub overload: OverloadConfig,
+    /// `[transaction]`: RFC 3261 timer values (T1, T2, Timer B).
+    pub transaction: TransactionConfig,
 }
 
 /// Log verbosity.

@@ -85,6 +85,7 @@ pub(super) fn validate(config: &Config, text: &str) -> Vec<ConfigError> {
     check_flood(&mut cx);
     check_names(&mut cx);
     check_rules(&mut cx);
+    check_transaction(&mut cx);
     cx.errors
 }
 
@@ -248,6 +249,31 @@ fn check_flood(cx: &mut Ctx<'_>) {
         cx.err(
             &[Seg::Key("overload"), Seg::Key("retry_after")],
             format!("retry_after {} out of range (0..=3600)", o.retry_after),
+        );
+    }
+}
+
+/// `[transaction]`: positive intervals, and no timer shorter than the first retransmission.
+fn check_transaction(cx: &mut Ctx<'_>) {
+    let t = &cx.config.transaction;
+    let (t1, t2, timer_b) = (t.t1, t.t2, t.timer_b);
+    let tp = |k| [Seg::Key("transaction"), Seg::Key(k)];
+    if t1 == 0 {
+        cx.err(
+            &tp("t1"),
+            "t1 must be at least 1 ms (RFC 3261 default: 500)",
+        );
+    }
+    if t2 < t1 {
+        cx.err(
+            &tp("t2"),
+            format!("t2 {t2} ms must be at least t1 ({t1} ms)"),
+        );
+    }
+    if timer_b < t1 {
+        cx.err(
+            &tp("timer_b"),
+            format!("timer_b {timer_b} ms must be at least t1 ({t1} ms); RFC 3261: 64*T1"),
         );
     }
 }
@@ -560,6 +586,31 @@ mod tests {
             e.to_string(),
             "<config>:2:33: duplicate listener `udp:127.0.0.1:5060`"
         );
+    }
+
+    #[test]
+    fn transaction_timers_are_checked() {
+        let ok =
+            Config::from_toml_str("[transaction]\nt1 = 100\nt2 = 100\ntimer_b = 100\n").unwrap();
+        assert_eq!(
+            (ok.transaction.t1, ok.transaction.t2, ok.transaction.timer_b),
+            (100, 100, 100)
+        );
+        let e = Config::from_toml_str("[transaction]\nt1 = 0\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "<config>:2:6: t1 must be at least 1 ms (RFC 3261 default: 500)"
+        );
+        let e = Config::from_toml_str("[transaction]\nt1 = 1000\nt2 = 999\ntimer_b = 999\n")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "<config>:3:6: t2 999 ms must be at least t1 (1000 ms)\n\
+             <config>:4:11: timer_b 999 ms must be at least t1 (1000 ms); RFC 3261: 64*T1",
+            "{e}"
+        );
+        let e = Config::from_toml_str("[transaction]\ntimer_c = 1\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field `timer_c`"), "{e}");
     }
 
     #[test]

@@ -19,9 +19,12 @@ use crate::stats::Counter;
 use crate::txn::branch::{self, Branch, Kind};
 use crate::wire::{self, HeaderName, Message, Method};
 
-/// How long an ended dialog waiting for its INVITE transaction may stay at most (the
-/// transaction frees it after Timer H, 64 × T1 = 32 s; this is the backstop).
-const WITH_TXN_BACKSTOP_MS: u64 = 40_000;
+/// How long an ended dialog waiting for its INVITE transaction may stay at most: the
+/// transaction frees it after Timer H (64·T1) or with its last branch (Timer B, or 64·T1
+/// after a CANCEL); this is the backstop, with slack (40 s with the RFC 3261 timers).
+fn with_txn_backstop_ms(t: &crate::txn::Timers) -> u64 {
+    t.t1_x64().max(t.timer_b).saturating_add(8_000)
+}
 
 /// When an ended dialog leaves the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -238,7 +241,7 @@ impl Engine {
                 self.remove_dialog(d, out);
                 return true;
             }
-            Removal::WithTxn => WITH_TXN_BACKSTOP_MS,
+            Removal::WithTxn => with_txn_backstop_ms(&self.shared.settings.load().txn_timers()),
             Removal::Later => {
                 let settings = self.shared.settings.load();
                 u64::from(settings.end_timeout.clamp(1, 300)) * 1000
@@ -342,7 +345,7 @@ impl Engine {
                 let mut rs = Vec::with_capacity(reason.len() + 16);
                 rs.extend_from_slice(reason);
                 self.cancel_txn(now, slot, &rs, out);
-                let has_final = self.txns.get_mut(slot).is_none_or(|t| t.up.final_code != 0);
+                let has_final = self.txns.get(slot).is_none_or(|t| t.up.ist.has_final());
                 if !has_final {
                     self.end_dialog(now, d, why, None, Removal::WithTxn, out);
                     let code = settings.bye_early_code;

@@ -114,7 +114,7 @@ impl Engine {
     /// Send a locally generated reply to `req` back to where it came from.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn reply(
-        &mut self,
+        &self,
         inb: &Inbound<'_>,
         req: &Message<'_>,
         code: u16,

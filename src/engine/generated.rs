@@ -21,7 +21,7 @@ use crate::dialog::{Dialog, Socket};
 use crate::stats::Counter;
 use crate::timer::TimerKey;
 use crate::txn::branch::{Branch, Kind};
-use crate::txn::nict::{Action, Actions, Nict, Outcome, Timer, Timers};
+use crate::txn::nict::{Action, Actions, Nict, Outcome, Timer};
 use crate::wire::Transport;
 use crate::wire::{Message, Method};
 
@@ -157,7 +157,8 @@ impl Engine {
             method,
         } = req;
         let reliable = dst.transport != Transport::Udp;
-        let (nict, actions) = Nict::start(now, reliable, Timers::default());
+        let timers = self.shared.settings.load().txn_timers();
+        let (nict, actions) = Nict::start(now, reliable, timers);
         if let Some(s) = self.generated.slots.get_mut(slot as usize) {
             *s = Some(Generated {
                 generation,
@@ -238,27 +239,18 @@ impl Engine {
                     out.push_bytes(&g.bytes, d.addr, d.transport, d.local, d.conn);
                 }
                 Action::Arm(t, at) => {
-                    let i = timer_index(t);
-                    if let Some(old) = g.keys.get_mut(i).and_then(Option::take) {
-                        self.wheel.cancel(old);
-                    }
-                    let key = self.wheel.insert(
-                        at,
-                        super::TimerItem::Client {
+                    if let Some(k) = g.keys.get_mut(timer_index(t)) {
+                        let item = super::TimerItem::Client {
                             slot,
                             generation,
                             timer: t,
-                        },
-                    );
-                    if let Some(g) = self.generated.get_mut(slot, generation)
-                        && let Some(k) = g.keys.get_mut(i)
-                    {
-                        *k = Some(key);
+                        };
+                        super::timers::arm(&mut self.wheel, k, at, item);
                     }
                 }
                 Action::Cancel(t) => {
-                    if let Some(old) = g.keys.get_mut(timer_index(t)).and_then(Option::take) {
-                        self.wheel.cancel(old);
+                    if let Some(k) = g.keys.get_mut(timer_index(t)) {
+                        super::timers::disarm(&mut self.wheel, k);
                     }
                 }
                 Action::Report(outcome) => {

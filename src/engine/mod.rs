@@ -13,6 +13,14 @@
 //! requests and their responses are handled on whichever worker receives them, through
 //! atomics in the record.
 //!
+//! ## INVITE transactions
+//! The state machines are in [`crate::txn`]; the engine routes to them and applies what they
+//! ask for: `invite` (a new INVITE: policy, targets, dialog, the transaction and its
+//! branches), `upstream` (the server transaction: our 100 and finals, retransmissions, the
+//! ACK of a non-2xx final, freeing), `branches` (the client transactions: Timer A/B/C/D,
+//! CANCEL, ACK), `best_final` (§16.7: the best final, serial forking), `confirm` (early legs
+//! and confirmation of the dialog) and `relay` (responses by our Via branch).
+//!
 //! ## Invariants
 //! - Nothing here panics on input; malformed packets are answered or dropped and counted.
 //! - No heap allocation per packet in the steady state: `Output` buffers are reused; allocation
@@ -22,22 +30,27 @@
 
 mod addr;
 mod api;
+mod best_final;
+mod branches;
 mod bridge;
+mod confirm;
 mod dialog_timer;
 mod dialogs;
 mod forward;
 mod gate;
 mod generated;
+mod invite;
 mod output;
 mod policy_glue;
 mod proxy;
 mod refer;
+mod relay;
 mod request;
-mod response;
 mod restart;
 mod settings;
 mod shared;
 mod timers;
+mod upstream;
 
 pub use addr::{Listener, LocalAddrs, parse_ip};
 pub use bridge::{BRIDGE_TIMEOUT, BridgeCall, BridgeError, BridgeState};

@@ -358,10 +358,13 @@ impl Engine {
         }
         let slots: Vec<u32> = self.txns.slots().collect();
         for s in slots {
-            if let Some(t) = self.txns.remove(s) {
+            if let Some(mut t) = self.txns.remove(s) {
                 self.stats.inc(Counter::TxnsClosed);
                 self.stats
                     .add(Counter::TxnBytesReleased, t.held_bytes as u64);
+                for k in t.take_keys() {
+                    self.wheel.cancel(k);
+                }
             }
         }
     }

@@ -6,7 +6,7 @@
 //! transaction, is handed to the owning worker, or is dropped and counted.
 
 use super::forward::{HopError, RecordRoute, uri_target, uri_target_parsed};
-use super::response::recent_key_of;
+use super::invite::recent_key_of;
 use super::{Engine, Inbound, Output};
 use crate::dialog::{DlgEvent, DlgState, EndReason, Side, Socket};
 use crate::stats::Counter;
@@ -480,15 +480,7 @@ impl Engine {
                 return;
             }
             let branch = msg.top_via().and_then(|v| v.branch()).unwrap_or(&[]);
-            if let Some(t) = self.txns.get_mut(slot)
-                && t.up.branch == branch
-                && t.up.final_code >= 300
-            {
-                t.up.acked = true;
-                if let Some(k) = t.up.timer_g.take() {
-                    self.wheel.cancel(k);
-                }
-                self.stats.inc(Counter::AckAbsorbed);
+            if self.absorb_ack(inb.now_ms, slot, branch, out) {
                 return;
             }
         } else if self.recently_finished(msg, inb.now_ms) {
@@ -601,7 +593,7 @@ impl Engine {
                 .get_mut(slot)
                 .is_some_and(|t| t.up.branch == top_branch);
             if retrans {
-                return self.absorb_invite_retransmission(inb, slot, out);
+                return self.absorb_invite_retransmission(inb, msg, slot, out);
             }
         }
         // A retransmission of a transaction already freed (RFC 6026 Accepted, on any worker).

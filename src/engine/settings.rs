@@ -97,6 +97,12 @@ pub struct Settings {
     pub max_request_memory: usize,
     /// `[overload]`, `None` when disabled.
     pub overload: Option<Overload>,
+    /// `[transaction] t1`, ms (at least 1).
+    pub t1_ms: u64,
+    /// `[transaction] t2`, ms (at least `t1_ms`).
+    pub t2_ms: u64,
+    /// `[transaction] timer_b`, ms (at least `t1_ms`).
+    pub timer_b_ms: u64,
 }
 
 /// `[overload]` in the engine's units.
@@ -231,6 +237,20 @@ impl Settings {
                 reply: c.overload.action == RefuseAction::Reply,
                 retry_after: c.overload.retry_after,
             }),
+            t1_ms: c.transaction.t1.max(1),
+            t2_ms: c.transaction.t2.max(c.transaction.t1.max(1)),
+            timer_b_ms: c.transaction.timer_b.max(1),
+        }
+    }
+
+    /// The timer values of this worker's transactions: `[transaction]` and Timer C.
+    pub fn txn_timers(&self) -> crate::txn::Timers {
+        crate::txn::Timers {
+            t1: self.t1_ms.max(1),
+            t2: self.t2_ms.max(1),
+            t4: crate::txn::T4,
+            timer_b: self.timer_b_ms.max(1),
+            timer_c: self.fr_inv_timer_ms.max(1),
         }
     }
 }
@@ -287,6 +307,11 @@ mod tests {
         assert_eq!((s.rr_param.as_str(), s.track_invites), ("did", true));
         assert_eq!((s.max_dialogs, s.inv_100_delay_ms), (0, 0));
         assert!(s.groups.is_empty() && s.default_group.is_none());
+        assert_eq!(
+            s.txn_timers(),
+            crate::txn::Timers::default(),
+            "RFC 3261 defaults"
+        );
     }
 
     #[test]
@@ -308,5 +333,9 @@ mod tests {
         );
         assert_eq!(g.targets[0].transport, crate::wire::Transport::Tcp);
         assert_eq!(g.targets[1].addr.port(), 5060);
+        let c =
+            Config::from_toml_str("[transaction]\nt1 = 100\nt2 = 800\ntimer_b = 6400\n").unwrap();
+        let t = Settings::from_config(&c).txn_timers();
+        assert_eq!((t.t1, t.t2, t.timer_b, t.t1_x64()), (100, 800, 6400, 6400));
     }
 }

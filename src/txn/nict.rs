@@ -14,26 +14,7 @@
 //!   finals, then reports [`Action::Free`]; over a reliable transport it frees at once.
 //! - Nothing here allocates; [`Actions`] is a fixed array.
 
-/// RFC 3261 timer values, in ms.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Timers {
-    /// T1: round-trip estimate.
-    pub t1: u64,
-    /// T2: the longest retransmission interval for non-INVITE requests.
-    pub t2: u64,
-    /// T4: how long a message may stay in the network (Timer K).
-    pub t4: u64,
-}
-
-impl Default for Timers {
-    fn default() -> Self {
-        Timers {
-            t1: super::T1,
-            t2: super::T2,
-            t4: 5_000,
-        }
-    }
-}
+pub use super::Timers;
 
 /// The timers of this transaction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,26 +51,8 @@ pub enum Action {
     Free,
 }
 
-/// Up to four actions, in order, without allocation.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Actions {
-    buf: [Option<Action>; 4],
-    len: usize,
-}
-
-impl Actions {
-    fn push(&mut self, a: Action) {
-        if let Some(s) = self.buf.get_mut(self.len) {
-            *s = Some(a);
-            self.len += 1;
-        }
-    }
-
-    /// The actions in order.
-    pub fn iter(&self) -> impl Iterator<Item = Action> + '_ {
-        self.buf.iter().take(self.len).flatten().copied()
-    }
-}
+/// What one input asks for, in order (a fixed array: no allocation).
+pub type Actions = super::Actions<Action>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -113,7 +76,7 @@ impl Nict {
     pub fn start(now: u64, reliable: bool, timers: Timers) -> (Nict, Actions) {
         let mut a = Actions::default();
         a.push(Action::Send);
-        a.push(Action::Arm(Timer::F, now.saturating_add(64 * timers.t1)));
+        a.push(Action::Arm(Timer::F, now.saturating_add(timers.t1_x64())));
         if !reliable {
             a.push(Action::Arm(Timer::E, now.saturating_add(timers.t1)));
         }
@@ -165,7 +128,7 @@ impl Nict {
                 self.interval = if self.state == State::Proceeding {
                     self.timers.t2
                 } else {
-                    (self.interval * 2).min(self.timers.t2)
+                    self.interval.saturating_mul(2).min(self.timers.t2)
                 };
                 a.push(Action::Arm(Timer::E, now.saturating_add(self.interval)));
             }

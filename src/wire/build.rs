@@ -99,11 +99,43 @@ fn finish(method: &[u8], num: u32, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
 }
 
+/// The header lines [`response`] copies from the request (Via, From, To, Call-ID, CSeq):
+/// what a kept request needs to be answered.
+pub fn response_header(name: HeaderName) -> bool {
+    matches!(
+        name,
+        HeaderName::Via | HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::CSeq
+    )
+}
+
+/// The header lines [`cancel`] and [`ack_for_non2xx`] read from the forwarded INVITE (Via,
+/// Route, From, To, Call-ID, CSeq): what a kept copy needs for them.
+pub fn cancel_ack_header(name: HeaderName) -> bool {
+    matches!(
+        name,
+        HeaderName::Via
+            | HeaderName::Route
+            | HeaderName::From
+            | HeaderName::To
+            | HeaderName::CallId
+            | HeaderName::CSeq
+    )
+}
+
 /// Builds the CANCEL for a forwarded INVITE (RFC 3261 §9.1): same Request-URI, only the top
 /// Via, the Route lines, `Max-Forwards: 70`, From, To, Call-ID, and the CSeq number with method
 /// CANCEL. `forwarded_invite` must be the INVITE *as sent* (parse the bytes you forwarded).
 /// On error nothing is appended.
 pub fn cancel(forwarded_invite: &Message, out: &mut Vec<u8>) -> Result<(), ParseError> {
+    cancel_with(forwarded_invite, &[], out)
+}
+
+/// [`cancel`] with `extra` header lines (e.g. a `Reason`, RFC 3326).
+pub fn cancel_with(
+    forwarded_invite: &Message,
+    extra: &[(&[u8], &[u8])],
+    out: &mut Vec<u8>,
+) -> Result<(), ParseError> {
     let inv = forwarded_invite;
     let (num, mark) = request_head(b"CANCEL", inv, out)?;
     let r = line(inv, HeaderName::From, out)
@@ -112,6 +144,9 @@ pub fn cancel(forwarded_invite: &Message, out: &mut Vec<u8>) -> Result<(), Parse
     if let Err(e) = r {
         out.truncate(mark);
         return Err(e);
+    }
+    for (n, v) in extra {
+        header(out, n, v);
     }
     finish(b"CANCEL", num, out);
     Ok(())

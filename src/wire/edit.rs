@@ -13,7 +13,8 @@
 //! - The body is never edited, so Content-Length stays correct.
 
 use super::Span;
-use super::message::{Header, Message};
+use super::kept::{Kept, KeptSpans};
+use super::message::{Header, Message, StartLine};
 use super::names::HeaderName;
 use super::scan::{ParamIter, fmt_u32, parse_u32};
 
@@ -86,6 +87,8 @@ struct Op {
     start: u32,
     end: u32,
     data: Span,
+    /// Set when `data` is a whole new header line: its name and the name's length.
+    line: Option<(HeaderName, u8)>,
 }
 
 /// An ordered edit list over one parsed message. See the module docs for invariants.
@@ -162,9 +165,28 @@ impl<'m, 'a> Edits<'m, 'a> {
                 start: Span::new(start, end).start,
                 end: Span::new(start, end).end,
                 data: Span::new(d0, d0 + total),
+                line: None,
             };
         }
         self.n += 1;
+        Ok(())
+    }
+
+    /// Inserts the header line `name: value\r\n` (`value` in parts) at `at`.
+    fn push_line(&mut self, at: usize, name: &[u8], value: &[&[u8]]) -> Result<(), EditError> {
+        let mut parts: [&[u8]; 6] = [name, b": ", &[], &[], &[], &[]];
+        for (d, v) in parts.iter_mut().skip(2).zip(value.iter().take(3)) {
+            *d = v;
+        }
+        let n = 2 + value.len().min(3);
+        if let Some(p) = parts.get_mut(n) {
+            *p = b"\r\n";
+        }
+        self.push(at, at, parts.get(..n + 1).unwrap_or(&[]))?;
+        if let Some(op) = self.n.checked_sub(1).and_then(|i| self.ops.get_mut(i)) {
+            let len = u8::try_from(name.len()).unwrap_or(u8::MAX);
+            op.line = Some((HeaderName::from_bytes(name), len));
+        }
         Ok(())
     }
 
@@ -182,7 +204,7 @@ impl<'m, 'a> Edits<'m, 'a> {
     /// Adds `name: value\r\n` just before the empty line that ends the header section.
     pub fn add_header(&mut self, name: &[u8], value: &[u8]) -> Result<(), EditError> {
         let he = self.msg.headers_end() as usize;
-        self.push(he, he, &[name, b": ", value, b"\r\n"])
+        self.push_line(he, name, &[value])
     }
 
     fn line_start_or_end(&self, name: HeaderName) -> usize {
@@ -194,14 +216,14 @@ impl<'m, 'a> Edits<'m, 'a> {
     /// Inserts a `Via: value\r\n` line above the first Via.
     pub fn insert_via(&mut self, value: &[u8]) -> Result<(), EditError> {
         let at = self.line_start_or_end(HeaderName::Via);
-        self.push(at, at, &[b"Via: ", value, b"\r\n"])
+        self.push_line(at, b"Via", &[value])
     }
 
     /// Inserts a `Record-Route: value\r\n` line above the existing Record-Route lines (or at
     /// the end of the headers). Calling twice (double record-routing) keeps call order.
     pub fn insert_record_route(&mut self, value: &[u8]) -> Result<(), EditError> {
         let at = self.line_start_or_end(HeaderName::RecordRoute);
-        self.push(at, at, &[b"Record-Route: ", value, b"\r\n"])
+        self.push_line(at, b"Record-Route", &[value])
     }
 
     /// On the top Via: adds or replaces `;received=` (when `received` is `Some`) and fills
@@ -333,7 +355,7 @@ impl<'m, 'a> Edits<'m, 'a> {
         let old = ruri.get(self.msg.buf());
         self.replace(ruri, top.uri)?;
         self.remove_first(HeaderName::Route, EditError::NoRoute)?;
-        self.push(last_line, last_line, &[b"Route: <", old, b">\r\n"])?;
+        self.push_line(last_line, b"Route", &[b"<", old, b">"])?;
         Ok(true)
     }
 
@@ -342,7 +364,7 @@ impl<'m, 'a> Edits<'m, 'a> {
     pub fn decrement_max_forwards(&mut self) -> Result<(), EditError> {
         let Some(h) = self.msg.header(HeaderName::MaxForwards) else {
             let he = self.msg.headers_end() as usize;
-            return self.push(he, he, &[b"Max-Forwards: 70\r\n"]);
+            return self.push_line(he, b"Max-Forwards", &[b"70"]);
         };
         let n = parse_u32(h.value.get(self.msg.buf())).ok_or(EditError::BadHeader)?;
         if n == 0 {
@@ -368,36 +390,43 @@ impl<'m, 'a> Edits<'m, 'a> {
         (self.msg.len() + added).saturating_sub(removed)
     }
 
-    /// Appends the edited message to `out`: `bytes()` with every edit applied in offset order.
-    /// Allocates only if `out` lacks capacity for [`Edits::output_len`] more bytes.
-    pub fn write(&self, out: &mut Vec<u8>) -> Result<(), EditError> {
-        let src = self.msg.bytes();
+    /// The operations in output order: by offset, insertions before a replacement at the
+    /// same offset, equal keys in call order. Returns the indices and their count.
+    fn order(&self) -> ([u8; MAX_EDITS], usize) {
         let mut order = [0u8; MAX_EDITS];
         for (i, slot) in order.iter_mut().enumerate().take(self.n) {
             *slot = i as u8;
         }
-        let order = order.get_mut(..self.n).unwrap_or(&mut []);
         let key = |i: &u8| {
             let o = self.ops.get(*i as usize).copied().unwrap_or_default();
             (o.start, o.end > o.start)
         };
+        let sorted = order.get_mut(..self.n).unwrap_or(&mut []);
         // Insertion sort (stable, no allocation): equal keys keep call order.
-        for i in 1..order.len() {
+        for i in 1..sorted.len() {
             let mut j = i;
             while j > 0 {
-                let (Some(&a), Some(&b)) = (order.get(j - 1), order.get(j)) else {
+                let (Some(&a), Some(&b)) = (sorted.get(j - 1), sorted.get(j)) else {
                     break;
                 };
                 if key(&a) <= key(&b) {
                     break;
                 }
-                order.swap(j - 1, j);
+                sorted.swap(j - 1, j);
                 j -= 1;
             }
         }
+        (order, self.n)
+    }
+
+    /// Appends the edited message to `out`: `bytes()` with every edit applied in offset order.
+    /// Allocates only if `out` lacks capacity for [`Edits::output_len`] more bytes.
+    pub fn write(&self, out: &mut Vec<u8>) -> Result<(), EditError> {
+        let src = self.msg.bytes();
+        let (order, n) = self.order();
         out.reserve(self.output_len());
         let mut cursor = 0usize;
-        for &i in order.iter() {
+        for &i in order.get(..n).unwrap_or(&[]) {
             let o = self.ops.get(i as usize).copied().unwrap_or_default();
             let (s, e) = (o.start as usize, o.end as usize);
             if s < cursor {
@@ -409,6 +438,119 @@ impl<'m, 'a> Edits<'m, 'a> {
         }
         out.extend_from_slice(src.get(cursor..).unwrap_or(&[]));
         Ok(())
+    }
+
+    /// Where offset `at` of the message lands in the output of [`Edits::write`]. `after` puts
+    /// it after the bytes inserted at `at` (the start of a span), else before them (the end
+    /// of a span). `None` when `at` lies strictly inside a replaced range.
+    fn shift(&self, at: usize, after: bool) -> Option<usize> {
+        let mut out = at;
+        for o in self.ops.get(..self.n).unwrap_or(&[]) {
+            let (s, e, d) = (o.start as usize, o.end as usize, o.data.len());
+            if s == e {
+                if s < at || (s == at && after) {
+                    out += d;
+                }
+            } else if e <= at {
+                out = (out + d).checked_sub(e - s)?;
+            } else if s < at {
+                return None;
+            }
+        }
+        Some(out)
+    }
+
+    fn shift_span(&self, sp: Span, after_end: bool) -> Option<Span> {
+        let a = self.shift(sp.start_usize(), true)?;
+        let b = self.shift(sp.end_usize(), after_end)?;
+        Some(Span::new(a, b))
+    }
+
+    /// The output of [`Edits::write`] (`written`, as written) kept with its spans, computed
+    /// from the message's spans and the edit list instead of parsing it again: the start
+    /// line, every header line `keep` accepts (those of the message that an edit did not
+    /// remove, and the lines inserted by edits) and the body. `None` if `written` is not
+    /// this edit list's output, or an edit cuts across a kept span.
+    pub fn kept(&self, written: &[u8], keep: impl Fn(HeaderName) -> bool) -> Option<Kept> {
+        if written.len() != self.output_len() || !self.msg.is_request() {
+            return None;
+        }
+        let ops = self.ops.get(..self.n).unwrap_or(&[]);
+        let removed = |h: &Header| {
+            ops.iter()
+                .any(|o| o.start < o.end && o.start <= h.line.start && o.end >= h.line.end)
+        };
+        // Exactly as many as kept: the box is the vector's one allocation.
+        let old = self.msg.headers().iter();
+        let n_old = old.filter(|h| keep(h.name) && !removed(h)).count();
+        let n_new = ops
+            .iter()
+            .filter(|o| o.line.is_some_and(|(n, _)| keep(n)))
+            .count();
+        let mut headers: Vec<Header> = Vec::with_capacity(n_old + n_new);
+        for h in self.msg.headers().iter().filter(|h| keep(h.name)) {
+            let (ls, le) = (h.line.start, h.line.end);
+            let covering = ops
+                .iter()
+                .find(|o| o.start < o.end && o.start <= ls && o.end >= le);
+            match covering {
+                Some(o) if o.data.is_empty() => continue,
+                Some(_) => return None,
+                None => {}
+            }
+            headers.push(Header {
+                name: h.name,
+                name_span: self.shift_span(h.name_span, false)?,
+                // A parameter appended at the end of a value (`;received=`) belongs to it.
+                value: self.shift_span(h.value, true)?,
+                line: self.shift_span(h.line, false)?,
+            });
+        }
+        // Inserted lines, at their place in the output.
+        let (order, n) = self.order();
+        let (mut cin, mut cout) = (0usize, 0usize);
+        for &i in order.get(..n).unwrap_or(&[]) {
+            let o = self.ops.get(i as usize).copied().unwrap_or_default();
+            let at = cout + (o.start as usize).checked_sub(cin)?;
+            cin = o.end as usize;
+            cout = at + o.data.len();
+            let Some((name, nl)) = o.line.filter(|(name, _)| keep(*name)) else {
+                continue;
+            };
+            let (nl, len) = (usize::from(nl), o.data.len());
+            headers.push(Header {
+                name,
+                name_span: Span::new(at, at + nl),
+                value: Span::new(at + nl + 2, (at + len).checked_sub(2)?),
+                line: Span::new(at, at + len),
+            });
+        }
+        headers.sort_by_key(|h| h.line.start);
+        let StartLine::Request {
+            method,
+            method_span,
+            uri,
+        } = self.msg.start_line()
+        else {
+            return None;
+        };
+        let start = StartLine::Request {
+            method,
+            method_span: self.shift_span(method_span, false)?,
+            uri: self.shift_span(uri, false)?,
+        };
+        let start_line = self.shift_span(self.msg.start_line_span(), false)?;
+        let headers_end = u32::try_from(self.shift(self.msg.headers_end() as usize, true)?).ok()?;
+        let body_start = self.shift(self.msg.body_span().start_usize(), true)?;
+        let body = Span::new(body_start, written.len());
+        let spans = KeptSpans {
+            start,
+            start_line,
+            headers_end,
+            body,
+            content_length: self.msg.content_length(),
+        };
+        Some(Kept::from_parts(written, headers, spans))
     }
 }
 

@@ -527,6 +527,46 @@ impl<'a> Message<'a> {
         }
     }
 
+    /// A message over `buf` from spans found by an earlier parse of the same bytes (see
+    /// [`super::Kept`]): no scanning. The caller guarantees the spans came from a [`Message`]
+    /// over these very bytes (or were mapped onto them exactly), so every invariant of a
+    /// parsed message holds.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn from_spans(
+        buf: &'a [u8],
+        start: StartLine,
+        start_line: Span,
+        headers: &'a [Header],
+        headers_end: u32,
+        body: Span,
+        len: u32,
+        content_length: Option<u32>,
+    ) -> Message<'a> {
+        let mut inline = [EMPTY_HEADER; INLINE_HEADERS];
+        let count = headers.len();
+        let spill = if count <= INLINE_HEADERS {
+            if let (Some(d), Some(s)) = (inline.get_mut(..count), headers.get(..count)) {
+                d.copy_from_slice(s);
+            }
+            Cow::Borrowed(&[][..])
+        } else {
+            Cow::Borrowed(headers)
+        };
+        Message {
+            buf,
+            start,
+            start_line,
+            headers: inline,
+            spill,
+            count,
+            headers_end,
+            body,
+            len,
+            content_length,
+            memo: Memo::default(),
+        }
+    }
+
     /// The whole input buffer (the datagram, trailing bytes included).
     pub fn buf(&self) -> &'a [u8] {
         self.buf

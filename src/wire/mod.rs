@@ -16,6 +16,7 @@
 //! - [`validate_request`] / [`validate_response`]: the checks a proxy needs before forwarding.
 //! - [`Edits`]: an ordered, fixed-capacity edit list over a parsed message, serialized once.
 //! - [`build`]: builders for locally generated responses, CANCEL, ACK and in-dialog requests.
+//! - [`Kept`]: a message kept past its datagram with its spans, viewed again without parsing.
 //! - [`Transport`]: the transport protocols (UDP, TCP) and their names on the wire.
 //!
 //! # Example: forward a request
@@ -56,6 +57,7 @@
 pub mod build;
 mod edit;
 mod error;
+mod kept;
 mod message;
 mod names;
 mod reject;
@@ -66,9 +68,10 @@ mod uri;
 mod validate;
 mod values;
 
-pub use build::{InDialog, ack_for_non2xx, cancel, in_dialog_request, response};
+pub use build::{InDialog, ack_for_non2xx, cancel, cancel_with, in_dialog_request, response};
 pub use edit::{EditError, Edits, MAX_EDITS, SCRATCH_BYTES};
 pub use error::{KINDS, ParseError};
+pub use kept::Kept;
 pub use message::{
     Frame, Header, HeaderSpill, INLINE_HEADERS, MAX_HEAD_BYTES, MAX_HEADERS, MAX_STREAM_BODY,
     Message, StartLine, frame_stream, parse, parse_stream_message, parse_stream_message_with,

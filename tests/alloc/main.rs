@@ -21,6 +21,7 @@ mod alloc_parse;
 mod dialog_memory;
 mod engine_alloc;
 mod profile_stress;
+mod txn_memory;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

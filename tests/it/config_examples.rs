@@ -77,6 +77,10 @@ fn full_example_shows_the_defaults() {
         c.overload, d.overload,
         "full.toml [overload] must equal the defaults"
     );
+    assert_eq!(
+        c.transaction, d.transaction,
+        "full.toml [transaction] must equal the defaults"
+    );
     assert_eq!(c.target_group[0].timeout_ms, 5000);
     assert_eq!(c.rule.len(), 1);
     assert_eq!(c.rule[0].actions.len(), 14);

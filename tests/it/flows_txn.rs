@@ -299,3 +299,213 @@ fn an_untracked_invite_absorbs_retransmissions_and_matches_its_cancel_across_wor
     let out = net.send_to(1, UAC, &inv);
     assert!(out.iter().any(|s| s.is("INVITE")), "{out:?}");
 }
+
+/// `[transaction]` sets the pace: with T1 = 100 ms and T2 = 400 ms the INVITE goes again at
+/// 100, 300, 700 ms and then every 400 ms; with Timer B = 2 s the branch gives up at 2 s
+/// (not 32 s) and the 408 upstream is retransmitted from T1 too (Timer G).
+#[test]
+fn configured_t1_and_timer_b_pace_an_unanswered_invite() {
+    let c = sipedge::config::Config::from_toml_str(
+        "[transaction]\nt1 = 100\nt2 = 400\ntimer_b = 2000\n",
+    )
+    .unwrap();
+    let mut net = Net::with(Settings::from_config(&c), 1);
+    let out = net.send(UAC, &invite("fast", "ft-fast", "b-fast", DIRECT));
+    let fwd = one(&out, "INVITE", |s| s.is("INVITE")).clone();
+    let (mut invites, mut finals) = (Vec::new(), Vec::new());
+    while net.now < 2_500 {
+        for s in net.advance(10) {
+            if s.is("INVITE") {
+                assert_eq!(s.text, fwd.text, "a retransmission is the same INVITE");
+                invites.push(net.now);
+            } else if s.dst == sa(UAC) && s.code() >= 300 {
+                finals.push((net.now, s.code()));
+            }
+        }
+    }
+    assert_eq!(invites, [100, 300, 700, 1100, 1500, 1900], "Timer A");
+    assert_eq!(
+        finals,
+        [(2000, 408), (2100, 408), (2300, 408)],
+        "Timer B, then Timer G"
+    );
+    assert_eq!(counter(&net, Counter::TxnTimeout), 1);
+    // With the defaults the same INVITE waits 500 ms for its first retransmission.
+    let mut net = Net::new();
+    net.send(UAC, &invite("slow", "ft-slow", "b-slow", DIRECT));
+    assert!(net.advance(490).is_empty());
+    assert_eq!(net.advance(10).iter().filter(|s| s.is("INVITE")).count(), 1);
+}
+
+/// The ACK of a non-2xx final stops Timer G and ends the server transaction after T4
+/// (Timer I); without an ACK it waits Timer H (64·T1).
+#[test]
+fn the_ack_of_a_non_2xx_final_ends_the_transaction_after_t4() {
+    let mut net = Net::new();
+    let call = |net: &mut Net, c: &str| {
+        let inv = invite(c, &format!("ft-{c}"), &format!("b-{c}"), DIRECT);
+        let out = net.send(UAC, &inv);
+        let fwd = one(&out, "INVITE", |s| s.is("INVITE")).clone();
+        let out = net.send(UAS1, &reply(&fwd, 486, "Busy Here", Some("t"), ""));
+        one(&out, "ACK", |s| s.is("ACK") && s.dst == sa(UAS1));
+        let busy = one(&out, "486", |s| s.code() == 486 && s.dst == sa(UAC)).clone();
+        (inv, busy)
+    };
+    let (inv, busy) = call(&mut net, "acked");
+    let tag = busy.to_tag().unwrap();
+    let ack = inv
+        .replace("INVITE sip", "ACK sip")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 ACK")
+        .replace(
+            "To: <sip:bob@example.com>",
+            &format!("To: <sip:bob@example.com>;tag={tag}"),
+        );
+    let o = net.advance(100);
+    assert!(o.is_empty(), "{o:#?}");
+    let out = net.send(UAC, &ack);
+    assert!(out.is_empty(), "absorbed: {out:#?}");
+    assert_eq!(counter(&net, Counter::AckAbsorbed), 1);
+    call(&mut net, "unacked");
+    let o = net.advance(4_800);
+    let again = |o: &[Sent], c: &str| {
+        o.iter()
+            .filter(|s| s.code() == 486 && s.hdr("Call-ID") == c)
+            .count()
+    };
+    assert_eq!(again(&o, "acked"), 0, "Timer G stopped by the ACK");
+    assert!(again(&o, "unacked") >= 3, "Timer G: {o:#?}");
+    assert_eq!(net.engines[0].txn_count(), 2);
+    net.advance(300);
+    assert_eq!(net.engines[0].txn_count(), 1, "Timer I (T4) after the ACK");
+    // An ACK copy after that is still absorbed (the shared index remembers the INVITE).
+    assert!(net.send(UAC, &ack).is_empty());
+    net.advance(30_000);
+    assert_eq!(net.engines[0].txn_count(), 0, "Timer H without an ACK");
+    assert_eq!(net.pending_timers(), 0);
+}
+
+/// A branch that has sent nothing when another branch's 2xx wins cannot be CANCELled yet
+/// (RFC 3261 §9.1): the transaction outlives Timer L for it, and its first provisional, even
+/// late, brings the CANCEL; the 487 is ACKed and nothing more goes upstream.
+#[test]
+fn a_silent_branch_is_cancelled_when_its_first_provisional_comes_late() {
+    use sipedge::dialog::Socket;
+    use sipedge::engine::{ForkMode, TargetGroup};
+    use sipedge::wire::Transport;
+    let mut net = Net::new();
+    net.settings(|s| {
+        s.groups = vec![TargetGroup {
+            name: "two".into(),
+            mode: ForkMode::Parallel,
+            targets: [UAS1, UAS2]
+                .iter()
+                .map(|a| Socket {
+                    addr: sa(a),
+                    transport: Transport::Udp,
+                    local: 0,
+                    conn: None,
+                })
+                .collect(),
+        }];
+        s.default_group = Some(0);
+    });
+    let out = net.send(
+        UAC,
+        &invite("late", "ft-late", "b-late", "sip:bob@127.0.0.1:5060"),
+    );
+    let fwd: Vec<Sent> = out.iter().filter(|s| s.is("INVITE")).cloned().collect();
+    assert_eq!(fwd.len(), 2);
+    let out = net.send(UAS1, &reply(&fwd[0], 200, "OK", Some("w"), UAS1));
+    one(&out, "200 upstream", |s| {
+        s.code() == 200 && s.dst == sa(UAC)
+    });
+    assert!(!out.iter().any(|s| s.is("CANCEL")), "nothing to CANCEL yet");
+    let o = net.advance(6_000);
+    assert!(
+        o.iter().any(|s| s.is("INVITE") && s.dst == sa(UAS2)),
+        "the silent branch is still retransmitted (Timer A)"
+    );
+    assert_eq!(
+        net.engines[0].txn_count(),
+        1,
+        "kept past Timer L for that branch"
+    );
+    let out = net.send(UAS2, &reply(&fwd[1], 180, "Ringing", Some("l"), UAS2));
+    let cancel = one(&out, "CANCEL", |s| s.is("CANCEL") && s.dst == sa(UAS2)).clone();
+    assert!(!out.iter().any(|s| s.dst == sa(UAC)), "{out:#?}");
+    net.send(UAS2, &reply(&cancel, 200, "OK", Some("l"), ""));
+    let out = net.send(
+        UAS2,
+        &reply(&fwd[1], 487, "Request Terminated", Some("l"), ""),
+    );
+    one(&out, "ACK", |s| s.is("ACK") && s.dst == sa(UAS2));
+    assert!(!out.iter().any(|s| s.dst == sa(UAC)), "{out:#?}");
+    assert_eq!(net.engines[0].txn_count(), 0, "freed with its last branch");
+    assert_eq!(net.engines[0].generated_in_flight(), 0);
+}
+
+/// Over TCP the INVITE is sent once (no Timer A), our non-2xx final once (no Timer G), and
+/// the ACK ends the server transaction at once (no Timer I).
+#[test]
+fn reliable_transports_skip_the_retransmission_timers() {
+    use sipedge::dialog::Socket;
+    use sipedge::engine::{ForkMode, Inbound, TargetGroup};
+    use sipedge::wire::Transport;
+    let mut net = Net::new();
+    net.settings(|s| {
+        s.groups = vec![TargetGroup {
+            name: "tcp".into(),
+            mode: ForkMode::Parallel,
+            targets: vec![Socket {
+                addr: sa(UAS1),
+                transport: Transport::Tcp,
+                local: 0,
+                conn: None,
+            }],
+        }];
+        s.default_group = Some(0);
+    });
+    // Deliver `text` from the UAC over its TCP connection; what went out.
+    let over_tcp = |net: &mut Net, text: &str| -> Vec<(Transport, String)> {
+        let inb = Inbound {
+            transport: Transport::Tcp,
+            conn: Some(7),
+            ..net.inbound(sa(UAC), text.as_bytes())
+        };
+        net.out.clear();
+        net.engines[0].handle_datagram(inb, &mut net.out);
+        let o = &net.out;
+        o.tx.iter()
+            .map(|t| {
+                (
+                    t.transport,
+                    String::from_utf8_lossy(o.bytes(t)).into_owned(),
+                )
+            })
+            .collect()
+    };
+    let inv = invite("tcp", "ft-tcp", "b-tcp", "sip:bob@127.0.0.1:5060");
+    let out = over_tcp(&mut net, &inv);
+    assert_eq!(out.len(), 2, "100 and the INVITE: {out:#?}");
+    assert!(out[0].1.starts_with("SIP/2.0 100") && out[0].0 == Transport::Tcp);
+    assert!(out[1].1.starts_with("INVITE") && out[1].0 == Transport::Tcp);
+    let fwd = Sent {
+        dst: sa(UAS1),
+        text: out[1].1.clone(),
+    };
+    assert!(net.advance(10_000).is_empty(), "no Timer A over TCP");
+    let out = net.send(UAS1, &reply(&fwd, 486, "Busy Here", Some("t"), ""));
+    one(&out, "ACK", |s| s.is("ACK") && s.dst == sa(UAS1));
+    let busy = one(&out, "486", |s| s.code() == 486 && s.dst == sa(UAC)).clone();
+    assert!(net.advance(10_000).is_empty(), "no Timer G over TCP");
+    let ack = inv
+        .replace("INVITE sip", "ACK sip")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 ACK")
+        .replace(
+            "To: <sip:bob@example.com>",
+            &format!("To: <sip:bob@example.com>;tag={}", busy.to_tag().unwrap()),
+        );
+    assert!(over_tcp(&mut net, &ack).is_empty(), "the ACK is absorbed");
+    assert_eq!(net.engines[0].txn_count(), 0, "no Timer I over TCP");
+    assert_eq!(net.pending_timers(), 0);
+}
