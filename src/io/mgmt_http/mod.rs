@@ -210,6 +210,9 @@ pub fn spawn_with(
         .enable_io()
         .enable_time()
         .max_blocking_threads(BLOCKING_THREADS)
+        // Keep the (at most BLOCKING_THREADS) backend threads once started: no thread, and no
+        // allocator arena, is made anew every few seconds of scraping.
+        .thread_keep_alive(std::time::Duration::from_secs(3600))
         .thread_name("sipedge-mgmt-blk")
         .build()?;
     let tcp = accept::bind_tcp(addr)?;
