@@ -14,6 +14,19 @@ use crate::txn::branch::{self, Branch, Kind};
 use crate::txn::recent::Found;
 use crate::wire::{self, Edits, HeaderName, Message, Method, ParseError};
 
+/// Where the INVITE transaction of a request (an INVITE, its CANCEL, the ACK of its non-2xx
+/// final) is: at `(owner worker, slot)`, freed less than `txn::recent::REMEMBER_MS` ago, or
+/// unknown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TxnOf {
+    /// Live, on this worker or another.
+    At(usize, u32),
+    /// Freed recently (RFC 6026 Accepted).
+    Finished,
+    /// No such transaction.
+    Unknown,
+}
+
 /// What Route pre-processing found.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct RouteInfo<'a> {
@@ -474,19 +487,23 @@ impl Engine {
         info: &RouteInfo<'_>,
         out: &mut Output,
     ) {
-        if let Some((owner, slot)) = self.txn_of(msg) {
-            if owner != self.worker {
+        match self.txn_of(msg, inb.now_ms) {
+            TxnOf::At(owner, _) if owner != self.worker => {
                 out.handoff = Some(owner);
                 return;
             }
-            let branch = msg.top_via().and_then(|v| v.branch()).unwrap_or(&[]);
-            if self.absorb_ack(inb.now_ms, slot, branch, out) {
+            TxnOf::At(_, slot) => {
+                let branch = msg.top_via().and_then(|v| v.branch()).unwrap_or(&[]);
+                if self.absorb_ack(inb.now_ms, slot, branch, out) {
+                    return;
+                }
+            }
+            TxnOf::Finished => {
+                // The ACK of a non-2xx final whose transaction is gone: hop-by-hop, absorbed.
+                self.stats.inc(Counter::AckAbsorbed);
                 return;
             }
-        } else if self.recently_finished(msg, inb.now_ms) {
-            // The ACK of a non-2xx final whose transaction is gone: hop-by-hop, absorbed.
-            self.stats.inc(Counter::AckAbsorbed);
-            return;
+            TxnOf::Unknown => {}
         }
         // The ACK of a reply we generated without a transaction (policy reply, 404, 503).
         if let Some(tag) = msg.to_tag()
@@ -501,13 +518,15 @@ impl Engine {
 
     /// The transaction of the INVITE that this CANCEL/ACK/retransmission refers to: owner
     /// worker and slot, via the Call-ID + From-tag index.
-    pub(crate) fn txn_of(&self, msg: &Message<'_>) -> Option<(usize, u32)> {
+    pub(crate) fn txn_of(&self, msg: &Message<'_>, now_ms: u64) -> TxnOf {
         // The shared index by upstream key finds tracked and untracked transactions alike; the
-        // owner verifies the slot's generation (a hand-off is verified on arrival).
-        if let Some(Found::Live(l)) = self.shared.invites.lookup(recent_key_of(msg), 0) {
+        // owner verifies the slot's generation (a hand-off is verified on arrival). One key,
+        // one probe: it also tells a transaction freed less than REMEMBER_MS ago.
+        let found = self.shared.invites.lookup(recent_key_of(msg), now_ms);
+        if let Some(Found::Live(l)) = found {
             let owner = usize::from(l.worker);
             if owner != self.worker && owner < self.shared.workers {
-                return Some((owner, l.slot));
+                return TxnOf::At(owner, l.slot);
             }
             if owner == self.worker
                 && self
@@ -515,24 +534,32 @@ impl Engine {
                     .get(l.slot)
                     .is_some_and(|t| t.generation == l.generation)
             {
-                return Some((owner, l.slot));
+                return TxnOf::At(owner, l.slot);
             }
         }
-        let call_id = msg.call_id()?;
-        let ftag = msg.from_tag()?;
-        let id = self.shared.table.find_by_callid_ftag(call_id, ftag)?;
-        let d = self.shared.table.get(id)?;
-        let slot = d.txn_slot.load(std::sync::atomic::Ordering::Acquire);
-        if slot == u32::MAX {
-            return None;
+        if let Some(at) = self.txn_of_dialog(msg) {
+            return at;
         }
-        Some((crate::dialog::id::worker_of(id), slot))
+        if found == Some(Found::Finished) {
+            TxnOf::Finished
+        } else {
+            TxnOf::Unknown
+        }
     }
 
-    /// Whether `msg` (an INVITE, its CANCEL or the ACK of its non-2xx final) belongs to an
-    /// INVITE transaction freed less than `txn::recent::REMEMBER_MS` ago.
-    pub(crate) fn recently_finished(&self, msg: &Message<'_>, now_ms: u64) -> bool {
-        self.shared.invites.lookup(recent_key_of(msg), now_ms) == Some(Found::Finished)
+    /// The INVITE transaction through the dialog table (Call-ID and From-tag -> `txn_slot`).
+    fn txn_of_dialog(&self, msg: &Message<'_>) -> Option<TxnOf> {
+        let id = self
+            .shared
+            .table
+            .find_by_callid_ftag(msg.call_id()?, msg.from_tag()?)?;
+        let slot = self
+            .shared
+            .table
+            .get(id)?
+            .txn_slot
+            .load(std::sync::atomic::Ordering::Acquire);
+        (slot != u32::MAX).then(|| TxnOf::At(crate::dialog::id::worker_of(id), slot))
     }
 
     /// CANCEL from upstream (RFC 3261 §16.10).
@@ -543,14 +570,17 @@ impl Engine {
         info: &RouteInfo<'_>,
         out: &mut Output,
     ) {
-        let Some((owner, slot)) = self.txn_of(msg) else {
+        let (owner, slot) = match self.txn_of(msg, inb.now_ms) {
+            TxnOf::At(owner, slot) => (owner, slot),
             // Its INVITE transaction ended already (RFC 3261 §16.10: a matching response
             // context answers 200; the CANCEL has no effect).
-            if self.recently_finished(msg, inb.now_ms) {
+            TxnOf::Finished => {
                 let tag = self.local_tag(msg);
                 return self.reply(inb, msg, 200, b"OK", Some(&tag), &[], out);
             }
-            return self.forward_stateless(inb, msg, Method::Cancel, info, None, out);
+            TxnOf::Unknown => {
+                return self.forward_stateless(inb, msg, Method::Cancel, info, None, out);
+            }
         };
         if owner != self.worker {
             out.handoff = Some(owner);
@@ -583,23 +613,27 @@ impl Engine {
     ) {
         let top_branch = msg.top_via().and_then(|v| v.branch()).unwrap_or(&[]);
         // Retransmission of an INVITE we are handling?
-        if let Some((owner, slot)) = self.txn_of(msg) {
-            if owner != self.worker {
+        match self.txn_of(msg, inb.now_ms) {
+            TxnOf::At(owner, _) if owner != self.worker => {
                 out.handoff = Some(owner);
                 return;
             }
-            let retrans = self
-                .txns
-                .get_mut(slot)
-                .is_some_and(|t| t.up.branch == top_branch);
-            if retrans {
-                return self.absorb_invite_retransmission(inb, msg, slot, out);
+            TxnOf::At(_, slot) => {
+                let retrans = self
+                    .txns
+                    .get_mut(slot)
+                    .is_some_and(|t| t.up.branch == top_branch);
+                if retrans {
+                    return self.absorb_invite_retransmission(inb, msg, slot, out);
+                }
             }
-        }
-        // A retransmission of a transaction already freed (RFC 6026 Accepted, on any worker).
-        if self.recently_finished(msg, inb.now_ms) {
-            self.stats.inc(Counter::RetransAbsorbed);
-            return;
+            // A retransmission of a transaction already freed (RFC 6026 Accepted, on any
+            // worker).
+            TxnOf::Finished => {
+                self.stats.inc(Counter::RetransAbsorbed);
+                return;
+            }
+            TxnOf::Unknown => {}
         }
         // Loop or spiral (RFC 3261 §16.3 step 4): a Via of ours with a dialog branch.
         let call_id = msg.call_id().unwrap_or(&[]);

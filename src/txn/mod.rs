@@ -271,11 +271,11 @@ impl TxnTable {
             *g = g.wrapping_add(1);
             txn.generation = *g;
         }
+        self.held = self.held.saturating_add(txn.held_bytes);
         if let Some(s) = self.slots.get_mut(i) {
             *s = Some(txn);
         }
         self.live += 1;
-        self.held = self.held.saturating_add(txn_held(self, i));
         slot
     }
 
@@ -331,13 +331,6 @@ impl TxnTable {
             .filter(|(_, s)| s.is_some())
             .map(|(i, _)| i as u32)
     }
-}
-
-fn txn_held(t: &TxnTable, i: usize) -> usize {
-    t.slots
-        .get(i)
-        .and_then(Option::as_ref)
-        .map_or(0, |t| t.held_bytes)
 }
 
 /// RFC 3261 §16.7 step 6: is `code` a better final response than `best`?
