@@ -56,6 +56,7 @@ pub mod config;
 pub mod dialog;
 pub mod engine;
 pub mod flood;
+pub mod hash;
 pub mod io;
 pub mod mgmt;
 pub mod policy;

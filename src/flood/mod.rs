@@ -135,18 +135,11 @@ fn key_of(ip: IpAddr) -> u128 {
 }
 
 /// A 128-bit key for a sequence of byte strings (e.g. a profile name and its value), for
-/// [`FloodState::keyed_admit`]: two independent 64-bit FNV-1a hashes, the parts separated so
-/// `("ab", "c")` and `("a", "bc")` differ.
+/// [`FloodState::keyed_admit`]: two 64-bit [`crate::hash::hash64`] with different seeds, the
+/// parts separated so `("ab", "c")` and `("a", "bc")` differ.
 pub fn key_of_bytes(parts: &[&[u8]]) -> u128 {
-    let (mut a, mut b) = (0xcbf2_9ce4_8422_2325u64, 0x6c62_272e_07bb_0142u64);
-    for part in parts {
-        for &c in part.iter().chain(std::iter::once(&0xff)) {
-            a = (a ^ u64::from(c)).wrapping_mul(0x0000_0100_0000_01b3);
-            b = (b ^ u64::from(c))
-                .wrapping_mul(0x0000_0100_0000_01b3)
-                .rotate_left(7);
-        }
-    }
+    let a = crate::hash::hash64(0x6c62_272e_07bb_0142, parts);
+    let b = crate::hash::hash64(0xcbf2_9ce4_8422_2325, parts);
     u128::from(a) << 64 | u128::from(b)
 }
 

@@ -38,7 +38,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::fault::{Fault, Faults};
 use super::tcp::{TcpConns, TcpGate, TcpLimits};
-use super::udp::{RecvBatch, send_output};
+use super::udp::{RecvBatch, SendBatch};
 use crate::engine::{Command, Engine, Inbound, Output, Shared, TimerItem};
 use crate::stats::Counter;
 use crate::wire::Transport;
@@ -265,6 +265,7 @@ fn serve(
         udp_for,
         nmain,
         has_private,
+        tx: std::cell::RefCell::new(SendBatch::default()),
     };
     let stats = shared.worker_stats.get(index).cloned();
     let mut tcp = TcpConns::new(tcp_limits, tcp_gate);
@@ -520,6 +521,8 @@ struct UdpSockets {
     nmain: usize,
     /// Whether every shared socket has a private twin.
     has_private: bool,
+    /// Preallocated `sendmmsg` buffers (a cell: `flush` runs while a socket is borrowed).
+    tx: std::cell::RefCell<SendBatch>,
 }
 
 /// A random seed for worker `index`'s tags and branches: 8 bytes of `/dev/urandom`, or, if
@@ -795,15 +798,23 @@ fn flush(
     // responses from the shared listening socket (RFC 3581 symmetric response). The private
     // sockets go first (reverse order): an INVITE's forwarded copy then leaves before its
     // 100 Trying, so the next hop does not wait for the 100's loopback delivery.
-    for (i, (_, sock)) in socks.socks.iter().enumerate().rev() {
-        let (main, private) = if i < socks.nmain {
+    let UdpSockets {
+        socks,
+        udp_for,
+        nmain,
+        has_private,
+        tx,
+    } = socks;
+    let mut tx = tx.borrow_mut();
+    for (i, (_, sock)) in socks.iter().enumerate().rev() {
+        let (main, private) = if i < *nmain {
             (i, false)
         } else {
-            (i - socks.nmain, true)
+            (i - *nmain, true)
         };
-        n_udp += send_output(sock, out, |t| {
-            let is_req = socks.has_private && !out.bytes(t).starts_with(b"SIP/2.0 ");
-            socks.udp_for.get(t.local).copied().unwrap_or(0) == main && is_req == private
+        n_udp += tx.send(sock, out, |t| {
+            let is_req = *has_private && !out.bytes(t).starts_with(b"SIP/2.0 ");
+            udp_for.get(t.local).copied().unwrap_or(0) == main && is_req == private
         });
     }
     let mut n_tcp = 0usize;

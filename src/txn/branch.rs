@@ -175,19 +175,10 @@ pub fn parse(b: &[u8]) -> Option<Branch<'_>> {
     Some(out)
 }
 
-/// FNV-1a over several byte strings: cheap, stable hash for loop detection and stateless
-/// branches.
+/// A cheap, stable 32-bit hash of several byte strings ([`crate::hash::hash64`]), for loop
+/// detection and stateless branches.
 pub fn hash(parts: &[&[u8]]) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
-    for p in parts {
-        for &c in *p {
-            h ^= u32::from(c);
-            h = h.wrapping_mul(0x0100_0193);
-        }
-        h ^= 0xff;
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    h
+    (crate::hash::hash64(0, parts) >> 32) as u32
 }
 
 #[cfg(test)]

@@ -90,19 +90,10 @@ impl Default for InviteIndex {
 }
 
 /// The key of an INVITE transaction: top Via branch, Call-ID, From-tag and CSeq number, as a
-/// non-zero 64-bit tag (FNV-1a over the parts, separated, then mixed). A CANCEL and the ACK of
+/// non-zero 64-bit tag ([`crate::hash::hash64`] of the parts). A CANCEL and the ACK of
 /// a non-2xx final carry the same four values.
 pub fn key(branch: &[u8], call_id: &[u8], from_tag: &[u8], cseq: u32) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    let cseq = cseq.to_le_bytes();
-    for part in [branch, call_id, from_tag, &cseq] {
-        for &c in part.iter().chain(std::iter::once(&0xff)) {
-            h = (h ^ u64::from(c)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    (h ^ (h >> 33)) | 1
+    crate::hash::hash64(0, &[branch, call_id, from_tag, &cseq.to_le_bytes()]) | 1
 }
 
 impl InviteIndex {

@@ -69,7 +69,7 @@ fn common(m: &Message) -> Result<(), ParseError> {
     if m.call_id().is_none_or(<[u8]>::is_empty) {
         return Err(ParseError::BadHeaderValue(HeaderName::CallId));
     }
-    if m.top_via().is_none() {
+    if !m.top_via().is_some_and(|v| v.params_well_formed()) {
         return Err(ParseError::BadHeaderValue(HeaderName::Via));
     }
     if m.from().is_none() {
@@ -105,12 +105,17 @@ pub fn validate_request(m: &Message) -> Result<(), ParseError> {
 }
 
 /// Validates a response for forwarding: mandatory headers present and parseable, no
-/// duplicated single-valued headers.
+/// duplicated single-valued headers, and the parameters of the top two Vias well formed (the
+/// top one is ours; the second says where the response goes).
 pub fn validate_response(m: &Message) -> Result<(), ParseError> {
     if m.is_request() {
         return Err(ParseError::WrongKind);
     }
-    common(m)
+    common(m)?;
+    if m.vias().nth(1).is_some_and(|v| !v.params_well_formed()) {
+        return Err(ParseError::BadHeaderValue(HeaderName::Via));
+    }
+    Ok(())
 }
 
 /// Strict check: Max-Forwards must be present (RFC 3261 allows a proxy to add it instead).

@@ -147,6 +147,12 @@ pub struct Via<'a> {
 }
 
 impl<'a> Via<'a> {
+    /// Whether the parameters are well formed (`;;`, a trailing `;`, `;=x` and `;branch=` are
+    /// not); validation checks the top Via once.
+    pub fn params_well_formed(&self) -> bool {
+        via_params_ok(self.params)
+    }
+
     /// The `branch` parameter value.
     pub fn branch(&self) -> Option<&'a [u8]> {
         self.param(b"branch").flatten()
@@ -248,9 +254,6 @@ pub(crate) fn parse_via(buf: &[u8], a: usize, b: usize, header_index: usize) -> 
     if i < s.len() && s.get(i) != Some(&b';') {
         return None;
     }
-    if !via_params_ok(s.get(i..)?) {
-        return None;
-    }
     Some(Via {
         transport: s.get(t0..t1)?,
         host: s.get(h0..h1)?,
@@ -262,7 +265,9 @@ pub(crate) fn parse_via(buf: &[u8], a: usize, b: usize, header_index: usize) -> 
     })
 }
 
-/// Whether Via parameters (`;name[=value]...`, or nothing) are well formed (RFC 3261 §20.42):
+/// Whether Via parameters (`;name[=value]...`, or nothing) are well formed (RFC 3261 §20.42),
+/// checked once per message by validation (not by [`parse_via`], which every Via accessor
+/// calls):
 /// every name a non-empty token, every `=` followed by a non-empty token, host or quoted
 /// string; so `;;`, a trailing `;`, `;=x` and `;branch=` are not.
 fn via_params_ok(p: &[u8]) -> bool {
