@@ -110,6 +110,7 @@ impl Engine {
             dst,
             dialog: None,
             method: Method::Cancel,
+            bridge: None,
         };
         self.start_generated(now, req, out);
         if let Some(b) = self

@@ -478,6 +478,7 @@ impl Engine {
             dst: Socket { conn: None, ..dst },
             dialog: Some(d.clone()),
             method: m,
+            bridge: None,
         };
         self.start_generated(now, req, out);
         if m == Method::Bye {
@@ -554,6 +555,7 @@ impl Engine {
                         dst,
                         dialog: None,
                         method: Method::Bye,
+                        bridge: None,
                     };
                     self.start_generated(now, req, out);
                 }

@@ -37,6 +37,8 @@ pub(crate) struct Generated {
     keys: [Option<TimerKey>; 3],
     /// The dialog it belongs to (callbacks and removal on its final response).
     dialog: Option<Arc<Dialog>>,
+    /// The bridge call told of its outcome (`engine::bridge`), as (slot, generation).
+    bridge: Option<(u32, u32)>,
     method: Method,
 }
 
@@ -54,6 +56,8 @@ pub(crate) struct NewRequest {
     pub dialog: Option<Arc<Dialog>>,
     /// Its method.
     pub method: Method,
+    /// The bridge call whose next step its outcome drives, as (slot, generation).
+    pub bridge: Option<(u32, u32)>,
 }
 
 /// The per-worker table of generated requests (slot + generation, free list).
@@ -108,9 +112,18 @@ impl Engine {
     /// Our Via for a request the proxy originates within dialog `id`, naming the transaction
     /// slot reserved for it. Returns the Via and `(slot, generation)`.
     pub(crate) fn client_via(&mut self, id: DialogId, local: usize) -> (Vec<u8>, (u32, u32)) {
-        let (slot, generation) = self.reserve_generated();
         let mut cookie_buf = [0u8; COOKIE_LEN];
         let cookie = self.encode_cookie(id, &mut cookie_buf);
+        self.client_via_cookie(cookie, local)
+    }
+
+    /// [`Engine::client_via`] with a given cookie (a bridge call has no dialog of ours).
+    pub(crate) fn client_via_cookie(
+        &mut self,
+        cookie: &[u8],
+        local: usize,
+    ) -> (Vec<u8>, (u32, u32)) {
+        let (slot, generation) = self.reserve_generated();
         let br = Branch {
             kind: Kind::Client,
             worker: self.worker as u16,
@@ -155,6 +168,7 @@ impl Engine {
             dst,
             dialog,
             method,
+            bridge,
         } = req;
         let reliable = dst.transport != Transport::Udp;
         let timers = self.shared.settings.load().txn_timers();
@@ -167,10 +181,11 @@ impl Engine {
                 dst,
                 keys: [None; 3],
                 dialog,
+                bridge,
                 method,
             });
         }
-        self.apply_nict(slot, generation, actions, out);
+        self.apply_nict(now, slot, generation, actions, out);
     }
 
     /// A timer of a generated request fired.
@@ -192,7 +207,7 @@ impl Engine {
         if timer == Timer::E && actions.iter().any(|a| a == Action::Send) {
             self.stats.inc(Counter::RetransSent);
         }
-        self.apply_nict(slot, generation, actions, out);
+        self.apply_nict(now, slot, generation, actions, out);
     }
 
     /// A response to generated request `(slot, generation)` of this worker (from a
@@ -217,7 +232,7 @@ impl Engine {
         let first_final = code >= 200 && !g.nict.is_done();
         let dialog = g.dialog.clone();
         let actions = g.nict.on_response(now, code);
-        self.apply_nict(slot, generation, actions, out);
+        self.apply_nict(now, slot, generation, actions, out);
         if first_final {
             if let Some(d) = dialog {
                 self.on_response_within_dialog(msg, &d, method, out);
@@ -228,7 +243,15 @@ impl Engine {
     }
 
     /// Carry out what a client transaction asked for.
-    fn apply_nict(&mut self, slot: u32, generation: u32, actions: Actions, out: &mut Output) {
+    fn apply_nict(
+        &mut self,
+        now: u64,
+        slot: u32,
+        generation: u32,
+        actions: Actions,
+        out: &mut Output,
+    ) {
+        let mut bridge_outcome = None;
         for a in actions.iter() {
             let Some(g) = self.generated.get_mut(slot, generation) else {
                 return;
@@ -255,6 +278,7 @@ impl Engine {
                 }
                 Action::Report(outcome) => {
                     let m = g.method;
+                    bridge_outcome = g.bridge.map(|b| (b, m));
                     match outcome {
                         Outcome::Answered(_) => self.stats.inc(Counter::GeneratedAnswered),
                         Outcome::TimedOut => {
@@ -265,6 +289,9 @@ impl Engine {
                 }
                 Action::Free => self.free_generated(slot),
             }
+        }
+        if let Some((b, m)) = bridge_outcome {
+            self.on_bridge_outcome(now, b, m, out);
         }
     }
 

@@ -103,7 +103,7 @@ impl Engine {
             (Kind::Stateless, _) => {
                 self.relay_response(msg, Some(owner), out);
             }
-            (Kind::Bridge, _) => self.on_bridge_response(msg, b.slot, out),
+            (Kind::Bridge, _) => self.on_bridge_response(inb.now_ms, msg, (b.slot, b.hash), out),
             // A response to a request we originated: it ends here, never relayed.
             (Kind::Client, _) => {
                 self.on_generated_response(inb.now_ms, msg, (b.slot, b.hash), method, out);

@@ -46,7 +46,16 @@ pub enum TimerItem {
         /// Which timer (E, F, K).
         timer: crate::txn::nict::Timer,
     },
-    /// A `dlg_bridge` call gives up.
+    /// A timer of the INVITE of a `dlg_bridge` call (A, B, C, D).
+    BridgeIct {
+        /// Bridge slot.
+        slot: u32,
+        /// Slot generation.
+        generation: u32,
+        /// Which timer.
+        timer: crate::txn::ict::Timer,
+    },
+    /// A `dlg_bridge` call's deadline.
     Bridge {
         /// Bridge slot.
         slot: u32,
@@ -140,7 +149,14 @@ impl Engine {
                 generation,
                 timer,
             } => self.on_generated_timer(now, slot, generation, timer, out),
-            TimerItem::Bridge { slot, generation } => self.on_bridge_timeout(slot, generation),
+            TimerItem::BridgeIct {
+                slot,
+                generation,
+                timer,
+            } => self.on_bridge_ict_timer(now, (slot, generation), timer, out),
+            TimerItem::Bridge { slot, generation } => {
+                self.on_bridge_timeout(now, slot, generation, out)
+            }
         }
     }
 }

@@ -9,7 +9,8 @@
 //! # Invariants
 //! - Calling: over UDP Timer A retransmits the INVITE (T1, doubling, capped at T2); over a
 //!   reliable transport it is sent once. Timer B gives up; the first response of any kind
-//!   stops Timer A, and a provisional swaps Timer B for Timer C.
+//!   stops Timer A, and a provisional swaps Timer B for Timer C; every later provisional other
+//!   than 100 re-arms Timer C (RFC 3261 §16.7 step 2), until a CANCEL went.
 //! - A CANCEL is never sent before a provisional arrived (§9.1): asked for earlier, it waits
 //!   and goes with the first provisional. It is sent at most once; after it, Timer C is
 //!   re-armed to 64·T1 so a far end that never answers the CANCEL still frees the branch.
@@ -196,7 +197,14 @@ impl Ict {
                 }
                 provisional(code)
             }
-            (State::Proceeding, 100..=199) => provisional(code),
+            (State::Proceeding, 100..=199) => {
+                // RFC 3261 §16.7 step 2: a provisional other than 100 resets Timer C (not after
+                // a CANCEL, whose 64·T1 bound stands).
+                if code > 100 && self.cancel != Cancel::Sent {
+                    a.push(Action::Arm(Timer::C, now.saturating_add(t.timer_c)));
+                }
+                provisional(code)
+            }
             (State::Calling | State::Proceeding, 200..=299) => {
                 self.state = State::Accepted;
                 a.push(Action::Cancel(Timer::A));
@@ -309,9 +317,15 @@ mod tests {
         let (r, a) = b.on_timer(32_000, Timer::B, &Timers::RFC);
         assert_eq!((r, v(a)), (Report::Nothing, vec![]), "stale Timer B");
         let (r, a) = b.on_response(10_100, 180, &Timers::RFC);
-        assert_eq!((r, v(a)), (Report::Provisional, vec![]));
+        assert_eq!(
+            (r, v(a)),
+            (Report::Provisional, vec![Action::Arm(Timer::C, 191_100)]),
+            "a 180 re-arms Timer C (RFC 3261 §16.7 step 2)"
+        );
+        let (r, a) = b.on_response(10_200, 100, &Timers::RFC);
+        assert_eq!((r, v(a)), (Report::Nothing, vec![]), "a 100 does not");
         // Timer C: CANCEL, and the branch counts as 408.
-        let (r, a) = b.on_timer(191_000, Timer::C, &Timers::RFC);
+        let (r, a) = b.on_timer(191_100, Timer::C, &Timers::RFC);
         assert_eq!(r, Report::TimedOut);
         assert_eq!(v(a), [Action::SendCancel, Action::Cancel(Timer::A)]);
         assert!(!b.is_pending());

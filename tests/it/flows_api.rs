@@ -168,3 +168,82 @@ fn dlg_bridge_invites_refers_and_hangs_up() {
     net.send(UAC, &reply(&bye, 200, "OK", None, UAC));
     assert_eq!(net.engines[0].bridges_active(), 0);
 }
+
+/// Start a bridge call from worker 0 to `sip:alice@10.0.0.1:5060` and return its INVITE.
+fn start_bridge(net: &mut Net) -> Sent {
+    let now = net.now;
+    let mut out = sipedge::engine::Output::default();
+    net.engines[0].handle_command(
+        now,
+        now * 1000,
+        sipedge::engine::Command::Bridge {
+            from: "sip:alice@10.0.0.1:5060".into(),
+            to: "sip:bob@10.0.0.2:5060".into(),
+            op: None,
+        },
+        &mut out,
+    );
+    assert_eq!(out.tx.len(), 1);
+    Sent {
+        dst: out.tx[0].dst,
+        text: String::from_utf8_lossy(out.bytes(&out.tx[0])).into_owned(),
+    }
+}
+
+#[test]
+fn a_bridge_invite_ringing_at_its_deadline_is_cancelled_and_leaves_nothing() {
+    let mut net = Net::new();
+    net.advance(1_000);
+    let timers_before = net.pending_timers();
+    let inv = start_bridge(&mut net);
+    let ringing = net.send(UAC, &reply(&inv, 180, "Ringing", Some("al"), UAC));
+    assert!(
+        ringing.is_empty(),
+        "a provisional needs no answer: {ringing:?}"
+    );
+    // Nothing until the deadline (no INVITE copy after the provisional), then a CANCEL.
+    let sent = net.advance(sipedge::engine::BRIDGE_TIMEOUT - 1_000);
+    assert!(sent.is_empty(), "{sent:?}");
+    let sent = net.advance(1_000);
+    let cancel = one(&sent, "CANCEL", |s| s.is("CANCEL")).clone();
+    assert_eq!(cancel.hdr("Call-ID"), inv.hdr("Call-ID"));
+    assert_eq!(cancel.cseq_num(), 1);
+    assert_eq!(
+        cancel.all("Via"),
+        inv.all("Via"),
+        "a CANCEL shares its INVITE's Via"
+    );
+    net.send(UAC, &reply(&cancel, 200, "OK", Some("al"), UAC));
+    let out = net.send(
+        UAC,
+        &reply(&inv, 487, "Request Terminated", Some("al"), UAC),
+    );
+    let ack = one(&out, "ACK", |s| s.is("ACK"));
+    assert_eq!(ack.all("Via"), inv.all("Via"));
+    assert_eq!(net.engines[0].bridges_active(), 1, "kept to ACK 487 copies");
+    net.advance(sipedge::txn::ict::TIMER_D + 1_000);
+    assert_eq!(net.engines[0].bridges_active(), 0);
+    assert_eq!(net.engines[0].generated_in_flight(), 0);
+    assert_eq!(
+        net.pending_timers(),
+        timers_before,
+        "every timer of the bridge call is cancelled or fired"
+    );
+}
+
+#[test]
+fn a_bridge_invite_nobody_answers_is_retransmitted_then_given_up() {
+    let mut net = Net::new();
+    net.advance(1_000);
+    let timers_before = net.pending_timers();
+    let inv = start_bridge(&mut net);
+    let sent = net.advance(32_000);
+    let copies = sent.iter().filter(|s| s.is("INVITE")).count();
+    // Timer A at 0.5, 1.5, 3.5, 7.5, 11.5, 15.5, ... (doubling, capped at T2 = 4 s), Timer B
+    // at 32 s.
+    assert!((6..=10).contains(&copies), "{copies} INVITE copies");
+    assert!(sent.iter().all(|s| !s.is("INVITE") || s.text == inv.text));
+    net.advance(sipedge::txn::ict::TIMER_D + 1_000);
+    assert_eq!(net.engines[0].bridges_active(), 0);
+    assert_eq!(net.pending_timers(), timers_before);
+}

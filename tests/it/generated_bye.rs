@@ -12,7 +12,7 @@ use common::now;
 use common::proxy::Proxy;
 use serde_json::json;
 
-fn bind() -> UdpSocket {
+pub(crate) fn bind() -> UdpSocket {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
@@ -20,7 +20,7 @@ fn bind() -> UdpSocket {
 }
 
 /// Receives until `pred` accepts a datagram or `within` passes.
-fn recv_until(
+pub(crate) fn recv_until(
     s: &UdpSocket,
     within: Duration,
     pred: impl Fn(&str) -> bool,
@@ -38,7 +38,7 @@ fn recv_until(
     None
 }
 
-fn lines<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
+pub(crate) fn lines<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
     msg.split("\r\n")
         .filter(|l| {
             l.split_once(':')
@@ -48,7 +48,7 @@ fn lines<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
 }
 
 /// A response to `req` with its Vias, From, To (+ `to_tag` if given), Call-ID, CSeq.
-fn answer(req: &str, code: &str, to_tag: Option<&str>, extra: &str) -> String {
+pub(crate) fn answer(req: &str, code: &str, to_tag: Option<&str>, extra: &str) -> String {
     let mut r = format!("SIP/2.0 {code}\r\n");
     for h in ["Via", "Record-Route", "From", "Call-ID", "CSeq"] {
         for l in lines(req, h) {

@@ -32,6 +32,7 @@ mod flows_policy;
 mod flows_proxy;
 mod flows_syntax;
 mod flows_txn;
+mod generated_bridge;
 mod generated_bye;
 mod loadgen_through_proxy;
 mod mgmt_hardening;
