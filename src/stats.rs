@@ -62,6 +62,8 @@ pub enum Counter {
     HandoffIn,
     /// Responses whose top Via is not ours (dropped).
     NotOurs,
+    /// CANCELs that match no INVITE transaction, live or recently ended (dropped).
+    CancelUnmatched,
     /// In-dialog requests whose did did not match Call-ID and tags (routed, dialog untouched).
     DialogMismatch,
     /// ACKs of non-2xx finals absorbed.
@@ -129,7 +131,7 @@ pub enum Counter {
 
 impl Counter {
     /// Number of counters.
-    pub const COUNT: usize = 45;
+    pub const COUNT: usize = 46;
     /// All counters in index order.
     pub const ALL: [Counter; Counter::COUNT] = [
         Counter::PacketsInUdp,
@@ -148,6 +150,7 @@ impl Counter {
         Counter::Relayed,
         Counter::HandoffIn,
         Counter::NotOurs,
+        Counter::CancelUnmatched,
         Counter::DialogMismatch,
         Counter::AckAbsorbed,
         Counter::Absorbed,
@@ -198,6 +201,7 @@ impl Counter {
             Counter::Relayed => "relayed",
             Counter::HandoffIn => "handoff_in",
             Counter::NotOurs => "not_ours",
+            Counter::CancelUnmatched => "cancels_unmatched",
             Counter::DialogMismatch => "dialog_mismatch",
             Counter::AckAbsorbed => "ack_absorbed",
             Counter::Absorbed => "absorbed",

@@ -578,8 +578,12 @@ impl Engine {
                 let tag = self.local_tag(msg);
                 return self.reply(inb, msg, 200, b"OK", Some(&tag), &[], out);
             }
+            // No transaction to cancel (RFC 3261 §16.10 would forward it statelessly, but our
+            // branch to the callee is the transaction's own, so a stateless copy could never
+            // match there): dropped and counted, as Kamailio's default script does.
             TxnOf::Unknown => {
-                return self.forward_stateless(inb, msg, Method::Cancel, info, None, out);
+                self.stats.inc(Counter::CancelUnmatched);
+                return;
             }
         };
         if owner != self.worker {

@@ -509,3 +509,30 @@ fn reliable_transports_skip_the_retransmission_timers() {
     assert_eq!(net.engines[0].txn_count(), 0, "no Timer I over TCP");
     assert_eq!(net.pending_timers(), 0);
 }
+
+#[test]
+fn a_cancel_that_matches_no_transaction_is_dropped_counted_and_leaves_no_state() {
+    let mut net = Net::with(Default::default(), 2);
+    net.advance(1_000);
+    let timers = net.pending_timers();
+    // Its INVITE never came (or came so long ago that even its tombstone is gone).
+    let inv = invite("stray", "ft-stray", "b-stray", DIRECT);
+    for w in 0..2 {
+        let out = net.send_to(w, UAC, &cancel_for(&inv));
+        assert!(
+            out.is_empty(),
+            "dropped, not forwarded or answered: {out:?}"
+        );
+    }
+    assert_eq!(counter(&net, Counter::CancelUnmatched), 2);
+    assert_eq!(net.pending_timers(), timers, "no timer armed");
+    assert_eq!(net.dialogs(), 0);
+    assert!(net.engines.iter().all(|e| e.generated_in_flight() == 0));
+    // A CANCEL of a transaction that ended moments ago still gets its 200 (RFC 3261 §16.10).
+    let out = net.send_to(0, UAC, &inv);
+    let fwd = one(&out, "INVITE", |s| s.is("INVITE")).clone();
+    net.send_to(0, UAS1, &reply(&fwd, 486, "Busy Here", Some("tt"), UAS1));
+    let out = net.send_to(1, UAC, &cancel_for(&inv));
+    assert_eq!(one(&out, "200", |s| s.code() == 200).dst, sa(UAC));
+    assert_eq!(counter(&net, Counter::CancelUnmatched), 2);
+}
