@@ -78,9 +78,13 @@ impl Engine {
             (Kind::Dialog, Method::Invite) => {
                 if self.txns.get_checked(b.slot, b.cookie).is_some() {
                     self.on_invite_response(inb, msg, b.slot, usize::from(b.leg), out);
-                } else {
-                    // The transaction is gone: relay (late 2xx retransmissions matter).
+                } else if msg.code().is_some_and(|c| (200..300).contains(&c)) {
+                    // The transaction is gone: a 2xx (a retransmission whose ACK was lost, or
+                    // a late fork) still goes upstream statelessly (RFC 3261 §16.7 step 5).
                     self.relay_response(msg, None, out);
+                } else {
+                    // Anything else came after the upstream transaction had its final.
+                    self.stats.inc(Counter::Absorbed);
                 }
             }
             // Replies to CANCELs we generated: they end the CANCEL's client transaction.

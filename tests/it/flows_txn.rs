@@ -536,3 +536,28 @@ fn a_cancel_that_matches_no_transaction_is_dropped_counted_and_leaves_no_state()
     assert_eq!(one(&out, "200", |s| s.code() == 200).dst, sa(UAC));
     assert_eq!(counter(&net, Counter::CancelUnmatched), 2);
 }
+
+#[test]
+fn a_response_after_its_transaction_ended_is_absorbed_unless_it_is_a_2xx() {
+    let mut net = Net::new();
+    let inv = invite("late", "ft-late", "b-late", DIRECT);
+    let out = net.send(UAC, &inv);
+    let fwd = one(&out, "INVITE", |s| s.is("INVITE")).clone();
+    let busy = reply(&fwd, 486, "Busy Here", Some("tt"), UAS1);
+    let out = net.send(UAS1, &busy);
+    assert_eq!(one(&out, "486", |s| s.code() == 486).dst, sa(UAC));
+    one(&out, "ACK", |s| s.is("ACK"));
+    // The caller's ACK, then every timer runs out: the transaction is freed.
+    net.send(UAC, &caller_req(&fwd, "ACK", 1, "b-late"));
+    net.advance(40_000);
+    assert_eq!(net.engines[0].txn_count(), 0);
+    let absorbed = counter(&net, Counter::Absorbed);
+    let out = net.send(UAS1, &busy);
+    assert!(out.is_empty(), "a late 486 goes nowhere: {out:?}");
+    assert_eq!(counter(&net, Counter::Absorbed), absorbed + 1);
+    let out = net.send(UAS1, &reply(&fwd, 180, "Ringing", Some("tt"), UAS1));
+    assert!(out.is_empty(), "nor does a late 180: {out:?}");
+    // A 2xx still goes upstream (a late fork, or a retransmission whose ACK was lost).
+    let out = net.send(UAS1, &reply(&fwd, 200, "OK", Some("t2"), UAS1));
+    assert_eq!(one(&out, "200", |s| s.code() == 200).dst, sa(UAC));
+}
