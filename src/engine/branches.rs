@@ -104,14 +104,7 @@ impl Engine {
             ..b.socket
         };
         let txn = self.reserve_generated();
-        let req = NewRequest {
-            txn,
-            bytes,
-            dst,
-            dialog: None,
-            method: Method::Cancel,
-            bridge: None,
-        };
+        let req = NewRequest::plain(txn, bytes, dst, Method::Cancel);
         self.start_generated(now, req, out);
         if let Some(b) = self
             .txns

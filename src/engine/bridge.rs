@@ -170,16 +170,7 @@ impl Engine {
             txn: None,
             cancel_txn: None,
         };
-        let br = Branch {
-            kind: Kind::Bridge,
-            worker: self.worker as u16,
-            cookie: b"br",
-            slot: slot as u32,
-            leg: 0,
-            hash: call.generation,
-        };
-        let mut via = Vec::with_capacity(128);
-        self.write_via(local, &br, &mut via);
+        let via = self.bridge_via(local, slot, call.generation);
         let req = Req {
             method: b"INVITE",
             cseq: 1,
@@ -209,6 +200,22 @@ impl Engine {
         }
         self.apply_bridge_ict(now, slot, actions, None, out);
         Ok(())
+    }
+
+    /// Our Via for a request of bridge call `slot` (branch kind `b`; `hash` is the slot's
+    /// generation for the INVITE, random for a 2xx ACK).
+    fn bridge_via(&self, local: usize, slot: usize, hash: u32) -> Vec<u8> {
+        let br = Branch {
+            kind: Kind::Bridge,
+            worker: self.worker as u16,
+            cookie: b"br",
+            slot: slot as u32,
+            leg: 0,
+            hash,
+        };
+        let mut via = Vec::with_capacity(128);
+        self.write_via(local, &br, &mut via);
+        via
     }
 
     /// The bytes of one request of bridge call `call` with Via line `via`.
@@ -259,16 +266,7 @@ impl Engine {
         let Some(call) = self.bridges.get(slot).and_then(Option::as_ref) else {
             return;
         };
-        let br = Branch {
-            kind: Kind::Bridge,
-            worker: self.worker as u16,
-            cookie: b"br",
-            slot: slot as u32,
-            leg: 0,
-            hash,
-        };
-        let mut via = Vec::with_capacity(128);
-        self.write_via(call.peer.local, &br, &mut via);
+        let via = self.bridge_via(call.peer.local, slot, hash);
         let req = Req {
             method: b"ACK",
             cseq: 1,
@@ -317,12 +315,8 @@ impl Engine {
             c.txn = Some(txn);
         }
         let req = NewRequest {
-            txn,
-            bytes,
-            dst: peer,
-            dialog: None,
-            method,
             bridge: Some((slot as u32, generation)),
+            ..NewRequest::plain(txn, bytes, peer, method)
         };
         self.start_generated(now, req, out);
     }
@@ -395,14 +389,7 @@ impl Engine {
                     if let Some(c) = self.bridges.get_mut(slot).and_then(Option::as_mut) {
                         c.cancel_txn = Some(txn);
                     }
-                    let req = NewRequest {
-                        txn,
-                        bytes,
-                        dst: d,
-                        dialog: None,
-                        method: Method::Cancel,
-                        bridge: None,
-                    };
+                    let req = NewRequest::plain(txn, bytes, d, Method::Cancel);
                     self.start_generated(now, req, out);
                 }
                 Action::SendAck => {

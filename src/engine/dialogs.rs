@@ -549,14 +549,7 @@ impl Engine {
                     wire::build::in_dialog_request(&req, &mut bytes);
                     // Not the dialog's own BYE: its answer must not end the winner's dialog.
                     let dst = Socket { conn: None, ..to };
-                    let req = NewRequest {
-                        txn: t,
-                        bytes,
-                        dst,
-                        dialog: None,
-                        method: Method::Bye,
-                        bridge: None,
-                    };
+                    let req = NewRequest::plain(t, bytes, dst, Method::Bye);
                     self.start_generated(now, req, out);
                 }
             }

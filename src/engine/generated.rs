@@ -60,6 +60,21 @@ pub(crate) struct NewRequest {
     pub bridge: Option<(u32, u32)>,
 }
 
+impl NewRequest {
+    /// A request that belongs to no dialog and no bridge call (a CANCEL, a BYE to a losing
+    /// fork).
+    pub(crate) fn plain(txn: (u32, u32), bytes: Vec<u8>, dst: Socket, method: Method) -> Self {
+        NewRequest {
+            txn,
+            bytes,
+            dst,
+            dialog: None,
+            method,
+            bridge: None,
+        }
+    }
+}
+
 /// The per-worker table of generated requests (slot + generation, free list).
 #[derive(Debug, Default)]
 pub(crate) struct GeneratedTable {

@@ -117,32 +117,17 @@ fn dlg_refer_sends_refer_to_one_side_and_bye_to_the_other() {
 fn dlg_bridge_invites_refers_and_hangs_up() {
     let mut net = Net::new();
     net.advance(1_000);
-    let now = net.now;
-    let mut out = sipedge::engine::Output::default();
-    net.engines[0].handle_command(
-        now,
-        now * 1000,
-        sipedge::engine::Command::Bridge {
-            from: "sip:alice@10.0.0.1:5060".into(),
-            to: "sip:bob@10.0.0.2:5060".into(),
-            op: None,
-        },
-        &mut out,
-    );
-    assert_eq!(out.tx.len(), 1);
-    let inv_text = String::from_utf8_lossy(out.bytes(&out.tx[0])).into_owned();
-    assert_eq!(out.tx[0].dst, sa(UAC));
+    let inv = start_bridge(&mut net);
+    assert_eq!(inv.dst, sa(UAC));
     assert!(
-        inv_text.starts_with("INVITE sip:alice@10.0.0.1:5060 SIP/2.0"),
-        "{inv_text}"
+        inv.text
+            .starts_with("INVITE sip:alice@10.0.0.1:5060 SIP/2.0"),
+        "{}",
+        inv.text
     );
-    assert!(inv_text.contains("a=inactive"), "on-hold SDP");
-    assert!(inv_text.contains("From: <sip:controller@127.0.0.1>;tag="));
+    assert!(inv.text.contains("a=inactive"), "on-hold SDP");
+    assert!(inv.text.contains("From: <sip:controller@127.0.0.1>;tag="));
     assert_eq!(net.engines[0].bridges_active(), 1);
-    let inv = Sent {
-        dst: sa(UAC),
-        text: inv_text,
-    };
     // Alice answers: ACK + REFER to Bob.
     let out = net.send(UAC, &reply(&inv, 200, "OK", Some("al"), UAC));
     let ack = one(&out, "ACK", |s| s.is("ACK"));
