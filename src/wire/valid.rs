@@ -14,9 +14,11 @@
 //!   the value instead of an `Option`; everything else derefs to the [`Message`].
 //! - What validation does *not* require stays optional, as the RFCs allow: the From tag (an
 //!   RFC 2543 peer may send none; a request without one creates no tracked dialog) and the To
-//!   tag. The top Via's branch is read as bytes, empty when absent (RFC 2543 again; a
-//!   `branch=` without a value is a bad Via): the engine only keys and compares it, and has
-//!   always read a missing one as empty.
+//!   tag. A request reads both during validation (every request path needs them); a response
+//!   leaves them to the message's memoised accessors.
+//! - The top Via's branch is read as bytes, empty when absent (RFC 2543 again; a `branch=`
+//!   without a value is a bad Via): the engine only keys and compares it, and has always read
+//!   a missing one as empty.
 //! - Nothing is allocated; a view is `Copy` and borrows the message.
 
 use std::ops::Deref;
@@ -33,12 +35,8 @@ pub(super) struct Common<'a> {
     pub(super) call_id: &'a [u8],
     /// The From header, parsed.
     pub(super) from: NameAddr<'a>,
-    /// The From tag, if any.
-    pub(super) from_tag: Option<&'a [u8]>,
     /// The To header, parsed.
     pub(super) to: NameAddr<'a>,
-    /// The To tag, if any.
-    pub(super) to_tag: Option<&'a [u8]>,
     /// The CSeq header, parsed.
     pub(super) cseq: CSeq<'a>,
     /// The topmost Via value.
@@ -62,6 +60,8 @@ pub struct ValidRequest<'m, 'a> {
     request_uri: &'a [u8],
     uri: Uri<'a>,
     branch: &'a [u8],
+    from_tag: Option<&'a [u8]>,
+    to_tag: Option<&'a [u8]>,
     common: Common<'a>,
 }
 
@@ -80,6 +80,9 @@ impl<'m, 'a> ValidRequest<'m, 'a> {
             request_uri,
             uri,
             branch: common.branch(),
+            // Every request path reads both tags (dialog and transaction matching).
+            from_tag: msg.from_tag(),
+            to_tag: msg.to_tag(),
             common,
         }
     }
@@ -129,14 +132,14 @@ impl<'m, 'a> ValidRequest<'m, 'a> {
     /// The From tag; `None` from an RFC 2543 peer that sent none.
     #[inline]
     pub fn from_tag(&self) -> Option<&'a [u8]> {
-        self.common.from_tag
+        self.from_tag
     }
 
     /// The From tag, empty when there is none: what keys and hashes take (the INVITE index
     /// key, the loop hash, our local To-tag), which never told the two apart.
     #[inline]
     pub fn from_tag_or_empty(&self) -> &'a [u8] {
-        self.common.from_tag.unwrap_or_default()
+        self.from_tag.unwrap_or_default()
     }
 
     /// The To header, parsed.
@@ -154,7 +157,7 @@ impl<'m, 'a> ValidRequest<'m, 'a> {
     /// The To tag; `None` on an initial request.
     #[inline]
     pub fn to_tag(&self) -> Option<&'a [u8]> {
-        self.common.to_tag
+        self.to_tag
     }
 
     /// The CSeq header, parsed; its method is the request's.
@@ -189,7 +192,8 @@ impl<'a> Deref for ValidRequest<'_, 'a> {
 /// A response that passed [`super::validate_response`], with the fields validation read.
 ///
 /// It derefs to its [`Message`]; the accessors below shadow the message's of the same name
-/// and return what validation proved instead of an `Option`.
+/// and return what validation proved instead of an `Option`. The tags are the message's
+/// (`Option`s, read on first use): not every response needs them.
 #[derive(Clone, Copy, Debug)]
 pub struct ValidResponse<'m, 'a> {
     msg: &'m Message<'a>,
@@ -233,12 +237,6 @@ impl<'m, 'a> ValidResponse<'m, 'a> {
         self.common.from
     }
 
-    /// The From tag, if any.
-    #[inline]
-    pub fn from_tag(&self) -> Option<&'a [u8]> {
-        self.common.from_tag
-    }
-
     /// The To header, parsed.
     #[inline]
     pub fn to(&self) -> NameAddr<'a> {
@@ -249,12 +247,6 @@ impl<'m, 'a> ValidResponse<'m, 'a> {
     #[inline]
     pub fn to_value(&self) -> &'a [u8] {
         self.common.to.span.get(self.msg.buf())
-    }
-
-    /// The To tag; `None` when the UAS set none (a 100, or an RFC 2543 peer).
-    #[inline]
-    pub fn to_tag(&self) -> Option<&'a [u8]> {
-        self.common.to_tag
     }
 
     /// The CSeq header, parsed: the method says which request this answers.

@@ -124,9 +124,7 @@ fn common<'m, 'a>(m: &'m Message<'a>) -> Result<(Common<'a>, Seen<'m, 'a>), Pars
     let common = Common {
         call_id,
         from,
-        from_tag: m.from_tag(),
         to,
-        to_tag: m.to_tag(),
         cseq,
         top_via,
     };
