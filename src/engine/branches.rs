@@ -18,7 +18,7 @@ use super::{Engine, Inbound, Output};
 use crate::dialog::Socket;
 use crate::stats::Counter;
 use crate::txn::ict::{self, Action, Report};
-use crate::wire::{self, Message, Method};
+use crate::wire::{self, Message, Method, ValidResponse};
 
 impl Engine {
     /// Apply what the client transaction of branch `leg` of `slot` asked for. `resp` is the
@@ -148,13 +148,13 @@ impl Engine {
     pub(crate) fn on_invite_response(
         &mut self,
         inb: &Inbound<'_>,
-        msg: &Message<'_>,
+        msg: &ValidResponse<'_, '_>,
         slot: u32,
         leg: usize,
         out: &mut Output,
     ) {
         let now = inb.now_ms;
-        let code = msg.code().unwrap_or(0);
+        let code = msg.code();
         let Some(t) = self.txns.get_mut(slot) else {
             return;
         };
@@ -169,7 +169,7 @@ impl Engine {
             // Timer A is over: CANCEL and ACK need only the head.
             f.drop_body();
         }
-        self.apply_ict(now, slot, leg, actions, Some(msg), out);
+        self.apply_ict(now, slot, leg, actions, Some(msg.msg()), out);
         match report {
             Report::Nothing | Report::TimedOut => {}
             Report::Provisional => self.on_provisional(now, msg, slot, leg, out),

@@ -18,14 +18,14 @@ use super::{Engine, Inbound, Output, Settings};
 use crate::dialog::record::{CalleeLeg, Dialog};
 use crate::dialog::{DlgEvent, DlgState, Side, Socket};
 use crate::stats::{Counter, LatencyMetric};
-use crate::wire::{self, Message};
+use crate::wire::ValidResponse;
 
 impl Engine {
     /// A provisional (101-199) on branch `leg`: early dialog leg, relay, keep for replays.
     pub(crate) fn on_provisional(
         &mut self,
         now: u64,
-        msg: &Message<'_>,
+        msg: &ValidResponse<'_, '_>,
         slot: u32,
         leg: usize,
         out: &mut Output,
@@ -50,7 +50,7 @@ impl Engine {
                     DlgEvent::Early,
                     d,
                     Some(msg.bytes()),
-                    msg.code().unwrap_or(0),
+                    msg.code(),
                     Some(Side::Callee),
                 );
             }
@@ -83,14 +83,14 @@ impl Engine {
         metric: Option<LatencyMetric>,
         started_us: u64,
         dialog: Option<&Dialog>,
-        msg: &Message<'_>,
+        msg: &ValidResponse<'_, '_>,
     ) {
         if let Some(m) = metric {
             self.latency
                 .record(m, self.now_us.saturating_sub(started_us));
         }
         if let Some(d) = dialog {
-            let code = msg.code().unwrap_or(0);
+            let code = msg.code();
             self.fire(
                 DlgEvent::ResponseFwded,
                 d,
@@ -105,7 +105,7 @@ impl Engine {
     pub(crate) fn on_2xx(
         &mut self,
         inb: &Inbound<'_>,
-        msg: &Message<'_>,
+        msg: &ValidResponse<'_, '_>,
         slot: u32,
         leg: usize,
         first_on_branch: bool,
@@ -183,13 +183,13 @@ impl Engine {
         &mut self,
         now: u64,
         d: &Arc<Dialog>,
-        msg: &Message<'_>,
+        msg: &ValidResponse<'_, '_>,
         socket: Option<Socket>,
         settings: &Settings,
         out: &mut Output,
     ) {
         let tag = msg.to_tag().unwrap_or(&[]);
-        let to = msg.header_value(wire::HeaderName::To).unwrap_or(&[]);
+        let to = msg.to_value();
         let contact = msg.contacts().next().map(|c| c.uri).unwrap_or(&[]);
         // Route set toward the callee: the Record-Route entries above ours, reversed.
         let mut above: Vec<&[u8]> = Vec::new();
@@ -237,7 +237,7 @@ impl Engine {
                 DlgEvent::ConfirmedNa,
                 d,
                 Some(msg.bytes()),
-                msg.code().unwrap_or(200),
+                msg.code(),
                 Some(Side::Callee),
             );
         }

@@ -17,7 +17,7 @@ use crate::dialog::record::{Dialog, Field, NO_TIMER, Strs, route_entries};
 use crate::dialog::{DlgEvent, DlgState, EndReason, EventData, Side, Socket};
 use crate::stats::Counter;
 use crate::txn::branch::{self, Branch, Kind};
-use crate::wire::{self, HeaderName, Message, Method};
+use crate::wire::{self, Message, Method, ValidRequest, ValidResponse};
 
 /// How long an ended dialog waiting for its INVITE transaction may stay at most: the
 /// transaction frees it after Timer H (64·T1) or with its last branch (Timer B, or 64·T1
@@ -124,18 +124,15 @@ impl Engine {
     pub(crate) fn create_dialog(
         &mut self,
         inb: &Inbound<'_>,
-        msg: &Message<'_>,
+        msg: &ValidRequest<'_, '_>,
         settings: &Settings,
         decision: &mut Decision,
     ) -> Result<Option<Arc<Dialog>>, DialogId> {
-        let Some((call_id, from, to, ftag)) = msg
-            .call_id()
-            .zip(msg.from())
-            .zip(msg.to())
-            .and_then(|((c, f), t)| Some((c, f, t, f.tag()?)))
-        else {
+        // An INVITE without From tag (RFC 2543) creates no dialog: none could be matched.
+        let Some(ftag) = msg.from_tag() else {
             return Ok(None);
         };
+        let call_id = msg.call_id();
         let now = inb.now_ms;
         let mut routes = Vec::new();
         for rr in msg.record_routes() {
@@ -150,19 +147,19 @@ impl Engine {
         let contact = msg.contacts().next().map(|c| c.uri).unwrap_or(&[]);
         let strs = Strs::new([
             call_id,
-            msg.header_value(HeaderName::From).unwrap_or(&[]),
-            from.uri,
+            msg.from_value(),
+            msg.from().uri,
             ftag,
-            msg.header_value(HeaderName::To).unwrap_or(&[]),
-            to.uri,
-            msg.request_uri().unwrap_or(&[]),
+            msg.to_value(),
+            msg.to().uri,
+            msg.request_uri(),
             contact,
             &routes,
         ]);
         let slot = branch::hash(&[call_id]);
         let id = self.didgen.next_id(slot);
         let lifetime = decision.timeout.unwrap_or(settings.default_timeout).max(1);
-        let cseq = msg.cseq().map(|c| c.num).unwrap_or(0);
+        let cseq = msg.cseq().num;
         let socket = Socket {
             addr: inb.src,
             transport: inb.transport,
@@ -265,7 +262,7 @@ impl Engine {
     /// A response to a request within a dialog (any worker).
     pub(crate) fn on_response_within(
         &mut self,
-        msg: &Message<'_>,
+        msg: &ValidResponse<'_, '_>,
         cookie: &[u8],
         method: Method,
         out: &mut Output,
@@ -274,16 +271,17 @@ impl Engine {
             .decode_cookie(cookie)
             .and_then(|id| self.shared.table.get(id))
         {
-            self.on_response_within_dialog(msg, &d, method, out);
+            self.on_response_within_dialog(msg, msg.code(), &d, method, out);
         }
     }
 
-    /// [`Engine::on_response_within`] for a dialog already in hand: callbacks, and removal on
-    /// a BYE's final once the dialog has ended. Nothing happens for a dialog no longer in the
+    /// [`Engine::on_response_within`] for a dialog already in hand (`code` is the response's
+    /// status): callbacks, and removal on a BYE's final once the dialog has ended. Nothing happens for a dialog no longer in the
     /// table (the other BYE's final removed it).
     pub(crate) fn on_response_within_dialog(
         &mut self,
         msg: &Message<'_>,
+        code: u16,
         d: &Arc<Dialog>,
         method: Method,
         out: &mut Output,
@@ -296,7 +294,6 @@ impl Engine {
         {
             return;
         }
-        let code = msg.code().unwrap_or(0);
         self.fire(DlgEvent::ResponseWithin, d, Some(msg.bytes()), code, None);
         if method == Method::Bye && code >= 200 && d.state() == DlgState::Deleted {
             self.fire(
@@ -509,13 +506,13 @@ impl Engine {
         &mut self,
         now: u64,
         d: &Arc<Dialog>,
-        msg: &Message<'_>,
+        msg: &ValidResponse<'_, '_>,
         to: Socket,
         out: &mut Output,
     ) {
         let contact = msg.contacts().next().map(|c| c.uri).unwrap_or(&[]);
-        let to_hdr = msg.header_value(HeaderName::To).unwrap_or(&[]);
-        let cseq = msg.cseq().map(|c| c.num).unwrap_or(1);
+        let to_hdr = msg.to_value();
+        let cseq = msg.cseq().num;
         for (method, n) in [(&b"ACK"[..], cseq), (&b"BYE"[..], cseq.wrapping_add(1))] {
             // The ACK is no transaction; the BYE is, and is retransmitted until answered.
             let (via, txn) = if method == b"ACK" {
@@ -606,7 +603,7 @@ impl Engine {
     pub(crate) fn run_policy(
         &mut self,
         inb: &Inbound<'_>,
-        msg: &Message<'_>,
+        msg: &ValidRequest<'_, '_>,
         initial: bool,
         dialog: Option<&Dialog>,
     ) -> Decision {

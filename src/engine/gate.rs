@@ -180,7 +180,8 @@ impl Engine {
         let mut digits = [0u8; 10];
         let len = crate::wire::fmt_u32(secs, &mut digits);
         let n = digits.get(..len).unwrap_or(b"1");
-        let tag = self.local_tag(msg);
+        // Flood control refuses before validation: Call-ID and From-tag may be missing here.
+        let tag = self.local_tag_of(msg.call_id().unwrap_or(&[]), msg.from_tag().unwrap_or(&[]));
         self.reply(
             inb,
             msg,

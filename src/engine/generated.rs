@@ -226,7 +226,9 @@ impl Engine {
     }
 
     /// A response to generated request `(slot, generation)` of this worker (from a
-    /// [`Kind::Client`] branch, or the INVITE branch a CANCEL shares).
+    /// [`Kind::Client`] branch, or the INVITE branch a CANCEL shares). `msg` passed
+    /// validation (`relay`), but the bridge hands it on as a bare message, hence the `Option`
+    /// status code.
     pub(crate) fn on_generated_response(
         &mut self,
         now: u64,
@@ -250,7 +252,7 @@ impl Engine {
         self.apply_nict(now, slot, generation, actions, out);
         if first_final {
             if let Some(d) = dialog {
-                self.on_response_within_dialog(msg, &d, method, out);
+                self.on_response_within_dialog(msg, code, &d, method, out);
             }
         } else {
             self.stats.inc(Counter::Absorbed);

@@ -26,18 +26,18 @@ use crate::txn::branch::{Branch, Kind};
 use crate::txn::ict::Ict;
 use crate::txn::ist::Ist;
 use crate::txn::{BranchTxn, Cookie, InviteTxn, Upstream};
-use crate::wire::{self, Edits, Message, Transport};
+use crate::wire::{self, Edits, Message, Transport, ValidRequest};
 
 /// Cookie used in branches of INVITEs whose dialog is not tracked.
 pub(crate) const UNTRACKED: &[u8] = b"x";
 
 /// The [`crate::txn::recent`] key of an INVITE: top Via branch, Call-ID, From-tag, CSeq.
-pub(crate) fn recent_key_of(msg: &Message<'_>) -> u64 {
+pub(crate) fn recent_key_of(msg: &ValidRequest<'_, '_>) -> u64 {
     crate::txn::recent::key(
-        msg.top_via().and_then(|v| v.branch()).unwrap_or(&[]),
-        msg.call_id().unwrap_or(&[]),
-        msg.from_tag().unwrap_or(&[]),
-        msg.cseq().map_or(0, |c| c.num),
+        msg.branch(),
+        msg.call_id(),
+        msg.from_tag_or_empty(),
+        msg.cseq().num,
     )
 }
 
@@ -48,7 +48,7 @@ impl Engine {
     pub(crate) fn start_invite(
         &mut self,
         inb: &Inbound<'_>,
-        msg: &Message<'_>,
+        msg: &ValidRequest<'_, '_>,
         info: &RouteInfo<'_>,
         loop_hash: u32,
         spiral: Option<Arc<Dialog>>,
@@ -137,7 +137,7 @@ impl Engine {
             Some(d) => self.encode_cookie(d.id, &mut cookie_buf),
             None => UNTRACKED,
         });
-        let top_branch = msg.top_via().and_then(|v| v.branch()).unwrap_or(&[]);
+        let top_branch = msg.branch();
         let timers = settings.txn_timers();
         let serial_rest = if mode == ForkMode::Serial && targets.len() > 1 {
             targets.split_off(1)
@@ -227,7 +227,7 @@ impl Engine {
         // RFC 3261 §17.2.1: 100 Trying unless the next hop answers within 200 ms. With a
         // delay, a provisional or final relayed before the Trying timer makes it unneeded,
         // which saves a datagram per call on fast paths.
-        self.apply_ist(now, slot, ist_actions, Some((inb, msg)), out);
+        self.apply_ist(now, slot, ist_actions, Some((inb, msg.msg())), out);
         let mut started = 0;
         for t in targets {
             if self.start_branch(inb, msg, info, slot, t, &decision, out) {

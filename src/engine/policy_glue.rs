@@ -12,14 +12,14 @@ use super::dialogs::Decision;
 use super::{Engine, Inbound, Settings, Shared};
 use crate::dialog::Dialog;
 use crate::policy::{DialogOps, RequestView, Verdict};
-use crate::wire::{Message, Transport, Uri};
+use crate::wire::{Transport, Uri, ValidRequest};
 
 /// A request as the policy sees it.
 pub(crate) struct View<'m, 'a> {
-    msg: &'m Message<'a>,
+    msg: &'m ValidRequest<'m, 'a>,
     inb: &'m Inbound<'m>,
     initial: bool,
-    ruri: Option<Uri<'a>>,
+    ruri: Uri<'a>,
     from: Option<Uri<'a>>,
     to: Option<Uri<'a>>,
     vars: Option<arc_swap::Guard<Option<std::sync::Arc<crate::dialog::record::Vars>>>>,
@@ -27,7 +27,7 @@ pub(crate) struct View<'m, 'a> {
 
 impl<'m, 'a> View<'m, 'a> {
     pub(crate) fn new(
-        msg: &'m Message<'a>,
+        msg: &'m ValidRequest<'m, 'a>,
         inb: &'m Inbound<'m>,
         initial: bool,
         dialog: Option<&Dialog>,
@@ -36,9 +36,10 @@ impl<'m, 'a> View<'m, 'a> {
             msg,
             inb,
             initial,
-            ruri: msg.parsed_request_uri().ok(),
-            from: msg.from().and_then(|f| f.parsed_uri().ok()),
-            to: msg.to().and_then(|t| t.parsed_uri().ok()),
+            ruri: msg.uri(),
+            // Validation parsed From and To as name-addrs, not their URIs: these may fail.
+            from: msg.from().parsed_uri().ok(),
+            to: msg.to().parsed_uri().ok(),
             vars: dialog.map(|d| d.vars.load()),
         }
     }
@@ -62,16 +63,16 @@ impl RequestView for View<'_, '_> {
         self.inb.transport
     }
     fn ruri(&self) -> &[u8] {
-        self.msg.request_uri().unwrap_or(&[])
+        self.msg.request_uri()
     }
     fn ruri_user(&self) -> &[u8] {
-        user(&self.ruri)
+        self.ruri.user.unwrap_or(&[])
     }
     fn ruri_host(&self) -> &[u8] {
-        host(&self.ruri)
+        self.ruri.host
     }
     fn from_uri(&self) -> &[u8] {
-        self.msg.from().map(|f| f.uri).unwrap_or(&[])
+        self.msg.from().uri
     }
     fn from_user(&self) -> &[u8] {
         user(&self.from)
@@ -80,7 +81,7 @@ impl RequestView for View<'_, '_> {
         host(&self.from)
     }
     fn to_uri(&self) -> &[u8] {
-        self.msg.to().map(|f| f.uri).unwrap_or(&[])
+        self.msg.to().uri
     }
     fn to_user(&self) -> &[u8] {
         user(&self.to)
@@ -95,7 +96,7 @@ impl RequestView for View<'_, '_> {
         self.inb.src.port()
     }
     fn call_id(&self) -> &[u8] {
-        self.msg.call_id().unwrap_or(&[])
+        self.msg.call_id()
     }
     fn header(&self, name: &[u8]) -> Option<&[u8]> {
         self.msg.find_header(name)
@@ -238,7 +239,7 @@ impl Engine {
     pub(crate) fn evaluate_policy(
         &mut self,
         inb: &Inbound<'_>,
-        msg: &Message<'_>,
+        msg: &ValidRequest<'_, '_>,
         initial: bool,
         dialog: Option<&Dialog>,
     ) -> (Decision, Option<Vec<u8>>) {

@@ -302,9 +302,13 @@ impl Engine {
     /// The To-tag of a reply we generate for `msg` without a transaction (policy replies,
     /// 404/503 for unroutable requests): derived from Call-ID and From-tag, so the ACK of such a
     /// reply is recognised and absorbed without state (like Kamailio's `sl`).
-    pub(crate) fn local_tag(&self, msg: &crate::wire::Message<'_>) -> [u8; 10] {
-        let call_id = msg.call_id().unwrap_or(&[]);
-        let ftag = msg.from_tag().unwrap_or(&[]);
+    pub(crate) fn local_tag(&self, msg: &crate::wire::ValidRequest<'_, '_>) -> [u8; 10] {
+        self.local_tag_of(msg.call_id(), msg.from_tag_or_empty())
+    }
+
+    /// [`Engine::local_tag`] from the Call-ID and From-tag (empty when absent), for a reply to
+    /// a request refused before validation (flood control) too.
+    pub(crate) fn local_tag_of(&self, call_id: &[u8], ftag: &[u8]) -> [u8; 10] {
         let boot = self.shared.boot.to_le_bytes();
         let mut h = crate::txn::branch::hash(&[call_id, ftag, &boot]);
         let mut t = *LOCAL_TAG_PREFIX_BUF;

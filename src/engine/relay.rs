@@ -9,6 +9,8 @@
 //!   end); a response to a CANCEL or a generated request never is.
 //! - Relaying removes our Via only; the next Via says where it goes (a broadcast or bad Via
 //!   is dropped and counted).
+//! - Past validation a handler takes the [`wire::ValidResponse`]: status code, CSeq, Call-ID
+//!   and the top Via with its branch are read once and are never `Option`s.
 
 use super::forward::{is_broadcast, via_target};
 use super::{Engine, Inbound, Output};
@@ -44,26 +46,27 @@ impl Engine {
     /// Entry point for responses.
     pub(crate) fn on_response(&mut self, inb: &Inbound<'_>, msg: &Message<'_>, out: &mut Output) {
         self.stats.inc(Counter::ResponsesIn);
-        if let Err(e) = wire::validate_response(msg) {
-            self.stats.inc_parse_error(e.kind_index());
-            self.warn_malformed(inb, e, msg.call_id());
-            return;
-        }
-        let Some(top) = msg.top_via() else {
-            return self.stats.inc(Counter::Dropped);
+        let msg = match wire::validate_response(msg) {
+            Ok(v) => v,
+            Err(e) => {
+                self.stats.inc_parse_error(e.kind_index());
+                self.warn_malformed(inb, e, msg.call_id());
+                return;
+            }
         };
+        // Trusted from here: the top Via, its branch, CSeq and Call-ID are fields of `msg`.
+        let msg = &msg;
+        let top = msg.top_via();
         let ours = self.shared.locals.is_ours(top.host, top.port);
         // A branch naming a worker we do not have was not written by this proxy instance.
         let workers = self.shared.workers;
-        let Some(b) = top
-            .branch()
-            .and_then(branch::parse)
-            .filter(|b| ours && usize::from(b.worker) < workers)
+        let Some(b) =
+            branch::parse(msg.branch()).filter(|b| ours && usize::from(b.worker) < workers)
         else {
             self.stats.inc(Counter::NotOurs);
             return;
         };
-        let method = msg.cseq().map(|c| c.method).unwrap_or(Method::Other);
+        let method = msg.cseq().method;
         let owner = usize::from(b.worker);
         // Transaction state lives on the worker that wrote the branch.
         let stateful = matches!(
@@ -78,7 +81,7 @@ impl Engine {
             (Kind::Dialog, Method::Invite) => {
                 if self.txns.get_checked(b.slot, b.cookie).is_some() {
                     self.on_invite_response(inb, msg, b.slot, usize::from(b.leg), out);
-                } else if msg.code().is_some_and(|c| (200..300).contains(&c)) {
+                } else if (200..300).contains(&msg.code()) {
                     // The transaction is gone: a 2xx (a retransmission whose ACK was lost, or
                     // a late fork) still goes upstream statelessly (RFC 3261 §16.7 step 5).
                     self.relay_response(msg, None, out);

@@ -3,7 +3,10 @@
 //! forwarding.
 //!
 //! Invariants: every request either gets a reply, is forwarded, is absorbed by its
-//! transaction, is handed to the owning worker, or is dropped and counted.
+//! transaction, is handed to the owning worker, or is dropped and counted. Past validation a
+//! handler takes the [`ValidRequest`], never the bare message: Call-ID, From, To, CSeq, the top
+//! Via and its branch and the Request-URI are read once, by validation, and are never
+//! `Option`s here (only flood control runs before it, on the bare message).
 
 use super::forward::{HopError, RecordRoute, uri_target, uri_target_parsed};
 use super::invite::recent_key_of;
@@ -12,7 +15,7 @@ use crate::dialog::{DlgEvent, DlgState, EndReason, Side, Socket};
 use crate::stats::Counter;
 use crate::txn::branch::{self, Branch, Kind};
 use crate::txn::recent::Found;
-use crate::wire::{self, Edits, HeaderName, Message, Method, ParseError};
+use crate::wire::{self, Edits, HeaderName, Message, Method, ParseError, ValidRequest};
 
 /// Where the INVITE transaction of a request (an INVITE, its CANCEL, the ACK of its non-2xx
 /// final) is: at `(owner worker, slot)`, freed less than `txn::recent::REMEMBER_MS` ago, or
@@ -144,14 +147,20 @@ impl Engine {
         if !self.flood_gate(inb, msg, method, out) {
             return;
         }
-        if let Err(e) = wire::validate_request(msg) {
-            self.stats.inc_parse_error(e.kind_index());
-            self.warn_malformed(inb, e, msg.call_id());
-            if method != Method::Ack {
-                self.reply(inb, msg, e.status(), e.reason().as_bytes(), None, &[], out);
+        let msg = match wire::validate_request(msg) {
+            Ok(v) => v,
+            Err(e) => {
+                self.stats.inc_parse_error(e.kind_index());
+                self.warn_malformed(inb, e, msg.call_id());
+                if method != Method::Ack {
+                    self.reply(inb, msg, e.status(), e.reason().as_bytes(), None, &[], out);
+                }
+                return;
             }
-            return;
-        }
+        };
+        // From here on the request is trusted: Call-ID, From, To, CSeq, the top Via and the
+        // Request-URI are fields of `msg`, read once by validation.
+        let msg = &msg;
         // We support no extensions a proxy must understand (RFC 3261 §16.3 step 4).
         if method != Method::Ack
             && method != Method::Cancel
@@ -220,7 +229,7 @@ impl Engine {
     fn on_initial_other(
         &mut self,
         inb: &Inbound<'_>,
-        msg: &Message<'_>,
+        msg: &ValidRequest<'_, '_>,
         method: Method,
         info: &RouteInfo<'_>,
         out: &mut Output,
@@ -248,12 +257,11 @@ impl Engine {
     /// The next hop of a request after our own Route entries are removed.
     pub(crate) fn next_hop(
         &self,
-        msg: &Message<'_>,
+        msg: &ValidRequest<'_, '_>,
         info: &RouteInfo<'_>,
     ) -> Result<Socket, HopError> {
-        let (addr, transport) = match info.next_route {
+        let (addr, transport) = match info.next_route.or(info.strict) {
             Some(r) => uri_target(r)?,
-            None if info.strict.is_some() => uri_target(info.strict.unwrap_or(&[]))?,
             None if info.ruri_ours => {
                 let s = self.shared.settings.load();
                 let t = s
@@ -264,8 +272,8 @@ impl Engine {
                     .ok_or(HopError::Ours)?;
                 return Ok(t);
             }
-            // The Request-URI as parsed (and memoised) by validation; none or bad: 400-class.
-            None => uri_target_parsed(&msg.parsed_request_uri().map_err(|_| HopError::BadUri)?)?,
+            // The Request-URI as parsed by validation.
+            None => uri_target_parsed(&msg.uri())?,
         };
         Ok(Socket {
             addr,
@@ -279,11 +287,11 @@ impl Engine {
     pub(crate) fn reply_hop_error(
         &mut self,
         inb: &Inbound<'_>,
-        msg: &Message<'_>,
+        msg: &ValidRequest<'_, '_>,
         e: HopError,
         out: &mut Output,
     ) {
-        if msg.method() == Some(Method::Ack) {
+        if msg.method() == Method::Ack {
             self.stats.inc(Counter::Dropped);
             return;
         }
@@ -301,7 +309,7 @@ impl Engine {
     pub(crate) fn forward_stateless(
         &mut self,
         inb: &Inbound<'_>,
-        msg: &Message<'_>,
+        msg: &ValidRequest<'_, '_>,
         method: Method,
         info: &RouteInfo<'_>,
         cookie: Option<&[u8]>,
@@ -315,7 +323,7 @@ impl Engine {
     pub(crate) fn forward_stateless_to(
         &mut self,
         inb: &Inbound<'_>,
-        msg: &Message<'_>,
+        msg: &ValidRequest<'_, '_>,
         method: Method,
         info: &RouteInfo<'_>,
         cookie: Option<&[u8]>,
@@ -333,8 +341,7 @@ impl Engine {
             Ok(t) => t,
             Err(e) => return self.reply_hop_error(inb, msg, e, out),
         };
-        let incoming = msg.top_via().and_then(|v| v.branch()).unwrap_or(&[]);
-        let h = branch::hash(&[incoming, msg.method_bytes()]);
+        let h = branch::hash(&[msg.branch(), msg.method_bytes()]);
         let br = Branch {
             kind: if cookie.is_some() {
                 Kind::Within
@@ -372,7 +379,7 @@ impl Engine {
     pub(crate) fn on_sequential(
         &mut self,
         inb: &Inbound<'_>,
-        msg: &Message<'_>,
+        msg: &ValidRequest<'_, '_>,
         method: Method,
         info: &RouteInfo<'_>,
         out: &mut Output,
@@ -382,10 +389,10 @@ impl Engine {
             .and_then(|c| self.decode_cookie(c))
             .and_then(|id| self.shared.table.get(id));
         let side = dialog.as_ref().and_then(|d| {
-            let call_id = msg.call_id()?;
+            // No From tag (RFC 2543): no dialog of ours can match.
             let ftag = msg.from_tag()?;
             let ttag = msg.to_tag().unwrap_or(&[]);
-            d.match_tags(call_id, ftag, ttag)
+            d.match_tags(msg.call_id(), ftag, ttag)
         });
         let (Some(d), Some(side)) = (dialog, side) else {
             // Unknown or forged dialog id: route it, but touch no dialog.
@@ -426,7 +433,7 @@ impl Engine {
                 return;
             }
         }
-        let cseq = msg.cseq().map(|c| c.num).unwrap_or(0);
+        let cseq = msg.cseq().num;
         match side {
             Side::Callee => {
                 d.callee_cseq
@@ -483,7 +490,7 @@ impl Engine {
     pub(crate) fn on_plain_ack(
         &mut self,
         inb: &Inbound<'_>,
-        msg: &Message<'_>,
+        msg: &ValidRequest<'_, '_>,
         info: &RouteInfo<'_>,
         out: &mut Output,
     ) {
@@ -493,8 +500,7 @@ impl Engine {
                 return;
             }
             TxnOf::At(_, slot) => {
-                let branch = msg.top_via().and_then(|v| v.branch()).unwrap_or(&[]);
-                if self.absorb_ack(inb.now_ms, slot, branch, out) {
+                if self.absorb_ack(inb.now_ms, slot, msg.branch(), out) {
                     return;
                 }
             }
@@ -518,7 +524,7 @@ impl Engine {
 
     /// The transaction of the INVITE that this CANCEL/ACK/retransmission refers to: owner
     /// worker and slot, via the Call-ID + From-tag index.
-    pub(crate) fn txn_of(&self, msg: &Message<'_>, now_ms: u64) -> TxnOf {
+    pub(crate) fn txn_of(&self, msg: &ValidRequest<'_, '_>, now_ms: u64) -> TxnOf {
         // The shared index by upstream key finds tracked and untracked transactions alike; the
         // owner verifies the slot's generation (a hand-off is verified on arrival). One key,
         // one probe: it also tells a transaction freed less than REMEMBER_MS ago.
@@ -548,11 +554,11 @@ impl Engine {
     }
 
     /// The INVITE transaction through the dialog table (Call-ID and From-tag -> `txn_slot`).
-    fn txn_of_dialog(&self, msg: &Message<'_>) -> Option<TxnOf> {
+    fn txn_of_dialog(&self, msg: &ValidRequest<'_, '_>) -> Option<TxnOf> {
         let id = self
             .shared
             .table
-            .find_by_callid_ftag(msg.call_id()?, msg.from_tag()?)?;
+            .find_by_callid_ftag(msg.call_id(), msg.from_tag()?)?;
         let slot = self
             .shared
             .table
@@ -566,7 +572,7 @@ impl Engine {
     pub(crate) fn on_cancel(
         &mut self,
         inb: &Inbound<'_>,
-        msg: &Message<'_>,
+        msg: &ValidRequest<'_, '_>,
         info: &RouteInfo<'_>,
         out: &mut Output,
     ) {
@@ -590,11 +596,10 @@ impl Engine {
             out.handoff = Some(owner);
             return;
         }
-        let branch = msg.top_via().and_then(|v| v.branch()).unwrap_or(&[]);
         let matches = self
             .txns
             .get_mut(slot)
-            .is_some_and(|t| t.up.branch == branch);
+            .is_some_and(|t| t.up.branch == msg.branch());
         if !matches {
             return self.forward_stateless(inb, msg, Method::Cancel, info, None, out);
         }
@@ -611,11 +616,11 @@ impl Engine {
     pub(crate) fn on_invite(
         &mut self,
         inb: &Inbound<'_>,
-        msg: &Message<'_>,
+        msg: &ValidRequest<'_, '_>,
         info: &RouteInfo<'_>,
         out: &mut Output,
     ) {
-        let top_branch = msg.top_via().and_then(|v| v.branch()).unwrap_or(&[]);
+        let top_branch = msg.branch();
         // Retransmission of an INVITE we are handling?
         match self.txn_of(msg, inb.now_ms) {
             TxnOf::At(owner, _) if owner != self.worker => {
@@ -640,12 +645,14 @@ impl Engine {
             TxnOf::Unknown => {}
         }
         // Loop or spiral (RFC 3261 §16.3 step 4): a Via of ours with a dialog branch.
-        let call_id = msg.call_id().unwrap_or(&[]);
-        let ftag = msg.from_tag().unwrap_or(&[]);
-        let cseq = msg.cseq().map(|c| c.num).unwrap_or(0);
-        let ruri = msg.request_uri().unwrap_or(&[]);
-        let cseq_b = cseq.to_le_bytes();
-        let lh = branch::hash(&[ruri, call_id, ftag, &cseq_b, info.next_route.unwrap_or(&[])]);
+        let cseq_b = msg.cseq().num.to_le_bytes();
+        let lh = branch::hash(&[
+            msg.request_uri(),
+            msg.call_id(),
+            msg.from_tag_or_empty(),
+            &cseq_b,
+            info.next_route.unwrap_or(&[]),
+        ]);
         let mut spiral_of = None;
         // Every Via counts (§16.3 step 4), the top one too: a request sent back to us
         // directly carries our Via on top.

@@ -13,7 +13,9 @@
 //!   answered rather than dropped.
 //! - Lazy typed accessors ([`Via`], [`NameAddr`], [`CSeq`], [`Uri`], option tags) that parse a
 //!   header value only when called, again without allocating.
-//! - [`validate_request`] / [`validate_response`]: the checks a proxy needs before forwarding.
+//! - [`validate_request`] / [`validate_response`]: the checks a proxy needs before forwarding;
+//!   they return a [`ValidRequest`] / [`ValidResponse`], whose Call-ID, From, To, CSeq, top Via
+//!   (and method and Request-URI) are fields, not `Option`s (check once, then trust the type).
 //! - [`Edits`]: an ordered, fixed-capacity edit list over a parsed message, serialized once.
 //! - [`build`]: builders for locally generated responses, CANCEL, ACK and in-dialog requests.
 //! - [`Kept`]: a message kept past its datagram with its spans, viewed again without parsing.
@@ -29,8 +31,9 @@
 //! From: <sip:alice@example.com>;tag=1\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\n\
 //! Content-Length: 0\r\n\r\n";
 //! let msg = parse(datagram).unwrap();
-//! validate_request(&msg).unwrap();
-//! assert_eq!(msg.top_via().unwrap().branch(), Some(&b"z9hG4bK1"[..]));
+//! let req = validate_request(&msg).unwrap();
+//! assert_eq!(req.branch(), b"z9hG4bK1");
+//! assert_eq!(req.cseq().num, 1);
 //!
 //! let mut edits = Edits::new(&msg);
 //! edits.decrement_max_forwards().unwrap();
@@ -65,6 +68,7 @@ mod scan;
 mod stream;
 mod transport;
 mod uri;
+mod valid;
 mod validate;
 mod values;
 
@@ -84,6 +88,7 @@ pub use scan::{ParamIter, param_lookup};
 pub use stream::StreamFramer;
 pub use transport::Transport;
 pub use uri::{Scheme, Uri, parse_uri};
+pub use valid::{ValidRequest, ValidResponse};
 pub use validate::{
     check_hops, first_unsupported, require_max_forwards, validate_request, validate_response,
 };

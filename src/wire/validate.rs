@@ -1,16 +1,22 @@
 //! Proxy-level validation of parsed messages (RFC 3261 §16.3 "request validation").
 //!
 //! Invariants: validation reads the message only and returns the first problem as a small
-//! `Copy` [`ParseError`]. It is separate from parsing so a proxy can still route responses
-//! and answer malformed requests with the right status code.
+//! `Copy` [`ParseError`], or on success the validated view ([`ValidRequest`],
+//! [`ValidResponse`]) with the headers it proved, each read once: the engine trusts those
+//! fields and never re-reads them as `Option`s. These two functions are the only makers of
+//! the views. Validation is separate from parsing so a proxy can still route responses and
+//! answer malformed requests with the right status code.
 //!
 //! Missing Max-Forwards is deliberately *not* an error of [`validate_request`]: RFC 3261 §16.6
 //! step 3 says a proxy MUST add it when absent (see `Edits::decrement_max_forwards`). Callers
 //! that want strictness use [`require_max_forwards`]; [`check_hops`] gives 483 for zero.
 
 use super::error::ParseError;
-use super::message::Message;
+use super::message::{Message, StartLine};
 use super::names::HeaderName;
+use super::scan::parse_u32;
+use super::valid::{Common, ValidRequest, ValidResponse};
+use super::values::parse_cseq;
 
 const REQUIRED: [HeaderName; 5] = [
     HeaderName::Via,
@@ -45,77 +51,132 @@ fn slot(name: HeaderName) -> Option<usize> {
     })
 }
 
-fn common(m: &Message) -> Result<(), ParseError> {
+/// What the one pass over the header lines found: per slot, how many lines and the first.
+struct Seen<'m, 'a> {
+    m: &'m Message<'a>,
+    counts: [u32; 8],
+    first: [usize; 8],
+}
+
+impl<'a> Seen<'_, 'a> {
+    fn count(&self, name: HeaderName) -> u32 {
+        slot(name)
+            .and_then(|i| self.counts.get(i))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The value of the first line called `name`: what `Message::header_value` returns.
+    fn value(&self, name: HeaderName) -> Option<&'a [u8]> {
+        let i = *self.first.get(slot(name)?)?;
+        let h = self.m.headers().get(i)?;
+        Some(h.value.get(self.m.buf()))
+    }
+}
+
+/// The checks requests and responses share; on success, the headers they proved, each read
+/// once (the header lines are walked once, for the counts and the first of each name).
+fn common<'m, 'a>(m: &'m Message<'a>) -> Result<(Common<'a>, Seen<'m, 'a>), ParseError> {
     // One pass over the header lines counts every name checked below (instead of one scan
-    // per name); the checks then report in the same order as before: the first missing
-    // REQUIRED name, then the first repeated SINGLE name.
-    let mut counts = [0u32; 8];
-    for h in m.headers() {
-        if let Some(c) = slot(h.name).and_then(|i| counts.get_mut(i)) {
+    // per name) and notes where each first occurs; the checks then report in the same order
+    // as before: the first missing REQUIRED name, then the first repeated SINGLE name.
+    let mut seen = Seen {
+        m,
+        counts: [0; 8],
+        first: [usize::MAX; 8],
+    };
+    for (i, h) in m.headers().iter().enumerate() {
+        if let Some(s) = slot(h.name)
+            && let (Some(c), Some(f)) = (seen.counts.get_mut(s), seen.first.get_mut(s))
+        {
+            if *c == 0 {
+                *f = i;
+            }
             *c += 1;
         }
     }
-    let count = |name| slot(name).and_then(|i| counts.get(i)).copied().unwrap_or(0);
     for name in REQUIRED {
-        if count(name) == 0 {
+        if seen.count(name) == 0 {
             return Err(ParseError::MissingHeader(name));
         }
     }
     for name in SINGLE {
-        if count(name) > 1 {
+        if seen.count(name) > 1 {
             return Err(ParseError::DuplicateHeader(name));
         }
     }
-    if m.call_id().is_none_or(<[u8]>::is_empty) {
-        return Err(ParseError::BadHeaderValue(HeaderName::CallId));
-    }
-    if !m.top_via().is_some_and(|v| v.params_well_formed()) {
-        return Err(ParseError::BadHeaderValue(HeaderName::Via));
-    }
-    if m.from().is_none() {
-        return Err(ParseError::BadHeaderValue(HeaderName::From));
-    }
-    if m.to().is_none() {
-        return Err(ParseError::BadHeaderValue(HeaderName::To));
-    }
-    if m.cseq().is_none() {
-        return Err(ParseError::BadHeaderValue(HeaderName::CSeq));
-    }
-    Ok(())
+    let call_id = seen
+        .value(HeaderName::CallId)
+        .filter(|c| !c.is_empty())
+        .ok_or(ParseError::BadHeaderValue(HeaderName::CallId))?;
+    let top_via = m
+        .top_via()
+        .filter(|v| v.params_well_formed())
+        .ok_or(ParseError::BadHeaderValue(HeaderName::Via))?;
+    let from = m
+        .from()
+        .ok_or(ParseError::BadHeaderValue(HeaderName::From))?;
+    let to = m.to().ok_or(ParseError::BadHeaderValue(HeaderName::To))?;
+    let cseq = seen
+        .value(HeaderName::CSeq)
+        .and_then(parse_cseq)
+        .ok_or(ParseError::BadHeaderValue(HeaderName::CSeq))?;
+    let common = Common {
+        call_id,
+        from,
+        to,
+        cseq,
+        top_via,
+    };
+    Ok((common, seen))
 }
 
 /// Validates a request for forwarding: mandatory headers (Via, To, From, Call-ID, CSeq) present
 /// and parseable; single-valued headers (Call-ID, From, To, CSeq, Max-Forwards,
 /// Content-Length, Content-Type) not repeated; CSeq method equal to the request method (ACK and
 /// CANCEL included); Max-Forwards, when present, in 0..=255; the Request-URI a parseable
-/// `sip`/`sips`/`tel` URI (416 for other schemes).
-pub fn validate_request(m: &Message) -> Result<(), ParseError> {
-    m.parsed_request_uri()?;
-    common(m)?;
-    let cseq = m
-        .cseq()
-        .ok_or(ParseError::BadHeaderValue(HeaderName::CSeq))?;
-    if cseq.method_bytes != m.method_bytes() {
+/// `sip`/`sips`/`tel` URI (416 for other schemes). The first problem found, in that order
+/// (Request-URI first), is the error.
+///
+/// On success, the [`ValidRequest`] holds those headers parsed, so the caller never reads
+/// them again as `Option`s.
+pub fn validate_request<'m, 'a>(m: &'m Message<'a>) -> Result<ValidRequest<'m, 'a>, ParseError> {
+    let uri = m.parsed_request_uri()?;
+    let StartLine::Request {
+        method,
+        method_span,
+        uri: uri_span,
+    } = m.start_line()
+    else {
+        return Err(ParseError::WrongKind);
+    };
+    let (common, seen) = common(m)?;
+    if common.cseq.method_bytes != method_span.get(m.buf()) {
         return Err(ParseError::CSeqMethodMismatch);
     }
-    if m.header(HeaderName::MaxForwards).is_some() && m.max_forwards().is_none_or(|n| n > 255) {
+    if let Some(v) = seen.value(HeaderName::MaxForwards)
+        && parse_u32(v).is_none_or(|n| n > 255)
+    {
         return Err(ParseError::BadHeaderValue(HeaderName::MaxForwards));
     }
-    Ok(())
+    let request_uri = uri_span.get(m.buf());
+    Ok(ValidRequest::new(m, method, request_uri, uri, common))
 }
 
 /// Validates a response for forwarding: mandatory headers present and parseable, no
 /// duplicated single-valued headers, and the parameters of the top two Vias well formed (the
-/// top one is ours; the second says where the response goes).
-pub fn validate_response(m: &Message) -> Result<(), ParseError> {
-    if m.is_request() {
+/// top one is ours; the second says where the response goes). On success, the
+/// [`ValidResponse`] holds them parsed.
+pub fn validate_response<'m, 'a>(m: &'m Message<'a>) -> Result<ValidResponse<'m, 'a>, ParseError> {
+    let StartLine::Response { code, .. } = m.start_line() else {
         return Err(ParseError::WrongKind);
-    }
-    common(m)?;
-    if m.vias().nth(1).is_some_and(|v| !v.params_well_formed()) {
+    };
+    let (common, _) = common(m)?;
+    // Memoised: relaying reads the second Via again.
+    if m.second_via().is_some_and(|v| !v.params_well_formed()) {
         return Err(ParseError::BadHeaderValue(HeaderName::Via));
     }
-    Ok(())
+    Ok(ValidResponse::new(m, code, common))
 }
 
 /// Strict check: Max-Forwards must be present (RFC 3261 allows a proxy to add it instead).
@@ -169,10 +230,13 @@ Content-Length: 0\r\n\r\n";
     #[test]
     fn valid_request_passes() {
         let m = parse(BASE.as_bytes()).unwrap();
-        assert_eq!(validate_request(&m), Ok(()));
+        assert_eq!(validate_request(&m).map(|_| ()), Ok(()));
         assert_eq!(require_max_forwards(&m), Ok(()));
         assert_eq!(check_hops(&m), Ok(()));
-        assert_eq!(validate_response(&m), Err(ParseError::WrongKind));
+        assert_eq!(
+            validate_response(&m).map(|_| ()),
+            Err(ParseError::WrongKind)
+        );
     }
 
     #[test]
@@ -268,7 +332,11 @@ Content-Length: 0\r\n\r\n";
             let b = with(from, to);
             assert_ne!(b, BASE.as_bytes(), "substitution {from:?} did not apply");
             let m = parse(&b).unwrap();
-            assert_eq!(validate_request(&m), Err(*err), "{from:?} -> {to:?}");
+            assert_eq!(
+                validate_request(&m).map(|_| ()),
+                Err(*err),
+                "{from:?} -> {to:?}"
+            );
         }
     }
 
@@ -278,17 +346,20 @@ Content-Length: 0\r\n\r\n";
             .replace("INVITE sip", "ACK sip")
             .replace("1 INVITE", "1 ACK");
         let m = parse(b.as_bytes()).unwrap();
-        assert_eq!(validate_request(&m), Ok(()));
+        assert_eq!(validate_request(&m).map(|_| ()), Ok(()));
         let b = with("INVITE sip", "CANCEL sip");
         let m = parse(&b).unwrap();
-        assert_eq!(validate_request(&m), Err(ParseError::CSeqMethodMismatch));
+        assert_eq!(
+            validate_request(&m).map(|_| ()),
+            Err(ParseError::CSeqMethodMismatch)
+        );
     }
 
     #[test]
     fn max_forwards_checks() {
         let b = with("Max-Forwards: 70\r\n", "");
         let m = parse(&b).unwrap();
-        assert_eq!(validate_request(&m), Ok(()));
+        assert_eq!(validate_request(&m).map(|_| ()), Ok(()));
         assert_eq!(
             require_max_forwards(&m),
             Err(ParseError::MissingHeader(HeaderName::MaxForwards))
@@ -296,7 +367,7 @@ Content-Length: 0\r\n\r\n";
         assert_eq!(check_hops(&m), Ok(()));
         let b = with("Max-Forwards: 70", "Max-Forwards: 0");
         let m = parse(&b).unwrap();
-        assert_eq!(validate_request(&m), Ok(()));
+        assert_eq!(validate_request(&m).map(|_| ()), Ok(()));
         assert_eq!(check_hops(&m), Err(ParseError::TooManyHops));
         assert_eq!(check_hops(&m).unwrap_err().status(), 483);
     }
@@ -324,12 +395,12 @@ Content-Length: 0\r\n\r\n";
         let r = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nTo: <sip:b@x>;tag=2\r\n\
 From: <sip:a@x>;tag=1\r\nCall-ID: abc\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
         let m = parse(r.as_bytes()).unwrap();
-        assert_eq!(validate_response(&m), Ok(()));
-        assert_eq!(validate_request(&m), Err(ParseError::WrongKind));
+        assert_eq!(validate_response(&m).map(|_| ()), Ok(()));
+        assert_eq!(validate_request(&m).map(|_| ()), Err(ParseError::WrongKind));
         let r2 = r.replace("Call-ID: abc\r\n", "");
         let m = parse(r2.as_bytes()).unwrap();
         assert_eq!(
-            validate_response(&m),
+            validate_response(&m).map(|_| ()),
             Err(ParseError::MissingHeader(HeaderName::CallId))
         );
     }

@@ -81,9 +81,9 @@ fn of_kind(want: fn(&Expect) -> bool) -> Vec<(String, Vec<u8>)> {
 
 fn validate(m: &Message) -> Result<(), ParseError> {
     if m.is_request() {
-        validate_request(m)
+        validate_request(m).map(|_| ())
     } else {
-        validate_response(m)
+        validate_response(m).map(|_| ())
     }
 }
 
