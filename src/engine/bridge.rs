@@ -31,7 +31,7 @@ use crate::stats::Counter;
 use crate::timer::TimerKey;
 use crate::txn::branch::{Branch, Kind};
 use crate::txn::ict::{self, Action, Ict, Report, TIMER_D};
-use crate::wire::{self, Kept, Message, Method, Transport};
+use crate::wire::{self, Kept, Message, Method, Transport, ValidRequest, ValidResponse};
 
 /// A bridge call gives up after this long (ms).
 pub const BRIDGE_TIMEOUT: u64 = 64_000;
@@ -426,13 +426,13 @@ impl Engine {
     pub(crate) fn on_bridge_response(
         &mut self,
         now: u64,
-        msg: &Message<'_>,
+        msg: &ValidResponse<'_, '_>,
         (slot, generation): (u32, u32),
         out: &mut Output,
     ) {
         let i = slot as usize;
-        let method = msg.cseq().map(|c| c.method).unwrap_or(Method::Other);
-        let code = msg.code().unwrap_or(0);
+        let method = msg.cseq().method;
+        let code = msg.code();
         let timers = self.shared.settings.load().txn_timers();
         let Some(call) = self.bridge_mut(i, generation) else {
             self.stats.inc(Counter::Absorbed);
@@ -457,7 +457,7 @@ impl Engine {
             // The dialog: the peer's tag and remote target (RFC 3261 §12.1.2).
             call.to_tag = msg
                 .to()
-                .and_then(|t| t.tag())
+                .tag()
                 .map(|t| String::from_utf8_lossy(t).into_owned())
                 .unwrap_or_default();
             if let Some(c) = msg.contacts().next() {
@@ -566,14 +566,10 @@ impl Engine {
     pub(crate) fn on_bridge_request(
         &mut self,
         inb: &Inbound<'_>,
-        msg: &Message<'_>,
+        msg: &ValidRequest<'_, '_>,
         out: &mut Output,
     ) -> bool {
-        let is_bridge_uri = msg
-            .request_uri()
-            .and_then(|u| wire::parse_uri(u).ok())
-            .and_then(|u| u.user)
-            .is_some_and(|u| u == BRIDGE_USER.as_bytes());
+        let is_bridge_uri = msg.uri().user.is_some_and(|u| u == BRIDGE_USER.as_bytes());
         if !is_bridge_uri {
             return false;
         }
@@ -582,18 +578,18 @@ impl Engine {
             out.handoff = Some(0);
             return true;
         }
-        let call_id = msg.call_id().unwrap_or(&[]);
+        let call_id = msg.call_id();
         let pos = self
             .bridges
             .iter()
             .position(|b| b.as_ref().is_some_and(|b| b.call_id.as_bytes() == call_id));
-        if msg.method() == Some(Method::Ack) {
+        if msg.method() == Method::Ack {
             return true;
         }
         match pos {
             Some(i) => {
                 self.reply(inb, msg, 200, b"OK", None, &[], out);
-                if msg.method() == Some(Method::Bye) {
+                if msg.method() == Method::Bye {
                     self.free_bridge(i);
                 }
             }

@@ -23,7 +23,7 @@ use crate::timer::TimerKey;
 use crate::txn::branch::{Branch, Kind};
 use crate::txn::nict::{Action, Actions, Nict, Outcome, Timer};
 use crate::wire::Transport;
-use crate::wire::{Message, Method};
+use crate::wire::{Method, ValidResponse};
 
 /// One generated request in flight.
 #[derive(Debug)]
@@ -226,18 +226,16 @@ impl Engine {
     }
 
     /// A response to generated request `(slot, generation)` of this worker (from a
-    /// [`Kind::Client`] branch, or the INVITE branch a CANCEL shares). `msg` passed
-    /// validation (`relay`), but the bridge hands it on as a bare message, hence the `Option`
-    /// status code.
+    /// [`Kind::Client`] branch, or the INVITE branch a CANCEL shares).
     pub(crate) fn on_generated_response(
         &mut self,
         now: u64,
-        msg: &Message<'_>,
+        msg: &ValidResponse<'_, '_>,
         (slot, generation): (u32, u32),
         method: Method,
         out: &mut Output,
     ) {
-        let code = msg.code().unwrap_or(0);
+        let code = msg.code();
         let Some(g) = self.generated.get_mut(slot, generation) else {
             self.stats.inc(Counter::Absorbed);
             return;
