@@ -141,7 +141,32 @@ impl MetricsSnapshot {
         worker_counter(enc, "sipedge_packets_in", "Packets received", &packets_in)?;
         let packets_out = by_transport(Counter::PacketsOutUdp, Counter::PacketsOutTcp);
         worker_counter(enc, "sipedge_packets_out", "Packets sent", &packets_out)?;
-        let simple: [(&str, &str, Counter); 9] = [
+        let simple: [(&str, &str, Counter); 14] = [
+            (
+                "sipedge_generated_answered",
+                "Requests the proxy originated (BYE, CANCEL, REFER) that got a final response",
+                Counter::GeneratedAnswered,
+            ),
+            (
+                "sipedge_generated_timed_out",
+                "Requests the proxy originated that got no final response (Timer F, or Timer B for a bridge INVITE)",
+                Counter::GeneratedTimedOut,
+            ),
+            (
+                "sipedge_responses_absorbed",
+                "Late or duplicate responses that ended at the proxy",
+                Counter::Absorbed,
+            ),
+            (
+                "sipedge_responses_not_ours",
+                "Responses whose top Via is not ours (dropped)",
+                Counter::NotOurs,
+            ),
+            (
+                "sipedge_cancels_unmatched",
+                "CANCELs that matched no INVITE transaction (dropped)",
+                Counter::CancelUnmatched,
+            ),
             (
                 "sipedge_requests_in",
                 "SIP requests received",
