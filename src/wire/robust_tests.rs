@@ -26,16 +26,17 @@ f: sip:a@x;tag=1\r\ni: c\r\nCSeq: 1 INVITE\r\nm: *\r\nl: 0\r\n\r\n",
     b"BYE tel:+123;phone-context=x SIP/2.0\r\nVia: SIP/2.0/UDP a\r\nCall-ID: x\r\n\r\n",
 ];
 
-struct Rng(u64);
+/// A small xorshift generator for the mutation tests of `wire` (also `valid_tests`).
+pub(in crate::wire) struct Rng(pub(in crate::wire) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(in crate::wire) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
-    fn below(&mut self, n: usize) -> usize {
+    pub(in crate::wire) fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize
     }
 }

@@ -28,6 +28,73 @@ use super::names::Method;
 use super::uri::Uri;
 use super::values::{CSeq, NameAddr, Via};
 
+/// The accessors both views share (what [`Common`] holds, the branch, the message) and their
+/// `Deref` to [`Message`]: one definition for requests and responses.
+macro_rules! shared_accessors {
+    ($view:ident) => {
+        impl<'m, 'a> $view<'m, 'a> {
+            /// The message itself.
+            #[inline]
+            pub fn msg(&self) -> &'m Message<'a> {
+                self.msg
+            }
+
+            /// The Call-ID value (never empty).
+            #[inline]
+            pub fn call_id(&self) -> &'a [u8] {
+                self.common.call_id
+            }
+
+            /// The From header, parsed.
+            #[inline]
+            pub fn from(&self) -> NameAddr<'a> {
+                self.common.from
+            }
+
+            /// The To header, parsed.
+            #[inline]
+            pub fn to(&self) -> NameAddr<'a> {
+                self.common.to
+            }
+
+            /// The whole To value as written (validation parsed it as one name-addr).
+            #[inline]
+            pub fn to_value(&self) -> &'a [u8] {
+                self.common.to.span.get(self.msg.buf())
+            }
+
+            /// The CSeq header, parsed (a request's method is its own; a response's says
+            /// which request it answers).
+            #[inline]
+            pub fn cseq(&self) -> CSeq<'a> {
+                self.common.cseq
+            }
+
+            /// The topmost Via value.
+            #[inline]
+            pub fn top_via(&self) -> Via<'a> {
+                self.common.top_via
+            }
+
+            /// The top Via's branch, empty when it has none (an RFC 2543 peer; never one of
+            /// ours then): the transaction key the engine stores and compares.
+            #[inline]
+            pub fn branch(&self) -> &'a [u8] {
+                self.branch
+            }
+        }
+
+        impl<'a> Deref for $view<'_, 'a> {
+            type Target = Message<'a>;
+
+            #[inline]
+            fn deref(&self) -> &Message<'a> {
+                self.msg
+            }
+        }
+    };
+}
+
 /// What requests and responses share: the headers every message must have, parsed.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Common<'a> {
@@ -87,12 +154,6 @@ impl<'m, 'a> ValidRequest<'m, 'a> {
         }
     }
 
-    /// The message itself.
-    #[inline]
-    pub fn msg(&self) -> &'m Message<'a> {
-        self.msg
-    }
-
     /// The method.
     #[inline]
     pub fn method(&self) -> Method {
@@ -109,18 +170,6 @@ impl<'m, 'a> ValidRequest<'m, 'a> {
     #[inline]
     pub fn uri(&self) -> Uri<'a> {
         self.uri
-    }
-
-    /// The Call-ID value (never empty).
-    #[inline]
-    pub fn call_id(&self) -> &'a [u8] {
-        self.common.call_id
-    }
-
-    /// The From header, parsed.
-    #[inline]
-    pub fn from(&self) -> NameAddr<'a> {
-        self.common.from
     }
 
     /// The whole From value as written (validation parsed it as one name-addr).
@@ -142,52 +191,14 @@ impl<'m, 'a> ValidRequest<'m, 'a> {
         self.from_tag.unwrap_or_default()
     }
 
-    /// The To header, parsed.
-    #[inline]
-    pub fn to(&self) -> NameAddr<'a> {
-        self.common.to
-    }
-
-    /// The whole To value as written (validation parsed it as one name-addr).
-    #[inline]
-    pub fn to_value(&self) -> &'a [u8] {
-        self.common.to.span.get(self.msg.buf())
-    }
-
     /// The To tag; `None` on an initial request.
     #[inline]
     pub fn to_tag(&self) -> Option<&'a [u8]> {
         self.to_tag
     }
-
-    /// The CSeq header, parsed; its method is the request's.
-    #[inline]
-    pub fn cseq(&self) -> CSeq<'a> {
-        self.common.cseq
-    }
-
-    /// The topmost Via value.
-    #[inline]
-    pub fn top_via(&self) -> Via<'a> {
-        self.common.top_via
-    }
-
-    /// The top Via's branch, empty when it has none (an RFC 2543 peer): the transaction key
-    /// the engine stores and compares.
-    #[inline]
-    pub fn branch(&self) -> &'a [u8] {
-        self.branch
-    }
 }
 
-impl<'a> Deref for ValidRequest<'_, 'a> {
-    type Target = Message<'a>;
-
-    #[inline]
-    fn deref(&self) -> &Message<'a> {
-        self.msg
-    }
-}
+shared_accessors!(ValidRequest);
 
 /// A response that passed [`super::validate_response`], with the fields validation read.
 ///
@@ -213,69 +224,14 @@ impl<'m, 'a> ValidResponse<'m, 'a> {
         }
     }
 
-    /// The message itself.
-    #[inline]
-    pub fn msg(&self) -> &'m Message<'a> {
-        self.msg
-    }
-
     /// The status code, 100..=699.
     #[inline]
     pub fn code(&self) -> u16 {
         self.code
     }
-
-    /// The Call-ID value (never empty).
-    #[inline]
-    pub fn call_id(&self) -> &'a [u8] {
-        self.common.call_id
-    }
-
-    /// The From header, parsed.
-    #[inline]
-    pub fn from(&self) -> NameAddr<'a> {
-        self.common.from
-    }
-
-    /// The To header, parsed.
-    #[inline]
-    pub fn to(&self) -> NameAddr<'a> {
-        self.common.to
-    }
-
-    /// The whole To value as written (validation parsed it as one name-addr).
-    #[inline]
-    pub fn to_value(&self) -> &'a [u8] {
-        self.common.to.span.get(self.msg.buf())
-    }
-
-    /// The CSeq header, parsed: the method says which request this answers.
-    #[inline]
-    pub fn cseq(&self) -> CSeq<'a> {
-        self.common.cseq
-    }
-
-    /// The topmost Via value (ours, if the response is for us).
-    #[inline]
-    pub fn top_via(&self) -> Via<'a> {
-        self.common.top_via
-    }
-
-    /// The top Via's branch, empty when it has none (never one of ours then).
-    #[inline]
-    pub fn branch(&self) -> &'a [u8] {
-        self.branch
-    }
 }
 
-impl<'a> Deref for ValidResponse<'_, 'a> {
-    type Target = Message<'a>;
-
-    #[inline]
-    fn deref(&self) -> &Message<'a> {
-        self.msg
-    }
-}
+shared_accessors!(ValidResponse);
 
 #[cfg(test)]
 #[path = "valid_tests.rs"]

@@ -366,19 +366,7 @@ fn check(m: &Message) {
     }
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+use crate::wire::robust_tests::Rng;
 
 /// Bytes and whole header lines that move validation: the mutants below insert, delete and
 /// duplicate them, so every check fails now and then, and passes often.

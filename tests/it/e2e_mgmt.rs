@@ -282,16 +282,7 @@ fn metrics_and_ctl_against_running_proxy() {
         .run(&dir);
     report.assert_all_ok(20);
 
-    let url = format!("http://127.0.0.1:{}/metrics", proxy.mgmt_port);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(5)))
-        .proxy(None)
-        .build()
-        .into();
-    let body = match agent.get(&url).call() {
-        Ok(r) => r.into_body().read_to_string().unwrap_or_default(),
-        Err(e) => panic!("GET {url}: {e}"),
-    };
+    let body = proxy.metrics();
     assert!(
         body.lines()
             .any(|l| l.starts_with("sipedge_dialog_active_dialogs ")),
@@ -302,10 +293,7 @@ fn metrics_and_ctl_against_running_proxy() {
     // histograms over once a second, so look again for up to 3 s.
     let (mut sends, mut packets) = (0.0, 0.0);
     for _ in 0..10 {
-        let b = match agent.get(&url).call() {
-            Ok(r) => r.into_body().read_to_string().unwrap_or_default(),
-            Err(e) => panic!("GET {url}: {e}"),
-        };
+        let b = proxy.metrics();
         sends = metric_sum(&b, "sipedge_send_latency_us_count", "").unwrap_or(0.0);
         packets = metric_sum(&b, "sipedge_packet_processing_latency_us_count", "").unwrap_or(0.0);
         if sends >= 1.0 {

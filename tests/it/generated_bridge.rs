@@ -148,19 +148,7 @@ fn bridge_requests_survive_a_peer_that_ignores_the_first_copy() {
     assert!(gone.starts_with("SIP/2.0 481"), "{gone}");
     crate::generated_bye::assert_generated(&proxy, 2, 0);
     // The same outcome in Prometheus, summed over the workers.
-    let url = format!("http://127.0.0.1:{}/metrics", proxy.mgmt_port);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(5)))
-        .proxy(None)
-        .build()
-        .into();
-    let body = agent
-        .get(&url)
-        .call()
-        .unwrap()
-        .into_body()
-        .read_to_string()
-        .unwrap();
+    let body = proxy.metrics();
     let sum = |name: &str| -> u64 {
         body.lines()
             .filter(|l| l.starts_with(&format!("{name}{{")))

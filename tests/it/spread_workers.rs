@@ -39,19 +39,6 @@ fn start_loadgen(
     (child, json)
 }
 
-fn metrics(proxy: &Proxy) -> String {
-    let url = format!("http://127.0.0.1:{}/metrics", proxy.mgmt_port);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(5)))
-        .proxy(None)
-        .build()
-        .into();
-    match agent.get(&url).call() {
-        Ok(r) => r.into_body().read_to_string().unwrap_or_default(),
-        Err(e) => panic!("GET {url}: {e}"),
-    }
-}
-
 /// The value of an unlabelled gauge, or of one labelled series (exact label text).
 fn metric(body: &str, key: &str) -> Option<f64> {
     body.lines()
@@ -61,7 +48,7 @@ fn metric(body: &str, key: &str) -> Option<f64> {
 }
 
 fn active(proxy: &Proxy) -> f64 {
-    let body = metrics(proxy);
+    let body = proxy.metrics();
     metric(&body, "sipedge_workers_active")
         .unwrap_or_else(|| panic!("no sipedge_workers_active in /metrics:\n{body}"))
 }
@@ -126,7 +113,7 @@ fn adaptive_grows_under_load_and_shrinks_when_idle() {
         seen_two,
         "sipedge_workers_active never reached 2 under load"
     );
-    let body = metrics(&proxy);
+    let body = proxy.metrics();
     assert!(
         packets_in(&body, 0) > 0.0 && packets_in(&body, 1) > 0.0,
         "both workers received datagrams once grown:\n{body}"
@@ -146,7 +133,7 @@ fn spread_all_feeds_every_worker_from_one_peer() {
     let (mut lg, json) = start_loadgen(&proxy, &dir, 100, 200);
     let v = summary(&mut lg, &json);
     assert_eq!(v["ok"], 200, "{v}");
-    let body = metrics(&proxy);
+    let body = proxy.metrics();
     let (a, b) = (packets_in(&body, 0), packets_in(&body, 1));
     // Random spreading: each worker gets roughly half of the ~1400 datagrams.
     assert!(a > 200.0 && b > 200.0, "w0={a} w1={b}:\n{body}");

@@ -202,7 +202,7 @@ fn caps_are_process_wide_and_freed_on_close() {
     assert_eq!(settled_closed(&from_two, Duration::from_secs(3)), 15);
     assert_eq!(settled_closed(&from_three, Duration::from_secs(3)), 25);
     // Both workers took part (else this would not show the caps are shared).
-    let metrics = metrics_text(&proxy);
+    let metrics = proxy.metrics();
     for w in 0..2 {
         let label = format!("worker=\"{w}\"");
         let n: f64 = [
@@ -225,19 +225,6 @@ fn caps_are_process_wide_and_freed_on_close() {
     assert_eq!(v, [30, 15, 25, 15], "{stats:?} after 10 from 127.0.0.4");
     assert_eq!(settled_closed(&from_four, Duration::from_secs(1)), 0);
     drop(from_three);
-}
-
-fn metrics_text(proxy: &Proxy) -> String {
-    let url = format!("http://127.0.0.1:{}/metrics", proxy.mgmt_port);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(5)))
-        .proxy(None)
-        .build()
-        .into();
-    match agent.get(&url).call() {
-        Ok(r) => r.into_body().read_to_string().unwrap_or_default(),
-        Err(e) => panic!("GET {url}: {e}"),
-    }
 }
 
 /// Sum of the samples of `name` whose labels contain `label`.

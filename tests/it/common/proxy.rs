@@ -138,6 +138,20 @@ impl Proxy {
         &self.mgmt
     }
 
+    /// The `/metrics` page (Prometheus text); panics when it cannot be fetched.
+    pub fn metrics(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.mgmt_port);
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(5)))
+            .proxy(None)
+            .build()
+            .into();
+        match agent.get(&url).call() {
+            Ok(r) => r.into_body().read_to_string().unwrap_or_default(),
+            Err(e) => panic!("GET {url}: {e}"),
+        }
+    }
+
     /// Calls a JSON-RPC 2.0 method and returns its `result`; panics (with the proxy's log)
     /// on any error. `params` is omitted when `Value::Null`.
     pub fn rpc(&self, method: &str, params: Value) -> Value {
