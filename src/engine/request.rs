@@ -341,7 +341,13 @@ impl Engine {
             Ok(t) => t,
             Err(e) => return self.reply_hop_error(inb, msg, e, out),
         };
-        let h = branch::hash(&[msg.branch(), msg.method_bytes()]);
+        // The same for a request's retransmissions, and an ACK or CANCEL takes its INVITE's
+        // (RFC 3261 §16.11, §17.2.3: they match the INVITE's server transaction downstream).
+        let method_key: &[u8] = match method {
+            Method::Ack | Method::Cancel => b"INVITE",
+            _ => msg.method_bytes(),
+        };
+        let h = branch::hash(&[msg.branch(), method_key]);
         let br = Branch {
             kind: if cookie.is_some() {
                 Kind::Within
@@ -584,13 +590,7 @@ impl Engine {
                 let tag = self.local_tag(msg);
                 return self.reply(inb, msg, 200, b"OK", Some(&tag), &[], out);
             }
-            // No transaction to cancel (RFC 3261 §16.10 would forward it statelessly, but our
-            // branch to the callee is the transaction's own, so a stateless copy could never
-            // match there): dropped and counted, as Kamailio's default script does.
-            TxnOf::Unknown => {
-                self.stats.inc(Counter::CancelUnmatched);
-                return;
-            }
+            TxnOf::Unknown => return self.cancel_without_txn(inb, msg, info, out),
         };
         if owner != self.worker {
             out.handoff = Some(owner);
@@ -601,7 +601,7 @@ impl Engine {
             .get_mut(slot)
             .is_some_and(|t| t.up.branch == msg.branch());
         if !matches {
-            return self.forward_stateless(inb, msg, Method::Cancel, info, None, out);
+            return self.cancel_without_txn(inb, msg, info, out);
         }
         let tag = self
             .txns
@@ -610,6 +610,25 @@ impl Engine {
             .unwrap_or_default();
         self.reply(inb, msg, 200, b"OK", Some(&tag), &[], out);
         self.cancel_txn(inb.now_ms, slot, b"", out);
+    }
+
+    /// A CANCEL that matches no INVITE transaction of ours. Within a dialog (To tag, or our
+    /// cookie in its Route) it cancels a request we forwarded statelessly (a re-INVITE): it
+    /// goes the same way, so it gets that request's branch (RFC 3261 §16.11) and the callee can
+    /// match it. Otherwise its INVITE never came through us, or so long ago that even its
+    /// tombstone is gone: a stateless copy could not match the callee's transaction (whose
+    /// branch is ours), so it is dropped and counted, as Kamailio's default script does.
+    fn cancel_without_txn(
+        &mut self,
+        inb: &Inbound<'_>,
+        msg: &ValidRequest<'_, '_>,
+        info: &RouteInfo<'_>,
+        out: &mut Output,
+    ) {
+        if msg.to_tag().is_some() || info.cookie.is_some() {
+            return self.on_sequential(inb, msg, Method::Cancel, info, out);
+        }
+        self.stats.inc(Counter::CancelUnmatched);
     }
 
     /// An initial INVITE: retransmission, loop, spiral or a new dialog.

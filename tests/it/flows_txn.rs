@@ -561,3 +561,34 @@ fn a_response_after_its_transaction_ended_is_absorbed_unless_it_is_a_2xx() {
     let out = net.send(UAS1, &reply(&fwd, 200, "OK", Some("t2"), UAS1));
     assert_eq!(one(&out, "200", |s| s.code() == 200).dst, sa(UAC));
 }
+
+/// A re-INVITE is forwarded statelessly within its dialog; its CANCEL and the ACK of its
+/// non-2xx final must reach the callee with the branch the re-INVITE got there (RFC 3261
+/// §16.11, §17.1.1.3, §9.1), or the callee could match neither.
+#[test]
+fn a_reinvites_cancel_and_non_2xx_ack_follow_it_with_its_branch() {
+    let mut net = Net::new();
+    let (_fwd, ok) = confirmed_on(&mut net, 0, "reinv");
+    let out = net.send(UAC, &caller_req(&ok, "INVITE", 2, "re1"));
+    let reinv = one(&out, "re-INVITE", |s| s.is("INVITE")).clone();
+    let out = net.send(UAC, &caller_req(&ok, "CANCEL", 2, "re1"));
+    let cancel = one(&out, "CANCEL", |s| s.is("CANCEL")).clone();
+    assert_eq!(cancel.dst, reinv.dst);
+    assert_eq!(
+        cancel.all("Via"),
+        reinv.all("Via"),
+        "same branch as the re-INVITE"
+    );
+    assert_eq!(counter(&net, Counter::CancelUnmatched), 0);
+    // The callee refuses the re-INVITE; the caller's ACK goes down with the same branch.
+    let out = net.send(UAS1, &reply(&reinv, 491, "Request Pending", None, UAS1));
+    one(&out, "491", |s| s.code() == 491);
+    let out = net.send(UAC, &caller_req(&ok, "ACK", 2, "re1"));
+    let ack = one(&out, "ACK", |s| s.is("ACK"));
+    assert_eq!(
+        ack.all("Via"),
+        reinv.all("Via"),
+        "same branch as the re-INVITE"
+    );
+    assert_eq!(net.state_of("reinv"), Some(DlgState::Confirmed));
+}

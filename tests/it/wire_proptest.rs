@@ -182,8 +182,17 @@ fn check_parse_edit(data: &[u8]) -> Result<(), TestCaseError> {
             }
             Err(e) => return Err(TestCaseError::fail(format!("edited output: {e:?}"))),
         };
-        if f.is_request() || m.vias().nth(1).is_some() {
-            prop_assert!(validates(&f), "edited output does not validate");
+        // A response's validation reads its top two Vias; stripping ours brings up the third,
+        // which the input's validation never looked at.
+        let third_ok = m.vias().nth(2).is_none_or(|v| v.params_well_formed());
+        if f.is_request() || (m.vias().nth(1).is_some() && third_ok) {
+            prop_assert!(
+                validates(&f),
+                "edited output does not validate: {:?}\n{:?}\n--- from ---\n{:?}",
+                validate_response(&f).err(),
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(data)
+            );
         }
         prop_assert_eq!(f.call_id(), m.call_id());
         prop_assert_eq!(f.body(), m.body());
