@@ -439,3 +439,57 @@ fn a_corrupt_store_stops_the_start_unless_db_recover() {
     p.stop();
     assert!(set_aside(&db).len() >= 2, "{:?}", set_aside(&db));
 }
+
+/// Adaptive spreading keeps working after the worker it feeds died and was replaced: under
+/// load the spreader still sees the replacement busy and grows to two workers.
+#[test]
+fn adaptive_spreading_sees_a_replaced_worker_busy() {
+    let dir = TempDir::new("spread_after_death");
+    let cfg = config(&dir, "[core]\nspread = \"adaptive\"\nspread_busy = 0.01\n");
+    let cfg = cfg.to_str().unwrap();
+    let p = Sipedge::start(&["--workers", "2", "--config", cfg], &[FAULTS]);
+    let phones = Phones::new(p.sip);
+    p.wait_metric("sipedge_workers_active", 1.0);
+    // Worker 0 is the one the listen sockets feed while idle: it dies on this request.
+    send_fault(&phones, "die", 9);
+    p.wait_metric("sipedge_worker_restarts_total{worker=\"0\"}", 1.0);
+    p.wait_metric("sipedge_worker_alive{worker=\"0\"}", 1.0);
+    p.wait_metric("sipedge_workers_active", 1.0);
+    // 100 calls/s for 6 s: above 1 % of a core, too few to fill a receive batch (a backlog
+    // would make the spreader grow whatever the CPU clocks say).
+    let json = dir.join("lg.json");
+    let mut lg = std::process::Command::new(crate::common::loadgen_bin())
+        .arg("both")
+        .args(["--target", &format!("127.0.0.1:{}", p.sip)])
+        .args([
+            "--uas",
+            &format!("127.0.0.1:{}", crate::common::free_udp_port()),
+        ])
+        .args([
+            "--rate",
+            "100",
+            "--calls",
+            "600",
+            "--sockets",
+            "1",
+            "--quiet",
+        ])
+        .args(["--json", json.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn loadgen");
+    let deadline = now() + Duration::from_secs(15);
+    let mut grew = false;
+    while now() < deadline && !grew {
+        grew = p.metric("sipedge_workers_active") == Some(2.0);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = lg.wait().unwrap();
+    assert!(status.success(), "loadgen: {status}");
+    assert!(
+        grew,
+        "sipedge_workers_active never reached 2 after the restart"
+    );
+}
