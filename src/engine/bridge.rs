@@ -452,7 +452,7 @@ impl Engine {
         }
         let (report, actions) = call.ict.on_response(now, code, &timers);
         if let Report::Success { first: true } = report
-            && call.state == BridgeState::Inviting
+            && matches!(call.state, BridgeState::Inviting | BridgeState::Failed)
         {
             // The dialog: the peer's tag and remote target (RFC 3261 §12.1.2).
             call.to_tag = msg
@@ -474,14 +474,23 @@ impl Engine {
             Report::Success { first } => {
                 // Every 2xx is ACKed (the first, its retransmissions), as the UA core does.
                 self.bridge_ack(i, out);
-                let inviting = self
-                    .bridge_mut(i, generation)
-                    .is_some_and(|c| c.state == BridgeState::Inviting);
-                if first && inviting {
-                    if let Some(c) = self.bridge_mut(i, generation) {
-                        c.state = BridgeState::Referring;
+                let state = self.bridge_mut(i, generation).map(|c| c.state);
+                match (first, state) {
+                    (true, Some(BridgeState::Inviting)) => {
+                        if let Some(c) = self.bridge_mut(i, generation) {
+                            c.state = BridgeState::Referring;
+                        }
+                        self.bridge_request(now, i, Method::Refer, out);
                     }
-                    self.bridge_request(now, i, Method::Refer, out);
+                    // Answered after we gave up (a 2xx crossing our CANCEL): ACK, then BYE
+                    // (RFC 3261 §15), and the call ends on the BYE's outcome.
+                    (true, Some(BridgeState::Failed)) => {
+                        if let Some(c) = self.bridge_mut(i, generation) {
+                            c.state = BridgeState::Ending;
+                        }
+                        self.bridge_request(now, i, Method::Bye, out);
+                    }
+                    _ => {}
                 }
             }
             Report::Failure(_) => self.bridge_failed(now, i),

@@ -232,3 +232,28 @@ fn a_bridge_invite_nobody_answers_is_retransmitted_then_given_up() {
     assert_eq!(net.engines[0].bridges_active(), 0);
     assert_eq!(net.pending_timers(), timers_before);
 }
+
+#[test]
+fn a_bridge_answered_across_its_cancel_is_acked_and_hung_up() {
+    let mut net = Net::new();
+    net.advance(1_000);
+    let inv = start_bridge(&mut net);
+    net.send(UAC, &reply(&inv, 180, "Ringing", Some("al"), UAC));
+    let sent = net.advance(sipedge::engine::BRIDGE_TIMEOUT);
+    let cancel = one(&sent, "CANCEL", |s| s.is("CANCEL")).clone();
+    net.send(UAC, &reply(&cancel, 200, "OK", Some("al"), UAC));
+    // Alice answers anyway: the 200 crossed the CANCEL.
+    let out = net.send(UAC, &reply(&inv, 200, "OK", Some("al"), UAC));
+    let ack = one(&out, "ACK", |s| s.is("ACK"));
+    assert!(ack.hdr("To").contains("tag=al"));
+    let bye = one(&out, "BYE", |s| s.is("BYE")).clone();
+    assert!(
+        out.iter().all(|s| !s.is("REFER")),
+        "no transfer after giving up"
+    );
+    net.send(UAC, &reply(&bye, 200, "OK", None, UAC));
+    assert_eq!(net.engines[0].bridges_active(), 0);
+    // The BYE's client transaction absorbs copies of its 200 for T4, then goes too.
+    net.advance(6_000);
+    assert_eq!(net.engines[0].generated_in_flight(), 0);
+}
