@@ -1,11 +1,15 @@
-//! Requests the proxy sends on its own within a dialog (BYE, REFER), each carried by a
-//! non-INVITE client transaction ([`crate::txn::nict`]) in a per-worker table.
+//! Requests the proxy sends on its own (BYE and REFER within a dialog or a `dlg_bridge` call,
+//! CANCEL of a branch), each carried by a non-INVITE client transaction
+//! ([`crate::txn::nict`]) in a per-worker table.
 //!
 //! # Invariants
 //! - Our Via branch of such a request is of kind [`Kind::Client`]: it names the worker, the
-//!   dialog cookie, the table slot and its generation, so a response finds its transaction in
-//!   O(1) on the worker that sent it (another worker hands it off), and a stale or foreign
-//!   branch never matches.
+//!   dialog cookie (`br` for a bridge call), the table slot and its generation, so a response
+//!   finds its transaction in O(1) on the worker that sent it (another worker hands it off),
+//!   and a stale or foreign branch never matches. A CANCEL shares its INVITE's branch; its
+//!   owner (the INVITE transaction or bridge call) keeps the slot and hands responses over.
+//! - Its outcome (answered, or Timer F) is counted once; its dialog sees the first final
+//!   response, and its bridge call takes its next step on either outcome.
 //! - The request bytes are stored once per transaction and sent again only by Timer E.
 //! - Every timer key of a transaction is kept and cancelled when it ends; the slot is freed
 //!   when the state machine says [`Action::Free`] (after Timer K, Timer F, or at once over a
