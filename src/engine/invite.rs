@@ -90,7 +90,8 @@ impl Engine {
         if mode == ForkMode::RoundRobin && !targets.is_empty() {
             let i = self.rr_pos % targets.len();
             self.rr_pos = self.rr_pos.wrapping_add(1);
-            targets = vec![targets[i]];
+            targets.swap(0, i);
+            targets.truncate(1);
         }
         let track = decision.track.unwrap_or(settings.track_invites);
         if spiral.is_none()
@@ -206,11 +207,7 @@ impl Engine {
             // An untracked INVITE another worker took at the same instant (the request and
             // its retransmission): that worker's transaction handles it.
             decision.release(&self.shared);
-            if let Some(t) = self.txns.remove(slot) {
-                self.stats.inc(Counter::TxnsClosed);
-                self.stats
-                    .add(Counter::TxnBytesReleased, t.held_bytes as u64);
-            }
+            self.remove_txn(slot);
             let owner = usize::from(other.worker);
             if owner != self.worker && owner < self.shared.workers {
                 out.handoff = Some(owner);

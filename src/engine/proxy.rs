@@ -362,10 +362,7 @@ impl Engine {
         }
         let slots: Vec<u32> = self.txns.slots().collect();
         for s in slots {
-            if let Some(mut t) = self.txns.remove(s) {
-                self.stats.inc(Counter::TxnsClosed);
-                self.stats
-                    .add(Counter::TxnBytesReleased, t.held_bytes as u64);
+            if let Some(mut t) = self.remove_txn(s) {
                 for k in t.take_keys() {
                     self.wheel.cancel(k);
                 }

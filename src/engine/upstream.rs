@@ -212,17 +212,23 @@ impl Engine {
         self.apply_ist(now, slot, actions, None, out);
     }
 
+    /// Take transaction `slot` out of the table, counted as closed with the bytes it held.
+    pub(crate) fn remove_txn(&mut self, slot: u32) -> Option<crate::txn::InviteTxn> {
+        let t = self.txns.remove(slot)?;
+        self.stats.inc(Counter::TxnsClosed);
+        self.stats
+            .add(Counter::TxnBytesReleased, t.held_bytes as u64);
+        Some(t)
+    }
+
     /// Free the transaction in `slot` if it is over ([`crate::txn::InviteTxn::is_done`]).
     pub(crate) fn free_if_done(&mut self, now: u64, slot: u32, out: &mut Output) {
         if !self.txns.get(slot).is_some_and(|t| t.is_done()) {
             return;
         }
-        let Some(mut t) = self.txns.remove(slot) else {
+        let Some(mut t) = self.remove_txn(slot) else {
             return;
         };
-        self.stats.inc(Counter::TxnsClosed);
-        self.stats
-            .add(Counter::TxnBytesReleased, t.held_bytes as u64);
         // RFC 6026 Accepted: a retransmission that comes later is still absorbed.
         let loc = crate::txn::recent::Loc {
             worker: self.worker as u16,

@@ -165,6 +165,32 @@ impl Net {
         self.shared.settings.store(Arc::new(s));
     }
 
+    /// Make `targets` (addresses like [`UAS1`]) the default target group, forked by `mode`
+    /// over `transport`.
+    pub fn default_group(
+        &self,
+        mode: sipedge::engine::ForkMode,
+        transport: Transport,
+        targets: &[&str],
+    ) {
+        self.settings(|s| {
+            s.groups = vec![sipedge::engine::TargetGroup {
+                name: "g".into(),
+                mode,
+                targets: targets
+                    .iter()
+                    .map(|a| sipedge::dialog::Socket {
+                        addr: sa(a),
+                        transport,
+                        local: 0,
+                        conn: None,
+                    })
+                    .collect(),
+            }];
+            s.default_group = Some(0);
+        });
+    }
+
     /// Deliver `text` from `src` to worker 0.
     pub fn send(&mut self, src: &str, text: &str) -> Vec<Sent> {
         self.send_to(0, src, text)

@@ -7,29 +7,14 @@
 use crate::flows;
 
 use flows::*;
-use sipedge::dialog::{DlgEvent, DlgState, Side, Socket};
-use sipedge::engine::{Command, ForkMode, Output, TargetGroup};
+use sipedge::dialog::{DlgEvent, DlgState, Side};
+use sipedge::engine::{Command, ForkMode, Output};
 use sipedge::wire::Transport;
 
 /// Net with a target group of UAS1..UAS3 as the default group (R-URI points at the proxy).
 fn forking(mode: ForkMode) -> Net {
     let net = Net::new();
-    net.settings(|s| {
-        s.groups = vec![TargetGroup {
-            name: "g".into(),
-            mode,
-            targets: [UAS1, UAS2, UAS3]
-                .iter()
-                .map(|a| Socket {
-                    addr: sa(a),
-                    transport: Transport::Udp,
-                    local: 0,
-                    conn: None,
-                })
-                .collect(),
-        }];
-        s.default_group = Some(0);
-    });
+    net.default_group(mode, Transport::Udp, &[UAS1, UAS2, UAS3]);
     net
 }
 

@@ -389,26 +389,10 @@ fn the_ack_of_a_non_2xx_final_ends_the_transaction_after_t4() {
 /// late, brings the CANCEL; the 487 is ACKed and nothing more goes upstream.
 #[test]
 fn a_silent_branch_is_cancelled_when_its_first_provisional_comes_late() {
-    use sipedge::dialog::Socket;
-    use sipedge::engine::{ForkMode, TargetGroup};
+    use sipedge::engine::ForkMode;
     use sipedge::wire::Transport;
     let mut net = Net::new();
-    net.settings(|s| {
-        s.groups = vec![TargetGroup {
-            name: "two".into(),
-            mode: ForkMode::Parallel,
-            targets: [UAS1, UAS2]
-                .iter()
-                .map(|a| Socket {
-                    addr: sa(a),
-                    transport: Transport::Udp,
-                    local: 0,
-                    conn: None,
-                })
-                .collect(),
-        }];
-        s.default_group = Some(0);
-    });
+    net.default_group(ForkMode::Parallel, Transport::Udp, &[UAS1, UAS2]);
     let out = net.send(
         UAC,
         &invite("late", "ft-late", "b-late", "sip:bob@127.0.0.1:5060"),
@@ -448,23 +432,10 @@ fn a_silent_branch_is_cancelled_when_its_first_provisional_comes_late() {
 /// the ACK ends the server transaction at once (no Timer I).
 #[test]
 fn reliable_transports_skip_the_retransmission_timers() {
-    use sipedge::dialog::Socket;
-    use sipedge::engine::{ForkMode, Inbound, TargetGroup};
+    use sipedge::engine::{ForkMode, Inbound};
     use sipedge::wire::Transport;
     let mut net = Net::new();
-    net.settings(|s| {
-        s.groups = vec![TargetGroup {
-            name: "tcp".into(),
-            mode: ForkMode::Parallel,
-            targets: vec![Socket {
-                addr: sa(UAS1),
-                transport: Transport::Tcp,
-                local: 0,
-                conn: None,
-            }],
-        }];
-        s.default_group = Some(0);
-    });
+    net.default_group(ForkMode::Parallel, Transport::Tcp, &[UAS1]);
     // Deliver `text` from the UAC over its TCP connection; what went out.
     let over_tcp = |net: &mut Net, text: &str| -> Vec<(Transport, String)> {
         let inb = Inbound {

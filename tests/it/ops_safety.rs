@@ -457,29 +457,7 @@ fn adaptive_spreading_sees_a_replaced_worker_busy() {
     p.wait_metric("sipedge_workers_active", 1.0);
     // 100 calls/s for 6 s: above 1 % of a core, too few to fill a receive batch (a backlog
     // would make the spreader grow whatever the CPU clocks say).
-    let json = dir.join("lg.json");
-    let mut lg = std::process::Command::new(crate::common::loadgen_bin())
-        .arg("both")
-        .args(["--target", &format!("127.0.0.1:{}", p.sip)])
-        .args([
-            "--uas",
-            &format!("127.0.0.1:{}", crate::common::free_udp_port()),
-        ])
-        .args([
-            "--rate",
-            "100",
-            "--calls",
-            "600",
-            "--sockets",
-            "1",
-            "--quiet",
-        ])
-        .args(["--json", json.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn loadgen");
+    let (mut lg, _) = crate::spread_workers::start_loadgen(p.sip, &dir, 100, 600);
     let deadline = now() + Duration::from_secs(15);
     let mut grew = false;
     while now() < deadline && !grew {

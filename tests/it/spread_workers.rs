@@ -15,10 +15,10 @@ use common::proxy::Proxy;
 use common::{TempDir, free_udp_port, loadgen_bin, now};
 use serde_json::Value;
 
-/// Starts loadgen `both` from ONE UAC socket through the proxy; returns the child and the
-/// path of its JSON summary.
-fn start_loadgen(
-    proxy: &Proxy,
+/// Starts loadgen `both` from ONE UAC socket through the proxy at `127.0.0.1:sip_port`;
+/// returns the child and the path of its JSON summary.
+pub(crate) fn start_loadgen(
+    sip_port: u16,
     dir: &TempDir,
     rate: u32,
     calls: u32,
@@ -26,7 +26,7 @@ fn start_loadgen(
     let json = dir.join("summary.json");
     let child = Command::new(loadgen_bin())
         .arg("both")
-        .args(["--target", &format!("127.0.0.1:{}", proxy.sip_port)])
+        .args(["--target", &format!("127.0.0.1:{sip_port}")])
         .args(["--uas", &format!("127.0.0.1:{}", free_udp_port())])
         .args(["--rate", &rate.to_string(), "--calls", &calls.to_string()])
         .args(["--sockets", "1", "--invite-timeout", "10s", "--quiet"])
@@ -93,7 +93,7 @@ fn adaptive_grows_under_load_and_shrinks_when_idle() {
     );
 
     // 400 calls/s for 4 s: far above 1% of a core on any machine.
-    let (mut lg, json) = start_loadgen(&proxy, &dir, 400, 1600);
+    let (mut lg, json) = start_loadgen(proxy.sip_port, &dir, 400, 1600);
     let mut seen_two = false;
     let deadline = now() + Duration::from_secs(15);
     while now() < deadline {
@@ -130,7 +130,7 @@ fn spread_all_feeds_every_worker_from_one_peer() {
     let dir = TempDir::new("spread_all");
     let proxy = Proxy::start(&["--log", "warn", "--spread", "all"]);
     assert_eq!(active(&proxy), 2.0);
-    let (mut lg, json) = start_loadgen(&proxy, &dir, 100, 200);
+    let (mut lg, json) = start_loadgen(proxy.sip_port, &dir, 100, 200);
     let v = summary(&mut lg, &json);
     assert_eq!(v["ok"], 200, "{v}");
     let body = proxy.metrics();
